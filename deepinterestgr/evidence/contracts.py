@@ -1,0 +1,86 @@
+"""Contracts of the evidence plugin kinds. Each is small: one method that does the work, plus `describe()`,
+which returns the JSON-able identity (model id + settings) used in cache keys and manifests."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:  # heavy imports stay out of module import
+    import torch
+    from PIL import Image
+
+    from deepinterestgr.data.schema import Item
+
+
+class EvidencePlugin(ABC):
+    def describe(self) -> dict:
+        """Identity for cache keys and manifests: class, model id and every setting that changes the output."""
+        return {"class": type(self).__name__}
+
+
+@dataclass
+class Descriptor:
+    descriptor: str
+    confidence: float | None = None  # in [0, 1]; None when the miner gives none
+
+
+@dataclass
+class MiningResult:
+    """DCIM output for one item. `error` set (and `raw` kept) when the miner failed; descriptors is then empty."""
+
+    descriptors: list[Descriptor] = field(default_factory=list)
+    error: str | None = None
+    raw: str | None = None
+
+
+class TextEncoder(EvidencePlugin):
+    """Texts -> L2-normalised float32 embeddings [N, dim]."""
+
+    @property
+    @abstractmethod
+    def dim(self) -> int: ...
+
+    @abstractmethod
+    def encode(self, texts: Sequence[str]) -> "torch.Tensor": ...
+
+
+class IntentMiner(EvidencePlugin):
+    """Items -> item-side latent usage intents, strongest first (DCIM)."""
+
+    @abstractmethod
+    def mine(self, items: Sequence["Item"], captions: Sequence[str] | None = None) -> list[MiningResult]: ...
+
+
+class QualityJudge(EvidencePlugin):
+    """Labels each descriptor 1 (specific, actionable, grounded in the item) or 0 (QARM)."""
+
+    @abstractmethod
+    def judge(self, items: Sequence["Item"], descriptors: Sequence[Sequence[Descriptor]]) -> list[list[int]]: ...
+
+
+class CMSABranch(EvidencePlugin):
+    """A cross-modal branch. `branch` says which: "caption" (image -> text) or "image" (image -> features)."""
+
+    branch: ClassVar[str]
+
+
+class Captioner(CMSABranch):
+    branch: ClassVar[str] = "caption"
+
+    @abstractmethod
+    def caption(self, images: Sequence["Image.Image"], items: Sequence["Item"]) -> list[str]: ...
+
+
+class ImageEncoder(CMSABranch):
+    branch: ClassVar[str] = "image"
+
+    @property
+    @abstractmethod
+    def num_features(self) -> int: ...
+
+    @abstractmethod
+    def encode(self, images: Sequence["Image.Image"]) -> "torch.Tensor":
+        """Pooled features [N, num_features] of a frozen encoder."""

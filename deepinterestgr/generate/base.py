@@ -1,0 +1,45 @@
+"""The generator contract: a seq2seq model over SID tokens.
+
+Inputs (built by the SID tokenizer, `deepinterestgr.generate.tokenizer`):
+  history      [B, H, S] long: SID tokens of up to H history items (S = L + 1 tokens per item), PAD = 0
+  history_mask [B, H] bool: True where a history item exists
+  target       [B, S] long: SID tokens of the next item (the decoder target, teacher forcing)
+Token ids are global over the vocabulary (`vocab_size`), one range per SID level, see the tokenizer.
+
+Search (beam, sampling) is generic over this contract: `encode` once, `repeat_state` for beams or groups,
+then `next_token_logits` for each of the S decoding steps.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Generator(nn.Module, ABC):
+    vocab_size: int
+    sid_length: int  # S = tokens per SID
+
+    @abstractmethod
+    def forward(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits [B, S, vocab_size] for every target position."""
+
+    @abstractmethod
+    def encode(self, history: torch.Tensor, history_mask: torch.Tensor) -> Any:
+        """Encoder state for `next_token_logits` (opaque to callers)."""
+
+    @abstractmethod
+    def repeat_state(self, state: Any, n: int) -> Any:
+        """Each batch row repeated n times consecutively (row b -> rows b*n .. b*n+n-1)."""
+
+    @abstractmethod
+    def next_token_logits(self, state: Any, prefix: torch.Tensor) -> torch.Tensor:
+        """Logits [B', vocab_size] of the next token given decoded `prefix` [B', t] (t may be 0)."""
+
+    def sequence_log_probs(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-token log-probabilities [B, S] of `target` (full-vocabulary softmax, teacher forced)."""
+        logits = self(history, history_mask, target).float()
+        return torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)

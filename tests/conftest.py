@@ -1,0 +1,45 @@
+"""Shared fixtures. Thread counts are set explicitly: with another process on the 2 cores, torch's default
+threading slows 6-16x."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _torch_threads() -> None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return
+    torch.set_num_threads(1)
+
+
+_torch_threads()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """`../shared/data` (or $DIG_DATA_ROOT); tests using it skip with the reason when it is absent."""
+    root = Path(os.environ.get("DIG_DATA_ROOT", REPO.parent / "shared" / "data"))
+    if not root.is_dir():
+        pytest.skip(f"real datasets not found at {root} (set DIG_DATA_ROOT to the shared data folder)")
+    return root
+
+
+@pytest.fixture
+def fresh_registry():
+    """A registry built from a throwaway plugin manager (built-ins + entry points), not the process-wide one."""
+    from deepinterestgr.registry import Registry
+
+    return Registry.load()

@@ -46,5 +46,40 @@ class Reward(ABC):
     #: inclusive range of values this reward can take, checked by the contract test
     bounds: ClassVar[tuple[float, float]] = (0.0, 1.0)
 
+    #: inputs this reward needs beyond the always-present fields: "ranks", "item_quality" or "extras.<key>".
+    #: The policy checks them before training starts (e.g. QARM without `<run>/evidence/quality.safetensors`).
+    requires: ClassVar[tuple[str, ...]] = ()
+
     @abstractmethod
     def __call__(self, batch: RewardBatch) -> torch.Tensor: ...
+
+    @classmethod
+    def for_contract_test(cls) -> "Reward":
+        """An instance for the shared contract test; override when the constructor has required arguments."""
+        return cls()
+
+    @classmethod
+    def example_extras(cls, *, num_items: int, generator: torch.Generator) -> dict[str, Any]:
+        """Random but valid `RewardBatch.extras` this reward needs, so contract tests can build a batch for it."""
+        return {}
+
+    def missing_inputs(self, batch: RewardBatch) -> list[str]:
+        """The entries of `requires` that `batch` does not provide."""
+        missing = []
+        for need in self.requires:
+            if need.startswith("extras."):
+                present = need.removeprefix("extras.") in batch.extras
+            else:
+                present = getattr(batch, need, None) is not None
+            if not present:
+                missing.append(need)
+        return missing
+
+    def check_inputs(self, batch: RewardBatch) -> None:
+        """Raise a ValueError naming what is missing, instead of failing somewhere inside `__call__`."""
+        missing = self.missing_inputs(batch)
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__} needs {', '.join(missing)} in the RewardBatch; "
+                "see the reward's docstring for which stage produces it"
+            )

@@ -1,0 +1,1 @@
+"""The `dig` command line."""

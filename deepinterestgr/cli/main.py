@@ -77,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dig: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     words, rest = matched
+    if words == ("pipeline",):  # `--from` is a Python keyword, so the parameter is `from_stage`
+        rest = ["--from_stage" if a == "--from" else a.replace("--from=", "--from_stage=", 1) for a in rest]
     target, _ = STAGE_COMMANDS[words]
     module, _, attr = target.partition(":")
     function = getattr(importlib.import_module(module), attr)

@@ -54,11 +54,27 @@ class IntentMiner(EvidencePlugin):
     def mine(self, items: Sequence["Item"], captions: Sequence[str] | None = None) -> list[MiningResult]: ...
 
 
+@dataclass
+class JudgeResult:
+    """QARM labels for one item's descriptors (same order). `labels` is None and `error` (+ `raw`) set on failure."""
+
+    labels: list[int] | None = None
+    error: str | None = None
+    raw: str | None = None
+
+
 class QualityJudge(EvidencePlugin):
     """Labels each descriptor 1 (specific, actionable, grounded in the item) or 0 (QARM)."""
 
     @abstractmethod
     def judge(self, items: Sequence["Item"], descriptors: Sequence[Sequence[Descriptor]]) -> list[list[int]]: ...
+
+    def judge_detailed(
+        self, items: Sequence["Item"], descriptors: Sequence[Sequence[Descriptor]], captions: Sequence[str] | None = None
+    ) -> list[JudgeResult]:
+        """Like `judge`, but a judge that can fail per item (an LLM) reports the failure instead of raising.
+        The default wraps `judge`, which cannot fail per item; `captions` lets a judge ground on the CMSA caption."""
+        return [JudgeResult(labels=list(map(int, labels))) for labels in self.judge(items, descriptors)]
 
 
 class CMSABranch(EvidencePlugin):

@@ -43,3 +43,18 @@ class Generator(nn.Module, ABC):
         """Per-token log-probabilities [B, S] of `target` (full-vocabulary softmax, teacher forced)."""
         logits = self(history, history_mask, target).float()
         return torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+
+    # ------------------------------------------------------------------------------------------ lazy sizing
+    # The vocabulary and SID length come from the SID table, which exists only once the data is loaded: users never
+    # type them. Generators are constructed from their architecture alone and `build` adds the sized layers.
+    @property
+    def is_built(self) -> bool:
+        return getattr(self, "vocab_size", None) is not None and getattr(self, "sid_length", None) is not None
+
+    def build(self, *, vocab_size: int, sid_length: int) -> None:
+        """Create the vocabulary-dependent layers. A generator already built with the same sizes ignores the call."""
+        if self.is_built and (self.vocab_size, self.sid_length) != (vocab_size, sid_length):
+            raise ValueError(
+                f"{type(self).__name__} was built for vocab {self.vocab_size} x SID length {self.sid_length}, "
+                f"not {vocab_size} x {sid_length}: the SID table changed since this model was trained"
+            )

@@ -33,6 +33,22 @@ class Quantizer(nn.Module, ABC):
     trainable: ClassVar[bool] = True
     num_levels: int
     codebook_size: int
+    #: width of the input vectors; None until `build` (the datamodule knows it, users never type it)
+    input_dim: int | None = None
+    #: width of `QuantizerOutput.quantized` (None until built when it depends on the input)
+    latent_dim: int | None = None
+
+    def build(self, input_dim: int) -> None:
+        """Allocate everything whose shape depends on the input width. Called once, before training or loading a
+        state dict; calling it again with the same width is a no-op. Subclasses with input-sized parameters override
+        it (and call it from `__init__` when `input_dim` is given)."""
+        if self.input_dim is not None and self.input_dim != input_dim:
+            raise ValueError(f"{type(self).__name__} was built for input width {self.input_dim}, got {input_dim}")
+        self.input_dim = int(input_dim)
+
+    @property
+    def is_built(self) -> bool:
+        return self.input_dim is not None
 
     @abstractmethod
     def forward(self, x: torch.Tensor) -> QuantizerOutput: ...
@@ -48,3 +64,10 @@ class Quantizer(nn.Module, ABC):
 
     def fit(self, x: torch.Tensor) -> None:
         """Non-gradient quantizers learn their codebooks here; gradient ones may use it for k-means init."""
+
+    def refresh(self, x: torch.Tensor) -> dict[str, float]:
+        """Periodic maintenance on the whole item table (e.g. restart dead codes), called by the trainer between epochs.
+
+        Must be a deterministic function of `x` and the current weights: under DDP every rank calls it with the same
+        table and must end with the same codebooks. Returns counts to log (e.g. {"restarted_l0": 3})."""
+        return {}

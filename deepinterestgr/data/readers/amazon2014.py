@@ -1,0 +1,37 @@
+"""Amazon Review Data 2014 (McAuley et al.): `reviews_<Cat>_5.json.gz` + `meta_<Cat>.json.gz`."""
+
+from __future__ import annotations
+
+from deepinterestgr.data.readers.amazon_raw import AmazonRawReader, required_number, required_str
+from deepinterestgr.data.readers.lines import category_paths, text_field
+from deepinterestgr.data.schema import Item
+
+
+class Amazon2014Reader(AmazonRawReader):
+    """Amazon 2014 raw dump: reviews_<Cat>_5.json(.gz) (JSON lines) + meta_<Cat>.json(.gz) (Python-literal lines)."""
+
+    expects = "reviews_<Cat>_5.json.gz and meta_<Cat>.json.gz (Amazon 2014)"
+    # The 2014 metadata was written with Python's repr (single quotes): `ast.literal_eval`, never `eval`.
+    meta_is_python_literal = True
+
+    def review_patterns(self, category):
+        cat = category or "*"
+        return [f"reviews_{cat}_5.json.gz", f"reviews_{cat}_5.json", f"reviews_{cat}.json.gz", f"reviews_{cat}.json"]
+
+    def meta_patterns(self, category):
+        cat = category or "*"
+        return [f"meta_{cat}.json.gz", f"meta_{cat}.json"]
+
+    def review_fields(self, record):
+        return required_str(record, "reviewerID"), required_str(record, "asin"), required_number(record, "unixReviewTime")
+
+    def item_from_meta(self, record):
+        return Item(
+            item_id=-1,
+            source_id=required_str(record, "asin"),
+            title=text_field(record.get("title")),
+            description=text_field(record.get("description")),
+            brand=text_field(record.get("brand")),
+            categories=category_paths(record.get("categories")),
+            images=[record["imUrl"]] if record.get("imUrl") else [],
+        )

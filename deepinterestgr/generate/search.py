@@ -1,0 +1,121 @@
+"""Constrained decoding over the batch x beam tensor: exact beam search and sampling that only emit catalog SIDs.
+
+Scores follow transformers' `prefix_allowed_tokens_fn`: log-softmax over the full vocabulary, then disallowed tokens
+set to -inf, so a beam's score is the model's sum of log-probabilities of its SID. Nothing here can prune a beam
+(no top-k/top-p/temperature in beam search), and an empty allowed set raises instead of decoding unconstrained.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from deepinterestgr.generate.base import Generator
+from deepinterestgr.generate.trie import DEAD, SIDTrie
+
+
+class SearchResult(NamedTuple):
+    tokens: torch.Tensor  # [B, K, S] long, SID tokens (PAD = 0 in padding beams)
+    scores: torch.Tensor  # [B, K] float, sum of log-probs; -inf for padding beams; sorted descending for beam search
+    items: torch.Tensor  # [B, K] long, item ids; -1 for padding beams
+
+
+def _check_depth(generator: Generator, trie: SIDTrie) -> int:
+    depth = trie.depth
+    if getattr(generator, "sid_length", depth) != depth:
+        raise ValueError(f"generator decodes {generator.sid_length} tokens per SID but the trie has depth {depth}")
+    return depth
+
+
+@torch.no_grad()
+def constrained_beam_search(
+    generator: Generator, trie: SIDTrie, history: torch.Tensor, history_mask: torch.Tensor, *, beam_size: int = 20
+) -> SearchResult:
+    """Top-`beam_size` catalog SIDs per user by exact (width-K) beam search.
+
+    Where a prefix has fewer continuations than K, the missing beams are padding (-inf score, DEAD node) and are
+    replaced as soon as real candidates exist; items are -1 only when fewer than K catalog SIDs exist in total.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    depth = _check_depth(generator, trie)
+    b, k = history.shape[0], beam_size
+    device = history.device
+    state = generator.encode(history, history_mask)
+
+    # step 0: all beams share the empty prefix, so the model runs on B rows, not B x K
+    logp = torch.log_softmax(generator.next_token_logits(state, history.new_zeros(b, 0)).float(), dim=-1)
+    nodes0 = trie.root((b,))
+    logp = logp.masked_fill(~trie.allowed_mask(0, nodes0), float("-inf"))
+    scores, tok = _topk_padded(logp, k)  # [B, K]
+    nodes = trie.step(0, trie.root((b, k)), tok)
+    nodes = torch.where(torch.isfinite(scores), nodes, torch.full_like(nodes, DEAD))
+    tokens = tok.unsqueeze(-1)  # [B, K, 1]
+    state = generator.repeat_state(state, k)
+
+    for t in range(1, depth):
+        logits = generator.next_token_logits(state, tokens.reshape(b * k, t)).float()
+        logp = torch.log_softmax(logits, dim=-1).view(b, k, -1)
+        logp = logp.masked_fill(~trie.allowed_mask(t, nodes), float("-inf"))
+        cand = (scores.unsqueeze(-1) + logp).view(b, -1)  # [B, K*V]
+        scores, flat = _topk_padded(cand, k)
+        parent, tok = flat // trie.vocab_size, flat % trie.vocab_size
+        parent_nodes = nodes.gather(1, parent)
+        tokens = torch.cat([tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, t)), tok.unsqueeze(-1)], dim=-1)
+        nodes = trie.step(t, parent_nodes, tok)
+        nodes = torch.where(torch.isfinite(scores), nodes, torch.full_like(nodes, DEAD))
+
+    dead = nodes == DEAD
+    tokens = tokens.masked_fill(dead.unsqueeze(-1), 0)
+    return SearchResult(tokens, scores, trie.items_of_leaves(nodes))
+
+
+def _topk_padded(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """topk along the last dim that tolerates k > width (pads with -inf scores and index 0)."""
+    width = x.shape[-1]
+    vals, idx = torch.topk(x, min(k, width), dim=-1)
+    if k > width:
+        pad = k - width
+        vals = torch.cat([vals, vals.new_full((*vals.shape[:-1], pad), float("-inf"))], dim=-1)
+        idx = torch.cat([idx, idx.new_zeros((*idx.shape[:-1], pad))], dim=-1)
+    return vals, idx
+
+
+@torch.no_grad()
+def constrained_sample(
+    generator: Generator,
+    trie: SIDTrie,
+    history: torch.Tensor,
+    history_mask: torch.Tensor,
+    *,
+    num_samples: int,
+    temperature: float = 1.0,
+    generator_rng: torch.Generator | None = None,
+) -> SearchResult:
+    """`num_samples` SIDs per user sampled token by token from the model restricted to catalog SIDs.
+
+    Sampling uses softmax(logits / temperature) renormalised over the allowed tokens; `scores` are the model's
+    (temperature-free, full-vocabulary) sum of log-probs of each sample, comparable with beam-search scores.
+    Samples are in draw order (not sorted) and may repeat, as GRPO groups need.
+    """
+    if num_samples < 1 or temperature <= 0:
+        raise ValueError(f"need num_samples >= 1 and temperature > 0, got {num_samples}, {temperature}")
+    depth = _check_depth(generator, trie)
+    b, n = history.shape[0], num_samples
+    state = generator.repeat_state(generator.encode(history, history_mask), n)
+    nodes = trie.root((b * n,))
+    tokens = history.new_zeros(b * n, 0)
+    scores = torch.zeros(b * n, device=history.device)
+    for t in range(depth):
+        logits = generator.next_token_logits(state, tokens).float()
+        allowed = trie.allowed_mask(t, nodes)
+        if not bool(allowed.any(-1).all()):
+            raise RuntimeError(f"constrained_sample: empty allowed set at step {t}")
+        logp = torch.log_softmax(logits, dim=-1)
+        probs = torch.softmax((logits / temperature).masked_fill(~allowed, float("-inf")), dim=-1)
+        tok = torch.multinomial(probs, 1, generator=generator_rng).squeeze(-1)
+        scores = scores + logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
+        nodes = trie.step(t, nodes, tok)
+        tokens = torch.cat([tokens, tok.unsqueeze(-1)], dim=-1)
+    return SearchResult(tokens.view(b, n, depth), scores.view(b, n), trie.items_of_leaves(nodes).view(b, n))

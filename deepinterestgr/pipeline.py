@@ -1,0 +1,226 @@
+"""`dig pipeline`: prepare -> evidence -> quantize -> generate (fit + test) -> rl (fit + test), in one run directory.
+
+Each stage is skipped when its artifacts verify against their manifest and were produced from the same stage
+config and the same upstream artifacts (a content-hash key kept in `<run>/pipeline_state.json`); `--from STAGE`
+forces that stage and every later one to rerun. Trainable stages go through the same LightningCLI as `dig fit`,
+resume from their `last.ckpt` when one exists, and log to TensorBoard under `<run>/<stage>/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepinterestgr.artifacts import (
+    ArtifactError,
+    atomic_write_json,
+    sha256_file,
+    stable_hash,
+    verify_manifest,
+    write_manifest,
+)
+
+log = logging.getLogger(__name__)
+
+STAGES = ("data", "evidence", "quantize", "generate", "rl", "baselines")
+
+
+@dataclass
+class TrainStage:
+    """A trainable stage: LightningCLI config fragments (composed in order) and extra `--key value` overrides."""
+
+    configs: list[str]
+    overrides: list[str] = field(default_factory=list)
+
+
+def _state_path(run: Path) -> Path:
+    return run / "pipeline_state.json"
+
+
+def _load_state(run: Path) -> dict:
+    p = _state_path(run)
+    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
+
+
+def _manifest_sha(stage_dir: Path) -> str | None:
+    try:
+        verify_manifest(stage_dir)
+    except ArtifactError:
+        return None
+    return sha256_file(stage_dir / "manifest.json")
+
+
+def _config_files_digest(configs: list[str]) -> dict[str, str]:
+    # the content of each YAML fragment is part of the key: editing a config reruns the stage
+    return {c: sha256_file(c) for c in configs}
+
+
+def _lightning_args(stage: TrainStage, run: Path, stage_name: str) -> list[str]:
+    args: list[str] = []
+    for c in stage.configs:
+        args += ["-c", c]
+    args += ["--data.run_dir", str(run), "--trainer.default_root_dir", str(run / stage_name)]
+    return args + list(stage.overrides)
+
+
+def _fit_and_test(stage: TrainStage, run: Path, stage_name: str) -> dict[str, Any]:
+    """`dig fit` then `dig test` on the best checkpoint, in-process. Resumes from `last.ckpt` when present."""
+    from deepinterestgr.cli.lightning import run_lightning
+
+    stage_dir = run / stage_name
+    args = _lightning_args(stage, run, stage_name)
+    last = stage_dir / "checkpoints" / "last.ckpt"
+    fit_args = ["fit", *args] + (["--ckpt_path", str(last)] if last.exists() else [])
+    start = time.perf_counter()
+    cli = run_lightning(fit_args)
+    fit_seconds = time.perf_counter() - start
+    best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
+    ckpt = best or (str(last) if last.exists() else None)
+    results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, verbose=False)
+    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    summary = {"metrics": metrics, "checkpoint": ckpt, "fit_seconds": round(fit_seconds, 1)}
+    atomic_write_json(stage_dir / "pipeline_metrics.json", summary)
+    files = ["pipeline_metrics.json"]
+    if ckpt and Path(ckpt).is_relative_to(stage_dir):
+        files.append(str(Path(ckpt).relative_to(stage_dir)))
+    write_manifest(stage_dir, stage_name, files, metrics=metrics)
+    return summary
+
+
+def run_pipeline(
+    run_dir: str = "runs/synthetic",
+    data: dict | str | None = None,
+    evidence: dict | str | None = None,
+    quantize: TrainStage | None = None,
+    generate: TrainStage | None = None,
+    rl: TrainStage | None = None,
+    baselines: list[str] | None = None,
+    data_root: str | None = None,
+    from_stage: str | None = None,
+) -> dict:
+    """Run the whole DeepInterestGR pipeline into one run directory and print the metrics table.
+
+    Args:
+        run_dir: where every stage writes its artifacts (`<run_dir>/<stage>/`).
+        data: keyword arguments of `dig data prepare` (reader, category, kcore, reader_args, ...), or the path of a
+            YAML file holding them (the file `dig data prepare -c` takes). A relative `data_root` inside it is
+            resolved against the `data_root` option when that is given.
+        evidence: keyword arguments of `dig evidence` (text_encoder, intent_miner, quality_judge, captioner,
+            image_encoder, plugin_args), or the path of a YAML file holding them. Omit to use the defaults.
+        quantize: LightningCLI config fragments (+ overrides) of the quantizer fit.
+        generate: LightningCLI config fragments (+ overrides) of the generator fit + test.
+        rl: LightningCLI config fragments (+ overrides) of the GRPO policy fit + test; omit to skip RL.
+        baselines: floors computed on the same split (most-popular, cooccurrence, sasrec).
+        data_root: folder holding the datasets (e.g. ../shared/data); joined with `data.data_root`.
+        from_stage: force this stage and every later one to rerun (one of data, evidence, quantize, generate, rl,
+            baselines). Spelled `--from` on the command line.
+    """
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    if from_stage is not None and from_stage not in STAGES:
+        raise ValueError(f"--from {from_stage!r}: not a stage; stages are {', '.join(STAGES)}")
+    forced = set(STAGES[STAGES.index(from_stage):]) if from_stage else set()
+    state = _load_state(run)
+    data_kwargs = _stage_kwargs(data)
+    if data_root and data_kwargs.get("data_root") and not Path(data_kwargs["data_root"]).is_absolute():
+        data_kwargs["data_root"] = str(Path(data_root) / data_kwargs["data_root"])
+    elif data_root and not data_kwargs.get("data_root"):
+        data_kwargs["data_root"] = data_root
+
+    def run_stage(name: str, config: Any, fn) -> Any:
+        upstream = {s: state.get(s, {}).get("manifest") for s in STAGES[: STAGES.index(name)] if s in state}
+        key = stable_hash({"config": config, "upstream": upstream})
+        stage_dir = run / name
+        recorded = state.get(name, {})
+        if name not in forced and recorded.get("key") == key and recorded.get("manifest") == _manifest_sha(stage_dir):
+            log.info("stage %s: artifacts match the config, skipped", name)
+            print(f"[{name}] up to date (skipped)")
+            return recorded.get("result")
+        print(f"[{name}] running ...", flush=True)
+        start = time.perf_counter()
+        result = fn()
+        seconds = round(time.perf_counter() - start, 1)
+        state[name] = {"key": key, "manifest": _manifest_sha(stage_dir), "seconds": seconds, "result": result}
+        atomic_write_json(_state_path(run), state)
+        print(f"[{name}] done in {seconds:.1f} s", flush=True)
+        return result
+
+    from deepinterestgr.data.prepare import prepare_dataset
+
+    run_stage("data", data_kwargs, lambda: _jsonable(prepare_dataset(run_dir=str(run), **data_kwargs)))
+
+    from deepinterestgr.evidence.stage import run_evidence
+
+    evidence_kwargs = _stage_kwargs(evidence)
+    run_stage("evidence", evidence_kwargs, lambda: _jsonable(run_evidence(run_dir=str(run), **evidence_kwargs)))
+
+    results: dict[str, Any] = {}
+    if quantize is not None:
+        from deepinterestgr.quantize.stage import run_quantize
+
+        qcfg = {**asdict(quantize), "files": _config_files_digest(quantize.configs)}
+        results["quantize"] = run_stage(
+            "quantize", qcfg, lambda: _jsonable(run_quantize(str(run), config=quantize.configs, overrides=quantize.overrides))
+        )
+    for name, stage in (("generate", generate), ("rl", rl)):
+        if stage is not None:
+            cfg = {**asdict(stage), "files": _config_files_digest(stage.configs)}
+            results[name] = run_stage(name, cfg, lambda stage=stage, name=name: _fit_and_test(stage, run, name))
+    if baselines:
+        from deepinterestgr.baselines import run_baselines
+
+        results["baselines"] = run_stage("baselines", {"methods": baselines},
+                                         lambda: _jsonable(run_baselines(str(run), methods=list(baselines))))
+    table = format_results_table(results)
+    print(table)
+    atomic_write_json(run / "results.json", _jsonable(results))
+    return results
+
+
+def _stage_kwargs(section: dict | str | None) -> dict:
+    if isinstance(section, str):
+        import yaml
+
+        path = Path(section)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: stage config not found (named in the experiment config)")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of the stage command's options, got {type(loaded).__name__}")
+        return loaded
+    return dict(section or {})
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+METRIC_COLUMNS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+
+
+def _pick(metrics: dict, column: str) -> float | None:
+    # modules log e.g. "test/recall@5"; accept any prefix
+    for key, value in metrics.items():
+        if key.split("/")[-1].lower() == column:
+            return float(value)
+    return None
+
+
+def format_results_table(results: dict) -> str:
+    rows = []
+    for name in ("generate", "rl"):
+        if results.get(name):
+            rows.append(({"generate": "generator", "rl": "policy (GRPO)"}[name], results[name].get("metrics", {})))
+    for method, payload in (results.get("baselines") or {}).items():
+        if isinstance(payload, dict):
+            rows.append((method, payload.get("test", payload)))
+    header = f"| {'model':<16} | " + " | ".join(f"{c:>9}" for c in METRIC_COLUMNS) + " |"
+    lines = ["", "Test metrics (full ranking, leave-one-out):", header, "|" + "-" * (len(header) - 2) + "|"]
+    for label, metrics in rows:
+        cells = [_pick(metrics, c) for c in METRIC_COLUMNS]
+        lines.append(f"| {label:<16} | " + " | ".join(f"{v:>9.4f}" if v is not None else f"{'-':>9}" for v in cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""GRPO (DeepSeekMath, arXiv 2402.03300) for SID generation: group-relative advantages, the clipped surrogate and
+the k3 KL penalty to a frozen reference policy.
+
+Per sequence o_i of a group of G candidates for one user, with per-token ratio rho_t = pi(o_t) / pi_old(o_t):
+
+    J = mean_i mean_t [ min(rho_t * A_i, clip(rho_t, 1 - eps, 1 + eps) * A_i) - beta * KL_t ]
+    A_i = (r_i - mean(r_group)) / (std(r_group) + 1e-6)
+    KL_t = pi_ref(o_t) / pi(o_t) - log(pi_ref(o_t) / pi(o_t)) - 1        (Schulman's k3 estimator)
+
+k3 is an unbiased, always non-negative estimate of KL(pi || pi_ref) from samples of pi, with lower variance than
+-log ratio. The loss is -J. With one optimisation step per generated batch (what `PolicyModule` does) pi_old is the
+detached current policy, rho = 1 and clipping never triggers; the clip matters when a batch is reused.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+ADVANTAGE_EPS = 1e-6
+
+
+def group_advantages(rewards: torch.Tensor, *, eps: float = ADVANTAGE_EPS) -> torch.Tensor:
+    """[B, G] advantages: rewards standardised within each user's group (row).
+
+    The std is the unbiased sample std (as in TRL's GRPOTrainer); a group whose rewards are all equal gets zero
+    advantages (no signal), and a group of one candidate too.
+    """
+    if rewards.ndim != 2:
+        raise ValueError(f"group_advantages: rewards must be [B, G], got {tuple(rewards.shape)}")
+    rewards = rewards.float()
+    mean = rewards.mean(dim=1, keepdim=True)
+    if rewards.shape[1] < 2:
+        return torch.zeros_like(rewards)
+    std = rewards.std(dim=1, keepdim=True)
+    return (rewards - mean) / (std + eps)
+
+
+def k3_kl(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(pi || pi_ref): exp(ref - logp) - (ref - logp) - 1, >= 0."""
+    delta = ref_log_probs - log_probs
+    return torch.exp(delta) - delta - 1
+
+
+class GRPOLoss(NamedTuple):
+    loss: torch.Tensor  # scalar, to minimise: -(surrogate - beta * kl)
+    surrogate: torch.Tensor  # scalar, mean clipped surrogate
+    kl: torch.Tensor  # scalar, mean per-token k3 KL to the reference
+    clip_fraction: torch.Tensor  # scalar, fraction of tokens where the clipped branch is the active one
+
+
+def grpo_loss(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    ref_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    *,
+    clip_eps: float = 0.2,
+    beta: float = 0.001,
+    mask: torch.Tensor | None = None,
+) -> GRPOLoss:
+    """GRPO loss over N sequences of S tokens.
+
+    log_probs      [N, S] per-token log-probs under the policy being optimised (with grad)
+    old_log_probs  [N, S] the same tokens under the policy that generated them (no grad)
+    ref_log_probs  [N, S] the same tokens under the frozen reference policy (no grad)
+    advantages     [N]    one advantage per sequence (from `group_advantages(...).flatten()`)
+    mask           [N, S] bool, tokens that count (all, for fixed-length SIDs)
+    """
+    if not (log_probs.shape == old_log_probs.shape == ref_log_probs.shape) or log_probs.ndim != 2:
+        raise ValueError(
+            "grpo_loss: log-prob tensors must share one [N, S] shape; got "
+            f"{tuple(log_probs.shape)}, {tuple(old_log_probs.shape)}, {tuple(ref_log_probs.shape)}"
+        )
+    if advantages.shape != log_probs.shape[:1]:
+        raise ValueError(f"grpo_loss: advantages must be [N]={log_probs.shape[0]}, got {tuple(advantages.shape)}")
+    log_probs, old_log_probs, ref_log_probs = log_probs.float(), old_log_probs.float(), ref_log_probs.float()
+    adv = advantages.float()[:, None]
+    ratio = torch.exp(log_probs - old_log_probs.detach())
+    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps)
+    surrogate = torch.minimum(ratio * adv, clipped * adv)
+    kl = k3_kl(log_probs, ref_log_probs.detach())
+    per_token = surrogate - beta * kl
+    is_clipped = ((ratio < 1 - clip_eps) & (adv < 0)) | ((ratio > 1 + clip_eps) & (adv > 0))
+    weights = torch.ones_like(per_token) if mask is None else mask.float()
+    # mean over each sequence's tokens, then over sequences (DeepSeekMath's 1/G sum_i 1/|o_i| sum_t)
+    tokens = weights.sum(dim=1).clamp(min=1)
+
+    def seq_mean(x: torch.Tensor) -> torch.Tensor:
+        return ((x * weights).sum(dim=1) / tokens).mean()
+
+    objective = seq_mean(per_token)
+    return GRPOLoss(
+        loss=-objective,
+        surrogate=seq_mean(surrogate).detach(),
+        kl=seq_mean(kl).detach(),
+        clip_fraction=seq_mean(is_clipped.float()).detach(),
+    )

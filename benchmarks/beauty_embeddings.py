@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ITEMS = Path(__file__).resolve().parents[2] / "shared" / "data" / "Beauty" / "Beauty.item.derived.json"
 DEFAULT_CACHE = Path("/tmp/dig_beauty_minilm_title_categories.safetensors")
+SHARD = 2048
 
 
 def item_texts(items_path: Path) -> list[str]:
@@ -61,7 +62,16 @@ def beauty_embeddings(items_path: Path = DEFAULT_ITEMS, cache: Path = DEFAULT_CA
     if cache.exists():
         return load_file(str(cache))["embeddings"]
     torch.set_num_threads(1)
-    emb = encode(item_texts(items_path))
+    texts = item_texts(items_path)
+    shards = []
+    # shards are cached too: on 2 shared cores the whole table takes 10-20 minutes
+    for start in range(0, len(texts), SHARD):
+        shard_path = cache.with_name(f"{cache.stem}.shard{start}.safetensors")
+        if not shard_path.exists():
+            with atomic_path(shard_path) as tmp:
+                save_file({"embeddings": encode(texts[start : start + SHARD])}, str(tmp))
+        shards.append(load_file(str(shard_path))["embeddings"])
+    emb = torch.cat(shards)
     with atomic_path(cache) as tmp:
         save_file({"embeddings": emb}, str(tmp))
     return emb

@@ -83,3 +83,20 @@ def test_mask_excludes_tokens():
 def test_shape_errors_are_clear():
     with pytest.raises(ValueError, match="advantages"):
         grpo_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3))
+
+
+def test_masked_candidates_are_left_out_of_the_group_statistics():
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 5.0]])
+    adv = group_advantages(rewards, mask=torch.tensor([[True, True, True, False]]))
+    assert torch.allclose(adv[:, :3], group_advantages(rewards[:, :3]))
+    assert adv[0, 3] == 0
+    # one real candidate is no group
+    assert torch.equal(group_advantages(rewards, mask=torch.tensor([[True, False, False, False]])), torch.zeros(1, 4))
+
+
+def test_fully_masked_sequences_do_not_dilute_the_loss():
+    logp = torch.log(torch.tensor([[0.5, 0.5], [0.5, 0.5]]))
+    adv = torch.tensor([2.0, 0.0])
+    mask = torch.tensor([[True, True], [False, False]])
+    out = grpo_loss(logp, logp, logp, adv, mask=mask)
+    assert out.surrogate.item() == pytest.approx(2.0)

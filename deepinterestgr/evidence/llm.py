@@ -75,27 +75,7 @@ class ChatGenerator:
 
 
 def tiny_chat_lm(seed: int = 0):
-    """A random 2-layer Llama with a byte-level tokenizer and a chat template, built offline in well under a
-    second: lets tests and contract checks run the real generation path without any downloaded weights."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    """A random 2-layer Llama + byte-level chat tokenizer (tests only); see deepinterestgr.evidence.tiny_models."""
+    from deepinterestgr.evidence.tiny_models import tiny_chat_lm as build
 
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
-    specials = ["<|pad|>", "<|eos|>", "<|im_start|>", "<|im_end|>"]
-    for tok in specials:
-        vocab[tok] = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<|pad|>", eos_token="<|eos|>",
-                                        additional_special_tokens=["<|im_start|>", "<|im_end|>"])
-    tokenizer.chat_template = (
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    )
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         pad_token_id=vocab["<|pad|>"], eos_token_id=vocab["<|eos|>"], bos_token_id=None)
-    return tokenizer, LlamaForCausalLM(config).eval()
+    return build(seed)

@@ -17,6 +17,7 @@ from deepinterestgr.evidence.contracts import Descriptor, IntentMiner, MiningRes
 from deepinterestgr.evidence.llm import PACKAGED_SMOLLM2, ChatGenerator, load_causal_lm
 from deepinterestgr.evidence.parsing import LLMOutputError, descriptors_from_obj, parse_descriptors
 from deepinterestgr.evidence.text import item_text, truncate
+from deepinterestgr.evidence.text_encoders import encode_memoized
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class LLMIntentMiner(IntentMiner):
         conversations = [self.conversation(item, cap) for item, cap in zip(items, captions)]
         return complete_with_repair(
             self.generator, conversations,
-            parse=lambda text: parse_descriptors(text, max_descriptors=self.max_descriptors),
+            parse=lambda _, text: parse_descriptors(text, max_descriptors=self.max_descriptors),
             repair=lambda error: REPAIR.format(error=error),
             wrap=lambda value, raw: MiningResult(descriptors=value, raw=raw),
             fail=lambda error, raw: MiningResult(error=error, raw=raw),
@@ -104,15 +105,15 @@ class LLMIntentMiner(IntentMiner):
 
 
 def complete_with_repair(generator: ChatGenerator, conversations, *, parse, repair, wrap, fail) -> list:
-    """Generate, parse strictly, and give each failed item one repair turn (batched). A second failure becomes a
-    per-item failure carrying both raw answers: never replaced by a guess."""
+    """Generate, parse strictly (`parse(index, text)`), and give each failed item one repair turn (batched). A second
+    failure becomes a per-item failure carrying both raw answers: never replaced by a guess."""
     raw = generator.complete(conversations)
     results: list = [None] * len(conversations)
     retry: list[int] = []
     errors: dict[int, str] = {}
     for i, text in enumerate(raw):
         try:
-            results[i] = wrap(parse(text), text)
+            results[i] = wrap(parse(i, text), text)
         except LLMOutputError as e:
             errors[i] = str(e)
             retry.append(i)
@@ -121,7 +122,7 @@ def complete_with_repair(generator: ChatGenerator, conversations, *, parse, repa
                                           {"role": "user", "content": repair(errors[i])}] for i in retry]
         for i, text in zip(retry, generator.complete(follow_ups)):
             try:
-                results[i] = wrap(parse(text), text)
+                results[i] = wrap(parse(i, text), text)
             except LLMOutputError as e:
                 results[i] = fail(f"invalid output after one repair: {e} (first answer: {errors[i]})",
                                   json.dumps({"first": raw[i], "repair": text}, ensure_ascii=False))
@@ -174,7 +175,7 @@ class ZeroShotIntentMiner(IntentMiner):
         text_encoder_args: dict | None = None,
         batch_size: int = 256,
     ) -> None:
-        from deepinterestgr.registry import create
+        from deepinterestgr.evidence.text_encoders import shared_text_encoder
 
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -182,7 +183,7 @@ class ZeroShotIntentMiner(IntentMiner):
         self.vocabulary = read_vocabulary(self.vocab_file)
         self.top_k, self.temperature, self.min_confidence = top_k, temperature, min_confidence
         self.batch_size = batch_size
-        self.encoder = create("text_encoder", text_encoder, **(text_encoder_args or {}))
+        self.encoder = shared_text_encoder(text_encoder, text_encoder_args)
         self.vocab_embeddings = self.encoder.encode(self.vocabulary)
 
     @classmethod
@@ -200,7 +201,7 @@ class ZeroShotIntentMiner(IntentMiner):
         for start in range(0, len(items), self.batch_size):
             texts = [item_text(it, cap) for it, cap in zip(items[start : start + self.batch_size],
                                                            captions[start : start + self.batch_size])]
-            probs = torch.softmax(self.encoder.encode(texts) @ self.vocab_embeddings.T / self.temperature, dim=1)
+            probs = torch.softmax(encode_memoized(self.encoder, texts) @ self.vocab_embeddings.T / self.temperature, dim=1)
             top = probs.topk(min(self.top_k, len(self.vocabulary)), dim=1)
             for text, values, indices in zip(texts, top.values.tolist(), top.indices.tolist()):
                 if not text:

@@ -13,10 +13,17 @@ then `next_token_logits` for each of the S decoding steps.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+
+
+class PrefixDecoding(NamedTuple):
+    """The default incremental-decoding state: the encoder state and the decoded prefix [B', t]."""
+
+    state: Any
+    prefix: torch.Tensor
 
 
 class Generator(nn.Module, ABC):
@@ -43,6 +50,23 @@ class Generator(nn.Module, ABC):
         """Per-token log-probabilities [B, S] of `target` (full-vocabulary softmax, teacher forced)."""
         logits = self(history, history_mask, target).float()
         return torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+
+    # ------------------------------------------------------------------------------------ incremental decoding
+    # Search drives decoding through these three calls. The defaults re-run `next_token_logits` on the whole prefix;
+    # a generator with a KV cache overrides them (T5SIDGenerator) so each step costs one token. A decoding state is
+    # consumed by the call it is passed to (implementations may update caches in place).
+    def start_decoding(self, state: Any, empty_prefix: torch.Tensor) -> Any:
+        """Decoding state for `state` (B' rows, e.g. after `repeat_state`) and an empty prefix [B', 0]."""
+        return PrefixDecoding(state, empty_prefix)
+
+    def decode_step(self, decoding: Any) -> tuple[torch.Tensor, Any]:
+        """Logits [B', vocab_size] of the next token, and the state to pass to `extend_decoding`."""
+        return self.next_token_logits(decoding.state, decoding.prefix), decoding
+
+    def extend_decoding(self, decoding: Any, parent: torch.Tensor, tokens: torch.Tensor) -> Any:
+        """Row i continues row `parent[i]`'s prefix with `tokens[i]`. `parent[i]` must be a row with the same encoder
+        state as row i (a beam of the same user): encoder states are not reordered."""
+        return PrefixDecoding(decoding.state, torch.cat([decoding.prefix[parent], tokens.unsqueeze(-1)], dim=1))
 
     # ------------------------------------------------------------------------------------------ lazy sizing
     # The vocabulary and SID length come from the SID table, which exists only once the data is loaded: users never

@@ -41,30 +41,33 @@ def constrained_beam_search(
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     depth = _check_depth(generator, trie)
     b, k = history.shape[0], beam_size
-    device = history.device
-    state = generator.encode(history, history_mask)
+    state = generator.repeat_state(generator.encode(history, history_mask), k)
+    decoding = generator.start_decoding(state, history.new_zeros(b * k, 0))
+    row_base = (torch.arange(b, device=history.device) * k).unsqueeze(1)  # first row of each user's beams
 
-    # step 0: all beams share the empty prefix, so the model runs on B rows, not B x K
-    logp = torch.log_softmax(generator.next_token_logits(state, history.new_zeros(b, 0)).float(), dim=-1)
-    nodes0 = trie.root((b,))
-    logp = logp.masked_fill(~trie.allowed_mask(0, nodes0), float("-inf"))
-    scores, tok = _topk_padded(logp, k)  # [B, K]
-    nodes = trie.step(0, trie.root((b, k)), tok)
-    nodes = torch.where(torch.isfinite(scores), nodes, torch.full_like(nodes, DEAD))
-    tokens = tok.unsqueeze(-1)  # [B, K, 1]
-    state = generator.repeat_state(state, k)
-
-    for t in range(1, depth):
-        logits = generator.next_token_logits(state, tokens.reshape(b * k, t)).float()
-        logp = torch.log_softmax(logits, dim=-1).view(b, k, -1)
-        logp = logp.masked_fill(~trie.allowed_mask(t, nodes), float("-inf"))
-        cand = (scores.unsqueeze(-1) + logp).view(b, -1)  # [B, K*V]
-        scores, flat = _topk_padded(cand, k)
-        parent, tok = flat // trie.vocab_size, flat % trie.vocab_size
-        parent_nodes = nodes.gather(1, parent)
+    tokens = history.new_zeros(b, k, 0)
+    scores = nodes = None
+    for t in range(depth):
+        logits, decoding = generator.decode_step(decoding)
+        logp = torch.log_softmax(logits.float(), dim=-1).view(b, k, -1)
+        if t == 0:
+            # all K beams of a user share the empty prefix: expand one of them (else the same SID fills K beams)
+            logp = logp[:, 0].masked_fill(~trie.allowed_mask(0, trie.root((b,))), float("-inf"))
+            scores, flat = _topk_padded(logp, k)
+            parent_nodes = trie.root((b, k))
+            parent = torch.zeros_like(flat)
+        else:
+            logp = logp.masked_fill(~trie.allowed_mask(t, nodes), float("-inf"))
+            cand = (scores.unsqueeze(-1) + logp).view(b, -1)  # [B, K*V]
+            scores, flat = _topk_padded(cand, k)
+            parent = flat // trie.vocab_size
+            parent_nodes = nodes.gather(1, parent)
+        tok = flat % trie.vocab_size
         tokens = torch.cat([tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, t)), tok.unsqueeze(-1)], dim=-1)
         nodes = trie.step(t, parent_nodes, tok)
         nodes = torch.where(torch.isfinite(scores), nodes, torch.full_like(nodes, DEAD))
+        if t + 1 < depth:
+            decoding = generator.extend_decoding(decoding, (row_base + parent).reshape(-1), tok.reshape(-1))
 
     dead = nodes == DEAD
     tokens = tokens.masked_fill(dead.unsqueeze(-1), 0)
@@ -104,11 +107,14 @@ def constrained_sample(
     depth = _check_depth(generator, trie)
     b, n = history.shape[0], num_samples
     state = generator.repeat_state(generator.encode(history, history_mask), n)
+    decoding = generator.start_decoding(state, history.new_zeros(b * n, 0))
+    rows = torch.arange(b * n, device=history.device)
     nodes = trie.root((b * n,))
     tokens = history.new_zeros(b * n, 0)
     scores = torch.zeros(b * n, device=history.device)
     for t in range(depth):
-        logits = generator.next_token_logits(state, tokens).float()
+        logits, decoding = generator.decode_step(decoding)
+        logits = logits.float()
         allowed = trie.allowed_mask(t, nodes)
         if not bool(allowed.any(-1).all()):
             raise RuntimeError(f"constrained_sample: empty allowed set at step {t}")
@@ -118,4 +124,6 @@ def constrained_sample(
         scores = scores + logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
         nodes = trie.step(t, nodes, tok)
         tokens = torch.cat([tokens, tok.unsqueeze(-1)], dim=-1)
+        if t + 1 < depth:
+            decoding = generator.extend_decoding(decoding, rows, tok)
     return SearchResult(tokens.view(b, n, depth), scores.view(b, n), trie.items_of_leaves(nodes).view(b, n))

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from transformers import T5Config, T5ForConditionalGeneration
+from transformers import DynamicCache, EncoderDecoderCache, T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
 from deepinterestgr.generate.base import Generator
@@ -21,6 +21,13 @@ from deepinterestgr.generate.tokenizer import PAD, START
 class EncoderState(NamedTuple):
     hidden: torch.Tensor  # [B, H, d_model]
     mask: torch.Tensor  # [B, H] long (1 = attend)
+    cross_kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per decoder layer: cross-attention K, V [B, heads, H, d_kv]
+
+
+class T5Decoding(NamedTuple):
+    state: EncoderState
+    self_cache: DynamicCache  # decoder self-attention K/V of the tokens fed so far (updated in place)
+    next_input: torch.Tensor  # [B', 1] the token to feed at the next step
 
 
 class HistoryItemEmbedding(nn.Module):
@@ -75,6 +82,9 @@ class T5SIDGenerator(Generator):
         config = T5Config(vocab_size=vocab_size, feed_forward_proj="relu", pad_token_id=PAD, eos_token_id=PAD,
                           decoder_start_token_id=START, tie_word_embeddings=False, use_cache=False, **self.arch)
         self.t5 = T5ForConditionalGeneration(config)
+        # transformers initialises an untied T5 lm_head with std 1, i.e. initial logits of std ~sqrt(d_model) and a
+        # starting loss ~3x ln(vocab); std d_model^-0.5 starts at unit-scale logits, as the tied-and-scaled head would
+        nn.init.normal_(self.t5.lm_head.weight, std=self.arch["d_model"] ** -0.5)
         self.history_embedding = HistoryItemEmbedding(self.t5.shared, max_positions=self.max_positions)
         self.vocab_size, self.sid_length = vocab_size, sid_length
 
@@ -86,23 +96,67 @@ class T5SIDGenerator(Generator):
         self._require_built()
         mask = history_mask.long()
         hidden = self.t5.encoder(inputs_embeds=self.history_embedding(history), attention_mask=mask).last_hidden_state
-        return EncoderState(hidden, mask)
+        return EncoderState(hidden, mask, self._cross_kv(hidden))
+
+    def _cross_kv(self, hidden: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """Cross-attention keys/values of every decoder layer, computed once per user.
+
+        Beam search decodes K beams per user for S steps; without this, every step would re-project the same encoder
+        states K times (the dominant cost of decoding). Same projection as T5Attention's cross-attention branch.
+        """
+        out = []
+        for block in self.t5.decoder.block:
+            attn = block.layer[1].EncDecAttention
+            shape = (*hidden.shape[:-1], -1, attn.key_value_proj_dim)
+            out.append((attn.k(hidden).view(shape).transpose(1, 2), attn.v(hidden).view(shape).transpose(1, 2)))
+        return tuple(out)
 
     def repeat_state(self, state: EncoderState, n: int) -> EncoderState:
-        return EncoderState(state.hidden.repeat_interleave(n, 0), state.mask.repeat_interleave(n, 0))
+        return EncoderState(state.hidden.repeat_interleave(n, 0), state.mask.repeat_interleave(n, 0),
+                            tuple((k.repeat_interleave(n, 0), v.repeat_interleave(n, 0)) for k, v in state.cross_kv))
 
     def _decode(self, state: EncoderState, decoder_input_ids: torch.Tensor) -> torch.Tensor:
-        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=state.hidden), attention_mask=state.mask,
-                      decoder_input_ids=decoder_input_ids, use_cache=False)
-        return out.logits
+        # a fresh self-attention cache each call; the cross-attention cache is pre-filled, so T5 reuses it
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache(list(state.cross_kv)))
+        out = self.t5.decoder(input_ids=decoder_input_ids, encoder_hidden_states=state.hidden,
+                              encoder_attention_mask=state.mask, cache=cache, use_cache=True)
+        hidden = out.last_hidden_state
+        if getattr(self.t5.config, "scale_decoder_outputs", False):
+            hidden = hidden * (self.t5.model_dim**-0.5)
+        return self.t5.lm_head(hidden)
 
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        state = self.encode(history, history_mask)
-        return self._decode(state, _shift_right(target))
+        self._require_built()
+        mask = history_mask.long()
+        hidden = self.t5.encoder(inputs_embeds=self.history_embedding(history), attention_mask=mask).last_hidden_state
+        out = self.t5.decoder(input_ids=_shift_right(target), encoder_hidden_states=hidden, encoder_attention_mask=mask,
+                              use_cache=False)
+        hidden = out.last_hidden_state
+        if getattr(self.t5.config, "scale_decoder_outputs", False):
+            hidden = hidden * (self.t5.model_dim**-0.5)
+        return self.t5.lm_head(hidden)
 
     def next_token_logits(self, state: EncoderState, prefix: torch.Tensor) -> torch.Tensor:
         start = prefix.new_full((state.hidden.shape[0], 1), START)
         return self._decode(state, torch.cat([start, prefix], dim=1))[:, -1]
+
+    # incremental decoding with a self-attention KV cache: one new token per step instead of the whole prefix
+    def start_decoding(self, state: EncoderState, empty_prefix: torch.Tensor) -> T5Decoding:
+        return T5Decoding(state, DynamicCache(), empty_prefix.new_full((state.hidden.shape[0], 1), START))
+
+    def decode_step(self, decoding: T5Decoding) -> tuple[torch.Tensor, T5Decoding]:
+        state = decoding.state
+        cache = EncoderDecoderCache(decoding.self_cache, DynamicCache(list(state.cross_kv)))
+        out = self.t5.decoder(input_ids=decoding.next_input, encoder_hidden_states=state.hidden,
+                              encoder_attention_mask=state.mask, cache=cache, use_cache=True)
+        hidden = out.last_hidden_state[:, -1]
+        if getattr(self.t5.config, "scale_decoder_outputs", False):
+            hidden = hidden * (self.t5.model_dim**-0.5)
+        return self.t5.lm_head(hidden), decoding
+
+    def extend_decoding(self, decoding: T5Decoding, parent: torch.Tensor, tokens: torch.Tensor) -> T5Decoding:
+        decoding.self_cache.batch_select_indices(parent)
+        return T5Decoding(decoding.state, decoding.self_cache, tokens.unsqueeze(-1))
 
 
 def _shift_right(target: torch.Tensor) -> torch.Tensor:

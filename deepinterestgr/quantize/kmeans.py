@@ -1,4 +1,5 @@
-"""k-means in torch: k-means++ / random init, Lloyd iterations, and balanced (equal-size) assignment via Sinkhorn.
+"""k-means in torch: k-means++ / random init, Lloyd iterations, balanced (capacity-limited) assignment, and the
+Sinkhorn assignment LC-Rec uses on the last RQ-VAE level.
 
 Shared by RQ-KMeans (whole-table fit) and RQ-VAE (codebook init on the first batch). Everything takes an explicit
 `torch.Generator` so a fixed seed gives the same codebooks.
@@ -65,9 +66,43 @@ def sinkhorn_assign(dist: torch.Tensor, *, epsilon: float = 0.05, iters: int = 5
     return (log_p + u[:, None] + v[None]).argmax(dim=1)
 
 
-def assign(x: torch.Tensor, centroids: torch.Tensor, *, balanced: bool = False, epsilon: float = 0.05) -> torch.Tensor:
+def capacity_assign(dist: torch.Tensor, *, capacity: int) -> torch.Tensor:
+    """Assignment [N] from distances [N, K] where no code takes more than `capacity` items (needs N <= K * capacity).
+
+    Greedy rounds: every unassigned item proposes its nearest code that still has room; each code keeps its closest
+    proposers up to its remaining room. Exact and deterministic, unlike the argmax of a Sinkhorn plan, which sends
+    near-duplicate rows (common in catalogs: one product in ten colours) to the same code together.
+    """
+    n, k = dist.shape
+    if n > k * capacity:
+        raise ValueError(f"capacity {capacity} x {k} codes cannot hold {n} items")
+    assignment = torch.full((n,), -1, dtype=torch.long)
+    room = torch.full((k,), capacity, dtype=torch.long)
+    dist = dist.float().cpu()
+    while (unassigned := (assignment < 0).nonzero().squeeze(1)).numel():
+        masked = dist[unassigned].masked_fill((room == 0)[None], float("inf"))
+        cost, choice = masked.min(dim=1)
+        # rank the proposers of each code by distance: sort by cost, then stably by code
+        order = torch.argsort(cost, stable=True)
+        order = order[torch.argsort(choice[order], stable=True)]
+        chosen = choice[order]
+        first = torch.searchsorted(chosen, chosen, side="left")
+        rank = torch.arange(len(order)) - first
+        accept = rank < room[chosen]
+        assignment[unassigned[order[accept]]] = chosen[accept]
+        room -= torch.bincount(chosen[accept], minlength=k)
+    return assignment
+
+
+def balanced_capacity(n: int, k: int, factor: float = 1.0) -> int:
+    return max(1, int(-(-n * factor // k)))
+
+
+def assign(x: torch.Tensor, centroids: torch.Tensor, *, balanced: bool = False, capacity_factor: float = 1.0) -> torch.Tensor:
     dist = squared_distances(x, centroids)
-    return sinkhorn_assign(dist, epsilon=epsilon) if balanced else dist.argmin(dim=1)
+    if not balanced:
+        return dist.argmin(dim=1)
+    return capacity_assign(dist, capacity=balanced_capacity(x.shape[0], centroids.shape[0], capacity_factor)).to(x.device)
 
 
 def update_centroids(x: torch.Tensor, assignment: torch.Tensor, centroids: torch.Tensor, *,
@@ -84,15 +119,34 @@ def update_centroids(x: torch.Tensor, assignment: torch.Tensor, centroids: torch
 
 
 def kmeans(x: torch.Tensor, k: int, *, iters: int = 20, init: Init = "kmeans++", balanced: bool = False,
-           epsilon: float = 0.05, generator: torch.Generator | None = None) -> KMeansResult:
-    """Lloyd's k-means on [N, D] float rows. `balanced` uses equal-size Sinkhorn assignment in every iteration."""
+           capacity_factor: float = 1.0, generator: torch.Generator | None = None) -> KMeansResult:
+    """Lloyd's k-means on [N, D] float rows. `balanced`: every cluster holds at most ceil(factor * N / K) rows."""
     x = x.detach().float()
     centroids = init_centroids(x, k, init=init, generator=generator)
-    assignment = assign(x, centroids, balanced=balanced, epsilon=epsilon)
+    assignment = assign(x, centroids, balanced=balanced, capacity_factor=capacity_factor)
     for _ in range(iters):
         centroids = update_centroids(x, assignment, centroids, generator=generator)
-        new_assignment = assign(x, centroids, balanced=balanced, epsilon=epsilon)
+        new_assignment = assign(x, centroids, balanced=balanced, capacity_factor=capacity_factor)
         if torch.equal(new_assignment, assignment):
             break
         assignment = new_assignment
     return KMeansResult(centroids, assignment)
+
+
+def distinct_within_groups(dist: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Nearest codes [N] from distances [N, K], except that rows of one group (same earlier-level codes) take distinct
+    codes while the group has at most K rows (larger groups share codes as evenly as possible).
+
+    The last level of residual quantization then separates items that the earlier levels could not (LC-Rec's
+    "uniform semantic mapping" of colliding items), instead of leaving them to the suffix code.
+    """
+    assignment = dist.argmin(dim=1)
+    _, inverse, counts = torch.unique(groups, dim=0, return_inverse=True, return_counts=True)
+    k = dist.shape[1]
+    for g in (counts > 1).nonzero().squeeze(1).tolist():
+        rows = (inverse == g).nonzero().squeeze(1)
+        if torch.unique(assignment[rows]).numel() == len(rows):
+            continue  # already distinct
+        capacity = balanced_capacity(len(rows), k)
+        assignment[rows] = capacity_assign(dist[rows], capacity=capacity).to(assignment.device)
+    return assignment

@@ -2,4 +2,8 @@
 
 
 def register_builtins(register) -> None:
-    pass  # filled in by the stage's implementation
+    from deepinterestgr.quantize.rqkmeans import RQKMeans
+    from deepinterestgr.quantize.rqvae import RQVAE
+
+    register("rqvae", RQVAE, aliases=("rq-vae",), description="RQ-VAE (TIGER): MLP autoencoder with residual codebooks")
+    register("rqkmeans", RQKMeans, aliases=("rq-kmeans",), description="residual k-means (optionally balanced), no gradients")

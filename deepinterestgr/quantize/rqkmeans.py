@@ -1,7 +1,7 @@
 """RQ-KMeans: residual k-means on the item table, no gradients (the strong non-neural SID baseline).
 
 Level l clusters the residuals left by levels < l into K codes. `balanced` makes every cluster the same size
-(equal-size Sinkhorn assignment), which spreads items over the codebook and cuts collisions of the L-code prefix.
+(capacity-limited assignment), which spreads items over the codebook and cuts collisions of the L-code prefix.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from deepinterestgr.quantize.base import Quantizer, QuantizerOutput
-from deepinterestgr.quantize.kmeans import Init, kmeans, sinkhorn_assign, squared_distances
+from deepinterestgr.quantize.kmeans import Init, assign, distinct_within_groups, kmeans, squared_distances, update_centroids
 
 
 class RQKMeans(Quantizer):
@@ -20,9 +20,12 @@ class RQKMeans(Quantizer):
         num_levels, codebook_size: L codebooks of K codes each.
         iters: Lloyd iterations per level (nearest-code assignment).
         init: "kmeans++" or "random".
-        balanced: after the Lloyd iterations, `balanced_iters` more with equal-size Sinkhorn assignment; batches of
-            at least `codebook_size` rows are then also encoded with Sinkhorn, so encode the whole table at once.
-        sinkhorn_epsilon: entropic regularisation of the balanced assignment (on distances scaled to [0, 1]).
+        balanced: after the Lloyd iterations, `balanced_iters` more where no code takes more than
+            ceil(capacity_factor * N / K) items. Batches of at least `codebook_size` rows are then encoded under the
+            same capacity (codes depend on the batch: encode the whole table at once, as the quantize stage does).
+        capacity_factor: room per code relative to an exactly equal split (1.0 = equal sizes).
+        distinct_last_level: items that share their first L-1 codes take distinct last codes (nearest free code),
+            so the L-code prefix collides only where a group outgrows the codebook. Applies to batches of 2+ rows.
         seed: seeds the k-means init.
     """
 
@@ -38,13 +41,15 @@ class RQKMeans(Quantizer):
         init: Init = "kmeans++",
         balanced: bool = False,
         balanced_iters: int = 5,
-        sinkhorn_epsilon: float = 0.01,
+        capacity_factor: float = 1.0,
+        distinct_last_level: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
         self.num_levels, self.codebook_size = int(num_levels), int(codebook_size)
         self.iters, self.init, self.seed = int(iters), init, int(seed)
-        self.balanced, self.balanced_iters, self.sinkhorn_epsilon = bool(balanced), int(balanced_iters), float(sinkhorn_epsilon)
+        self.balanced, self.balanced_iters, self.capacity_factor = bool(balanced), int(balanced_iters), float(capacity_factor)
+        self.distinct_last_level = bool(distinct_last_level)
         self.register_buffer("codebooks", torch.empty(0))
         self.register_buffer("initialized", torch.tensor(False))
         if input_dim is not None:
@@ -58,11 +63,11 @@ class RQKMeans(Quantizer):
         self.latent_dim = self.input_dim
         self.codebooks = torch.zeros(self.num_levels, self.codebook_size, self.input_dim)
 
-    def _assign(self, residual: torch.Tensor, level: int) -> torch.Tensor:
-        dist = squared_distances(residual, self.codebooks[level])
-        if self.balanced and residual.shape[0] >= self.codebook_size:
-            return sinkhorn_assign(dist, epsilon=self.sinkhorn_epsilon)
-        return dist.argmin(dim=1)
+    def _assign(self, residual: torch.Tensor, level: int, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        if prefix is not None and self.distinct_last_level and level == self.num_levels - 1 and residual.shape[0] > 1:
+            return distinct_within_groups(squared_distances(residual, self.codebooks[level]), prefix)
+        balanced = self.balanced and residual.shape[0] >= self.codebook_size
+        return assign(residual, self.codebooks[level], balanced=balanced, capacity_factor=self.capacity_factor)
 
     @torch.no_grad()
     def fit(self, x: torch.Tensor) -> None:
@@ -72,13 +77,11 @@ class RQKMeans(Quantizer):
         residual = x.detach().float().cpu()
         for level in range(self.num_levels):
             centroids = kmeans(residual, self.codebook_size, iters=self.iters, init=self.init, generator=gen).centroids
-            if self.balanced and self.balanced_iters:
-                # warm-started from the plain solution: Sinkhorn iterations are the expensive part
+            if self.balanced:
+                # warm-started from the unconstrained solution: capacity-limited Lloyd steps
                 for _ in range(self.balanced_iters):
-                    assignment = sinkhorn_assign(squared_distances(residual, centroids), epsilon=self.sinkhorn_epsilon)
-                    counts = torch.bincount(assignment, minlength=self.codebook_size)
-                    sums = torch.zeros_like(centroids).index_add_(0, assignment, residual)
-                    centroids = torch.where((counts > 0)[:, None], sums / counts.clamp_min(1)[:, None], centroids)
+                    assignment = assign(residual, centroids, balanced=True, capacity_factor=self.capacity_factor)
+                    centroids = update_centroids(residual, assignment, centroids, generator=gen)
             self.codebooks[level] = centroids.to(self.codebooks)
             residual = residual - centroids[self._assign(residual, level)]
         self.initialized.fill_(True)
@@ -92,7 +95,8 @@ class RQKMeans(Quantizer):
             quantized = torch.zeros_like(residual)
             codes = []
             for level in range(self.num_levels):
-                code = self._assign(residual, level)
+                prefix = torch.stack(codes, dim=1) if codes else torch.zeros(len(residual), 1, dtype=torch.long)
+                code = self._assign(residual, level, prefix)
                 e = self.codebooks[level][code]
                 quantized, residual = quantized + e, residual - e
                 codes.append(code)

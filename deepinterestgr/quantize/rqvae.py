@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepinterestgr.quantize.base import Quantizer, QuantizerOutput
-from deepinterestgr.quantize.kmeans import kmeans, sinkhorn_assign, squared_distances
+from deepinterestgr.quantize.kmeans import distinct_within_groups, kmeans, sinkhorn_assign, squared_distances
 
 
 def mlp(dims: Sequence[int], *, dropout: float = 0.0) -> nn.Sequential:
@@ -56,6 +56,8 @@ class RQVAE(Quantizer):
         kmeans_iters: Lloyd iterations of the k-means codebook init.
         sinkhorn_epsilon: when set, the last level assigns codes with balanced Sinkhorn for batches of at least
             `codebook_size` rows (training and table encoding); None = nearest code.
+        distinct_last_level: when encoding in eval mode, items sharing their first L-1 codes take distinct last
+            codes (nearest free code), so the L-code prefix collides only where a group outgrows the codebook.
         restart_dead_codes: `refresh` re-seeds codes no item uses from the worst-represented residuals.
         seed: seeds k-means init and restarts (same seed, same data -> same codebooks on every DDP rank).
     """
@@ -72,6 +74,7 @@ class RQVAE(Quantizer):
         rotation_trick: bool = False,
         kmeans_iters: int = 20,
         sinkhorn_epsilon: float | None = None,
+        distinct_last_level: bool = False,
         restart_dead_codes: bool = True,
         dropout: float = 0.0,
         seed: int = 0,
@@ -80,8 +83,9 @@ class RQVAE(Quantizer):
         self.hidden_dims, self.latent_dim = tuple(hidden_dims), int(latent_dim)
         self.num_levels, self.codebook_size = int(num_levels), int(codebook_size)
         self.beta, self.rotation_trick, self.kmeans_iters = float(beta), bool(rotation_trick), int(kmeans_iters)
-        self.sinkhorn_epsilon, self.restart_dead = sinkhorn_epsilon, bool(restart_dead_codes)
+        self.sinkhorn_epsilon, self.restart_dead_codes = sinkhorn_epsilon, bool(restart_dead_codes)
         self.dropout, self.seed = float(dropout), int(seed)
+        self.distinct_last_level = bool(distinct_last_level)
         self.codebooks = nn.Parameter(torch.randn(self.num_levels, self.codebook_size, self.latent_dim) * 0.01)
         self.register_buffer("initialized", torch.tensor(False))
         self.encoder: nn.Module | None = None
@@ -104,9 +108,11 @@ class RQVAE(Quantizer):
             raise RuntimeError("RQVAE: input width unknown; call build(input_dim) or pass input_dim=")
 
     # --------------------------------------------------------------------------------------------- quantization
-    def _level_codes(self, residual: torch.Tensor, level: int) -> torch.Tensor:
+    def _level_codes(self, residual: torch.Tensor, level: int, prefix: torch.Tensor | None = None) -> torch.Tensor:
         dist = squared_distances(residual, self.codebooks[level].detach().float())
         last = level == self.num_levels - 1
+        if last and prefix is not None and self.distinct_last_level and not self.training and residual.shape[0] > 1:
+            return distinct_within_groups(dist, prefix)
         if last and self.sinkhorn_epsilon is not None and residual.shape[0] >= self.codebook_size:
             return sinkhorn_assign(dist, epsilon=self.sinkhorn_epsilon)
         return dist.argmin(dim=1)
@@ -116,7 +122,8 @@ class RQVAE(Quantizer):
         residual, quantized = z, torch.zeros_like(z)
         codes, vq_loss = [], z.new_zeros(())
         for level in range(self.num_levels):
-            code = self._level_codes(residual.detach(), level)
+            prefix = torch.stack(codes, dim=1) if codes else None
+            code = self._level_codes(residual.detach(), level, prefix)
             e = self.codebooks[level][code]
             # codebook moves to the (frozen) residual; encoder commits to the (frozen) code
             vq_loss = vq_loss + (e - residual.detach()).pow(2).sum(-1).mean() + self.beta * (residual - e.detach()).pow(2).sum(-1).mean()
@@ -176,7 +183,7 @@ class RQVAE(Quantizer):
     @torch.no_grad()
     def refresh(self, x: torch.Tensor) -> dict[str, float]:
         """Re-seed codes that no item of x uses with the residuals the current codes represent worst."""
-        if not self.restart_dead or not bool(self.initialized):
+        if not self.restart_dead_codes or not bool(self.initialized):
             return {}
         self._require_built()
         self._refreshes += 1

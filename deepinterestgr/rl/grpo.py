@@ -21,20 +21,22 @@ import torch
 ADVANTAGE_EPS = 1e-6
 
 
-def group_advantages(rewards: torch.Tensor, *, eps: float = ADVANTAGE_EPS) -> torch.Tensor:
+def group_advantages(rewards: torch.Tensor, *, mask: torch.Tensor | None = None, eps: float = ADVANTAGE_EPS) -> torch.Tensor:
     """[B, G] advantages: rewards standardised within each user's group (row).
 
     The std is the unbiased sample std (as in TRL's GRPOTrainer); a group whose rewards are all equal gets zero
-    advantages (no signal), and a group of one candidate too.
+    advantages (no signal), and so does a group of fewer than two candidates. `mask` [B, G] (True = a real
+    candidate) leaves padding out of the group statistics and gives it advantage 0.
     """
     if rewards.ndim != 2:
         raise ValueError(f"group_advantages: rewards must be [B, G], got {tuple(rewards.shape)}")
     rewards = rewards.float()
-    mean = rewards.mean(dim=1, keepdim=True)
-    if rewards.shape[1] < 2:
-        return torch.zeros_like(rewards)
-    std = rewards.std(dim=1, keepdim=True)
-    return (rewards - mean) / (std + eps)
+    weights = torch.ones_like(rewards) if mask is None else mask.float()
+    count = weights.sum(dim=1, keepdim=True)
+    mean = (rewards * weights).sum(dim=1, keepdim=True) / count.clamp(min=1)
+    var = ((rewards - mean) ** 2 * weights).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)
+    advantages = (rewards - mean) / (var.sqrt() + eps)
+    return torch.where((count >= 2) & (weights > 0), advantages, torch.zeros_like(advantages))
 
 
 def k3_kl(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
@@ -85,10 +87,12 @@ def grpo_loss(
     is_clipped = ((ratio < 1 - clip_eps) & (adv < 0)) | ((ratio > 1 + clip_eps) & (adv > 0))
     weights = torch.ones_like(per_token) if mask is None else mask.float()
     # mean over each sequence's tokens, then over sequences (DeepSeekMath's 1/G sum_i 1/|o_i| sum_t)
-    tokens = weights.sum(dim=1).clamp(min=1)
+    tokens = weights.sum(dim=1)
+    counted = tokens > 0  # a sequence with no counted token (a padding beam) is left out, not averaged in as 0
 
     def seq_mean(x: torch.Tensor) -> torch.Tensor:
-        return ((x * weights).sum(dim=1) / tokens).mean()
+        per_sequence = (x * weights).sum(dim=1) / tokens.clamp(min=1)
+        return (per_sequence * counted).sum() / counted.sum().clamp(min=1)
 
     objective = seq_mean(per_token)
     return GRPOLoss(

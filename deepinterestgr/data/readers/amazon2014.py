@@ -23,7 +23,8 @@ class Amazon2014Reader(AmazonRawReader):
         return [f"meta_{cat}.json.gz", f"meta_{cat}.json"]
 
     def review_fields(self, record):
-        return required_str(record, "reviewerID"), required_str(record, "asin"), required_number(record, "unixReviewTime")
+        user, item = required_str(record, "reviewerID"), required_str(record, "asin")
+        return user, item, required_number(record, "unixReviewTime")
 
     def item_from_meta(self, record):
         return Item(

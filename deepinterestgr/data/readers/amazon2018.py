@@ -22,7 +22,8 @@ class Amazon2018Reader(AmazonRawReader):
         return [f"meta_{cat}.json.gz", f"meta_{cat}.json"]
 
     def review_fields(self, record):
-        return required_str(record, "reviewerID"), required_str(record, "asin"), required_number(record, "unixReviewTime")
+        user, item = required_str(record, "reviewerID"), required_str(record, "asin")
+        return user, item, required_number(record, "unixReviewTime")
 
     def item_from_meta(self, record):
         images = [*(record.get("imageURLHighRes") or []), *(record.get("imageURL") or [])]

@@ -8,7 +8,7 @@ from deepinterestgr.data.schema import Item
 
 
 class Amazon2023Reader(AmazonRawReader):
-    """Amazon 2023 raw dump: <Cat>.jsonl(.gz) reviews (user_id, parent_asin, timestamp in ms) + meta_<Cat>.jsonl(.gz)."""
+    """Amazon 2023 raw dump: <Cat>.jsonl(.gz) reviews (user_id, parent_asin, ms timestamp) + meta_<Cat>.jsonl(.gz)."""
 
     expects = "<Cat>.jsonl(.gz) and meta_<Cat>.jsonl(.gz) (Amazon Reviews 2023)"
 

@@ -21,7 +21,8 @@ def parse_record(text: str, *, python_literal: bool = False) -> dict:
         record = ast.literal_eval(text.strip()) if python_literal else json.loads(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
         kind = "Python literal" if python_literal else "JSON"
-        raise ValueError(f"not a valid {kind} record ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+        first_line = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"not a valid {kind} record ({type(e).__name__}: {first_line})") from e
     if not isinstance(record, dict):
         raise ValueError(f"expected an object per line, got {type(record).__name__}")
     return record
@@ -35,7 +36,8 @@ def find_one(root: Path, patterns: list[str], what: str) -> Path:
             return hits[0]
         if len(hits) > 1:
             names = ", ".join(h.name for h in hits)
-            raise DataFormatError(f"{root}: several {what} files match {pattern!r} ({names}); pass `category` to pick one.")
+            raise DataFormatError(
+                f"{root}: several {what} files match {pattern!r} ({names}); pass `category` to pick one.")
     raise DataFormatError(f"{root}: no {what} file found (looked for {', '.join(patterns)}).")
 
 

@@ -25,7 +25,7 @@ def item_from_record(item_id: int, record: dict) -> Item:
 
 def read_item_file(path: Path, problems: Problems, *, key_offset: int = 0) -> dict[int, Item]:
     """{integer id: Item} from `{"<id>": {...}}`. `key_offset` is added to each key (P5 files keyed by LETTER id)."""
-    document = load_json_document(path)
+    document = load_json_document(path, problems)
     if not isinstance(document, dict):
         raise DataFormatError(f"{path}: expected a JSON object keyed by item id, got {type(document).__name__}.")
     items: dict[int, Item] = {}
@@ -36,10 +36,11 @@ def read_item_file(path: Path, problems: Problems, *, key_offset: int = 0) -> di
             problems.report("bad_item_id", f"{path} (item {key!r})", "item key is not an integer id")
             continue
         if not isinstance(record, dict):
-            problems.report("corrupt_record", f"{path} (item {key!r})", f"item record is a {type(record).__name__}, not an object")
+            problems.report("corrupt_record", f"{path} (item {key!r})",
+                            f"item record is a {type(record).__name__}, not an object")
             continue
         p5_id = record.get("p5_id")
-        if p5_id is not None and key_offset and int(p5_id) != item_id:
+        if p5_id is not None and key_offset and p5_id != item_id:
             problems.report("inconsistent_id", f"{path} (item {key!r})", f"p5_id {p5_id} != key + {key_offset}")
             continue
         items[item_id] = item_from_record(item_id, record)

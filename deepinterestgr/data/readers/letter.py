@@ -31,7 +31,8 @@ class LetterReader(DatasetReader):
         category = category or inter_path.name[: -len(".inter.json")]
         sequences = read_user_lists(inter_path, problems)
 
-        item_files = [p for p in (root / f"{category}.item.json", root / f"{category}.item.derived.json") if p.is_file()]
+        candidates = (root / f"{category}.item.json", root / f"{category}.item.derived.json")
+        item_files = [p for p in candidates if p.is_file()]
         catalog = read_item_file(item_files[0], problems) if item_files else {}
         if not item_files:
             problems.skips.add("item_file_missing", str(root / f"{category}.item.json"))
@@ -43,13 +44,14 @@ class LetterReader(DatasetReader):
 
 
 def read_user_lists(path: Path, problems: Problems) -> dict[str, list[int]]:
-    document = load_json_document(path)
+    document = load_json_document(path, problems)
     if not isinstance(document, dict):
         raise DataFormatError(f"{path}: expected {{\"<user>\": [item ids]}}, got a {type(document).__name__}.")
     out: dict[str, list[int]] = {}
     for user, items in document.items():
-        if not isinstance(items, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in items):
-            problems.report("corrupt_record", f"{path} (user {user!r})", "the sequence must be a list of non-negative integer item ids")
+        if not isinstance(items, list) or not all(type(i) is int and i >= 0 for i in items):
+            problems.report("corrupt_record", f"{path} (user {user!r})",
+                            "the sequence must be a list of non-negative integer item ids")
             continue
         out[user] = items
     return out

@@ -6,6 +6,7 @@ location" is decided in one place and no record is ever dropped silently.
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
 import zlib
@@ -52,13 +53,12 @@ def iter_lines(path: str | Path, problems: Problems) -> Iterator[tuple[int, str]
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    problems.report("invalid_utf8", where(path, lineno), f"not valid UTF-8 ({e.reason} at byte {e.start})")
+                    problems.report("invalid_utf8", where(path, lineno),
+                                    f"not valid UTF-8 ({e.reason} at byte {e.start})")
                     continue
                 if text.strip():
                     yield lineno, text
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         problems.report(
             "truncated_gzip",
             where(path, lineno + 1),
@@ -67,17 +67,21 @@ def iter_lines(path: str | Path, problems: Problems) -> Iterator[tuple[int, str]
         )
 
 
-def load_json_document(path: str | Path) -> Any:
-    """Parse a whole-file JSON document; duplicate object keys are an error (json.load would keep the last silently)."""
+def load_json_document(path: str | Path, problems: Problems | None = None) -> Any:
+    """Parse a whole-file JSON document. A duplicate object key (json.load would silently keep the last) is a
+    `duplicate_record` problem; the first occurrence is kept. Without `problems` it always raises."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: file not found.")
+    problems = problems or Problems(strict=True)
 
     def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
         out: dict = {}
         for key, value in pairs:
             if key in out:
-                raise DataFormatError(f"{path}: duplicate key {key!r}: each record must appear once. Remove the duplicate.")
+                problems.report("duplicate_record", f"{path} (key {key!r})", "the key appears twice; the first is kept",
+                                fix="Each record must appear once: remove the duplicate.")
+                continue
             out[key] = value
         return out
 
@@ -89,15 +93,25 @@ def load_json_document(path: str | Path) -> Any:
     try:
         return json.loads(text, object_pairs_hook=no_duplicate_keys)
     except json.JSONDecodeError as e:
-        raise DataFormatError(f"{path}:{e.lineno}: invalid JSON ({e.msg}, column {e.colno}). Fix or re-download the file.") from e
+        raise DataFormatError(
+            f"{path}:{e.lineno}: invalid JSON ({e.msg}, column {e.colno}). Fix or re-download the file.") from e
 
 
 def text_field(value: Any) -> str:
-    """Amazon text fields come as a string, a list of strings (2018/2023 descriptions) or absent."""
+    """Amazon text fields come as a string, a list of strings (2018/2023 descriptions), a *stringified* list of
+    strings (MiniOneRec's descriptions: "['first', 'second']") or absent."""
     if value is None:
         return ""
     if isinstance(value, str):
-        return value.strip()
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            try:
+                parsed = ast.literal_eval(text)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                return text
+            if isinstance(parsed, list) and all(isinstance(v, str) for v in parsed):
+                return text_field(parsed)
+        return text
     if isinstance(value, (list, tuple)):
         return "\n".join(str(v).strip() for v in value if str(v).strip())
     return str(value).strip()

@@ -57,7 +57,11 @@ class MiniOneRecReader(DatasetReader):
 
 
 def parse_id_list(text: str) -> list[int]:
-    value = ast.literal_eval(text.strip())
+    """"[3, 17]" → [3, 17]; ValueError for anything that is not a literal list of integers."""
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
+        raise ValueError(f"not a list literal: {text[:60]!r}") from e
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise ValueError(f"expected a list of integer item ids, got {text[:60]!r}")
     return list(value)
@@ -71,7 +75,8 @@ def extend_sequences(path: Path, sequences: dict[str, list[int]], problems: Prob
     header = next(csv.reader([header_line[1]]))
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
-        raise DataFormatError(f"{path}:1: CSV header lacks column(s) {', '.join(missing)}; is this a MiniOneRec sample file?")
+        raise DataFormatError(
+            f"{path}:1: CSV header lacks column(s) {', '.join(missing)}; is this a MiniOneRec sample file?")
     col = {name: header.index(name) for name in REQUIRED_COLUMNS}
     # Quoted fields never span lines in these files, so parsing line by line keeps exact line numbers.
     for lineno, text in lines:
@@ -82,7 +87,7 @@ def extend_sequences(path: Path, sequences: dict[str, list[int]], problems: Prob
             target = int(row[col["item_id"]])
             if not user:
                 raise ValueError("empty user_id")
-        except (IndexError, ValueError, SyntaxError, StopIteration) as e:
+        except (IndexError, ValueError, StopIteration) as e:
             problems.report("corrupt_line", where(path, lineno), f"bad sample row ({type(e).__name__}: {e})")
             continue
         sequence = sequences.get(user)

@@ -18,9 +18,9 @@ class P5Reader(DatasetReader):
     """P5/S3-Rec format: `sequential_data.txt` or `<Cat>.txt` lines `user item item ...` (1-based P5 item ids).
 
     The item file (`*.item.derived.json` or `<Cat>.item.json`) is keyed either by P5 id (Toys) or by LETTER id =
-    P5 id − 1 (Beauty, whose records also carry `p5_id`); `item_keys="auto"` tells them apart by the `p5_id` field or a
-    key 0. A folder with both `sequential_data.txt` and `<Cat>.txt` (Toys) uses `sequential_data.txt`: the other file
-    has S3-Rec numbering that no item file matches. The `.npy` maps are pickles and are never read.
+    P5 id − 1 (Beauty, whose records also carry `p5_id`); `item_keys="auto"` tells them apart by the `p5_id`
+    field or a key 0. A folder with both `sequential_data.txt` and `<Cat>.txt` (Toys) uses `sequential_data.txt`:
+    the other file has S3-Rec numbering that no item file matches. The `.npy` maps are pickles and are never read.
     """
 
     expects = "sequential_data.txt or <Cat>.txt + <Cat>.item.derived.json / <Cat>.item.json (P5 / S3-Rec)"
@@ -69,7 +69,8 @@ class P5Reader(DatasetReader):
     def _key_offset(self, item_path: Path) -> int:
         if self.item_keys != "auto":
             return 1 if self.item_keys == "letter" else 0
-        document = load_json_document(item_path)  # small; parsed again by read_item_file for one code path
+        # parsed again by read_item_file, which reports the file's problems; this pass only looks at the keys
+        document = load_json_document(item_path, Problems(strict=False))
         keyed_by_letter = "0" in document or any(isinstance(r, dict) and "p5_id" in r for r in document.values())
         return 1 if keyed_by_letter else 0
 

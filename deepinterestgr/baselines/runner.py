@@ -1,0 +1,127 @@
+"""`run_baselines`: fit and score the floors of the benchmark tables on a run directory's leave-one-out split.
+
+Writes one `<run>/baselines/<method>.json` per method (atomically): valid and test Recall/NDCG@5/10 on the full
+ranking protocol, the chosen parameters, the protocol and the wall time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from deepinterestgr.artifacts import atomic_write_json
+from deepinterestgr.baselines.cooccurrence import CoOccurrence
+from deepinterestgr.baselines.evaluation import DEFAULT_KS, evaluate, split_view
+from deepinterestgr.baselines.popularity import MostPopular
+from deepinterestgr.data.schema import UserSequence
+
+log = logging.getLogger(__name__)
+
+STAGE = "baselines"
+MAX_HISTORY = 20
+SELECT_ON = "ndcg@10"  # valid metric every tuned baseline is selected on
+# Valid-tuned on Beauty (see benchmarks/bench_baselines.py); the grid is searched again on every run.
+COOCCURRENCE_GRID = {"recency_decay": (0.3, 0.5, 0.7), "cooccurrence_weight": (0.0, 0.05, 0.1, 0.2)}
+
+PROTOCOL = {
+    "split": "chronological leave-one-out: last item = test target, second-to-last = valid target",
+    "ranking": "full ranking over all catalog items; history items not masked",
+    "max_history": MAX_HISTORY,
+    "count_models_fit_on": "valid: items[:-2] of every user; test: items[:-1] (everything before the test target)",
+}
+
+
+def _most_popular(sequences: Sequence[UserSequence], num_items: int, **_) -> dict:
+    result: dict = {"params": {}}
+    for split in ("valid", "test"):
+        view = split_view(sequences, split, max_history=MAX_HISTORY)
+        result[split] = evaluate(MostPopular().fit(view.fit_sequences, num_items=num_items), view)
+    return result
+
+
+def _cooccurrence(sequences: Sequence[UserSequence], num_items: int, *, cooccurrence_grid: dict | None = None, **_) -> dict:
+    grid = cooccurrence_grid or COOCCURRENCE_GRID
+    valid = split_view(sequences, "valid", max_history=MAX_HISTORY)
+    tried = []
+    for values in itertools.product(*grid.values()):
+        params = dict(zip(grid, values))
+        metrics = evaluate(CoOccurrence(**params).fit(valid.fit_sequences, num_items=num_items), valid)
+        log.info("cooccurrence %s valid %s", params, metrics)
+        tried.append({"params": params, "valid": metrics})
+    best = max(tried, key=lambda t: t["valid"][SELECT_ON])
+    test = split_view(sequences, "test", max_history=MAX_HISTORY)
+    model = CoOccurrence(**best["params"]).fit(test.fit_sequences, num_items=num_items)
+    return {"params": {"last_n": model.last_n, **best["params"]}, "valid": best["valid"], "test": evaluate(model, test),
+            "tuning": tried, "selected_on": f"valid {SELECT_ON}"}
+
+
+def _sasrec(sequences: Sequence[UserSequence], num_items: int, *, out_dir: Path, seed: int, sasrec_max_epochs: int,
+            sasrec_kwargs: dict | None = None, **_) -> dict:
+    from deepinterestgr.baselines.sasrec import fit_sasrec  # imports Lightning: only when SASRec is asked for
+
+    valid = split_view(sequences, "valid", max_history=MAX_HISTORY)
+    test = split_view(sequences, "test", max_history=MAX_HISTORY)
+    kwargs = {"max_len": MAX_HISTORY, **(sasrec_kwargs or {})}
+    result = fit_sasrec(
+        train_sequences=valid.fit_sequences,  # items[:-2]: training never sees a valid or test target
+        valid=(valid.histories, valid.targets),
+        test=(test.histories, test.targets),
+        num_items=num_items,
+        out_dir=out_dir / "sasrec",
+        seed=seed,
+        max_epochs=sasrec_max_epochs,
+        **kwargs,
+    )
+    return {"params": {**kwargs, "max_epochs": sasrec_max_epochs}, "valid": result.valid, "test": result.test,
+            "epochs": result.epochs, "best_checkpoint": result.best_checkpoint, "selected_on": "valid ndcg@10 (early stop)",
+            "trained_on": "items[:-2] of every user"}
+
+
+METHODS: dict[str, Callable[..., dict]] = {"most-popular": _most_popular, "cooccurrence": _cooccurrence, "sasrec": _sasrec}
+
+
+def run_baselines_on_sequences(
+    sequences: Sequence[UserSequence],
+    *,
+    num_items: int,
+    out_dir: str | Path,
+    methods: Sequence[str] = ("most-popular", "cooccurrence"),
+    seed: int = 42,
+    sasrec_max_epochs: int = 50,
+    **method_kwargs,
+) -> dict[str, dict]:
+    """Score `methods` on `sequences` (dense ids < num_items); write `<out_dir>/<method>.json`; return the records."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; known: {sorted(METHODS)}")
+    out_dir = Path(out_dir)
+    records = {}
+    for method in methods:
+        start = time.perf_counter()
+        record = METHODS[method](sequences, num_items, out_dir=out_dir, seed=seed, sasrec_max_epochs=sasrec_max_epochs,
+                                 **method_kwargs)
+        record = {"method": method, "seed": seed, "users": len(sequences), "items": num_items, "ks": list(DEFAULT_KS),
+                  "protocol": PROTOCOL, **record, "wall_time_s": round(time.perf_counter() - start, 2)}
+        atomic_write_json(out_dir / f"{method}.json", record)
+        log.info("%s: valid %s test %s (%.1f s)", method, record["valid"], record["test"], record["wall_time_s"])
+        records[method] = record
+    return records
+
+
+def run_baselines(
+    run_dir: str,
+    methods: list[str] = ["most-popular", "cooccurrence"],  # noqa: B006 (the documented default list)
+    seed: int = 42,
+    sasrec_max_epochs: int = 50,
+) -> dict:
+    """Read `<run>/data` (verified against its manifest), write `<run>/baselines/<method>.json`, return {method: record}."""
+    from deepinterestgr.data.io import load_catalog, load_sequences
+
+    num_items = len(load_catalog(run_dir))
+    return run_baselines_on_sequences(
+        load_sequences(run_dir), num_items=num_items, out_dir=Path(run_dir) / STAGE, methods=methods, seed=seed,
+        sasrec_max_epochs=sasrec_max_epochs,
+    )

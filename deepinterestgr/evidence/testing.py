@@ -1,0 +1,105 @@
+"""Reusable contract checks for evidence plugins: every registered plugin (built-in or third-party) is run
+through these by tests/test_evidence_contracts.py. A plugin class can offer `for_contract_test()` (a classmethod
+returning a cheap instance, e.g. a tiny model); otherwise it is built with no arguments."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+
+from deepinterestgr.data.schema import Item
+from deepinterestgr.evidence.contracts import (Captioner, CMSABranch, Descriptor, ImageEncoder, IntentMiner,
+                                               JudgeResult, MiningResult, QualityJudge, TextEncoder)
+
+SAMPLE_ITEMS = [
+    Item(0, "S0", "Mama Bee Belly Butter", "Rich body butter for expecting mothers",
+         categories=["Beauty", "Skin Care", "Body"]),
+    Item(1, "S1", "Travel Size Shampoo 1 oz", categories=["Beauty", "Hair Care"]),
+    Item(2, "S2", "Holographic Festival Body Glitter"),
+]
+
+
+def instantiate(cls: type):
+    factory = getattr(cls, "for_contract_test", None)
+    return factory() if callable(factory) else cls()
+
+
+def sample_images(n: int = 2):
+    from PIL import Image
+
+    return [Image.new("RGB", (48 + 8 * i, 40), (40 * i % 256, 120, 200)) for i in range(n)]
+
+
+def check_describe(plugin) -> None:
+    d = plugin.describe()
+    assert isinstance(d, dict) and d.get("class") == type(plugin).__name__, d
+    assert json.loads(json.dumps(d)) == d, "describe() must be JSON-serialisable (it keys the cache)"
+    assert plugin.describe() == d, "describe() must be stable between calls (it keys the cache)"
+
+
+def check_text_encoder(enc: TextEncoder) -> None:
+    assert isinstance(enc, TextEncoder)
+    check_describe(enc)
+    texts = ["gift for a new mother", "", "a longer product title " * 5]
+    emb = enc.encode(texts)
+    assert emb.dtype == torch.float32 and tuple(emb.shape) == (3, enc.dim), emb.shape
+    assert torch.isfinite(emb).all()
+    assert torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-4), "embeddings must be L2-normalised"
+    again = enc.encode(texts[:1])
+    assert torch.allclose(again[0], emb[0], atol=1e-5), "encoding must not depend on the batch"
+
+
+def check_intent_miner(miner: IntentMiner) -> None:
+    assert isinstance(miner, IntentMiner)
+    check_describe(miner)
+    results = miner.mine(SAMPLE_ITEMS, ["", "", ""])
+    assert len(results) == len(SAMPLE_ITEMS)
+    for r in results:
+        assert isinstance(r, MiningResult)
+        if r.error:
+            assert not r.descriptors, "a failed item carries no descriptors"
+        for d in r.descriptors:
+            assert isinstance(d, Descriptor) and isinstance(d.descriptor, str) and d.descriptor.strip()
+            assert d.confidence is None or (0.0 <= d.confidence <= 1.0 and math.isfinite(d.confidence))
+        present = [d.confidence is not None for d in r.descriptors]
+        assert all(present) or not any(present), "confidences are all given or all absent"
+
+
+def check_quality_judge(judge: QualityJudge) -> None:
+    assert isinstance(judge, QualityJudge)
+    check_describe(judge)
+    descriptors = [[Descriptor("gift for a new mother", 0.9), Descriptor("good product", 0.2)], [],
+                   [Descriptor("festival party glitter", 0.7)]]
+    results = judge.judge_detailed(SAMPLE_ITEMS, descriptors, ["", "", ""])
+    assert len(results) == 3
+    for r, d in zip(results, descriptors):
+        assert isinstance(r, JudgeResult)
+        if r.labels is None:
+            assert r.error, "a failed judgement says why"
+        else:
+            assert len(r.labels) == len(d) and all(v in (0, 1) for v in r.labels)
+    assert results[1].labels == [], "an item without descriptors has no labels (and q = 0)"
+
+
+def check_cmsa_branch(branch: CMSABranch) -> None:
+    assert isinstance(branch, CMSABranch) and branch.branch in ("caption", "image")
+    check_describe(branch)
+    images = sample_images(2)
+    if isinstance(branch, Captioner):
+        captions = branch.caption(images, SAMPLE_ITEMS[:2])
+        assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    else:
+        assert isinstance(branch, ImageEncoder)
+        feats = branch.encode(images)
+        assert tuple(feats.shape) == (2, branch.num_features) and feats.dtype == torch.float32
+        assert torch.isfinite(feats).all()
+
+
+CHECKS = {
+    "text_encoder": check_text_encoder,
+    "intent_miner": check_intent_miner,
+    "quality_judge": check_quality_judge,
+    "cmsa_branch": check_cmsa_branch,
+}

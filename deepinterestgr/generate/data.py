@@ -1,0 +1,236 @@
+"""User sequences -> generator batches, with the paper's chronological leave-one-out split.
+
+Per user with items i_1..i_n: test target i_n, valid target i_{n-1}, train = i_1..i_{n-2}. Training examples are
+every prefix of the train part (targets i_2..i_{n-2}, TIGER-style); valid/test have one example per user whose
+history is everything before the target. Valid and test targets therefore never appear in any training example.
+
+Batches (dict of tensors):
+  history      [B, H, S] long   SID tokens of the last `max_history` items, right-aligned (+ user row if enabled)
+  history_mask [B, H] bool
+  target       [B, S] long      SID tokens of the next item
+  target_item  [B] long         its item id
+  user_index   [B] long         row of the user in sequences.jsonl
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from deepinterestgr.artifacts import ArtifactError, read_jsonl
+from deepinterestgr.generate.tokenizer import SIDTokenizer
+from deepinterestgr.quantize.sid import SIDTable
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+MIN_SEQUENCE_LENGTH = 3  # one train item to read, one valid target, one test target
+
+
+class LeaveOneOutSplit:
+    """All users' items in one flat tensor plus, per split, the (user, target position) of every example."""
+
+    def __init__(self, sequences: list[list[int]], users: list[str]) -> None:
+        self.users = users
+        lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+        self.items = torch.tensor([i for s in sequences for i in s], dtype=torch.long)
+        self.starts = torch.cumsum(lengths, 0) - lengths
+        user_ids = torch.arange(len(sequences))
+        self.examples: dict[str, torch.Tensor] = {
+            "test": torch.stack([user_ids, lengths - 1], 1),
+            "valid": torch.stack([user_ids, lengths - 2], 1),
+        }
+        # train targets: positions 1 .. n-3 of every user (position 0 has no history)
+        n_train = (lengths - 3).clamp(min=0)
+        train_users = torch.repeat_interleave(user_ids, n_train)
+        first = torch.cumsum(n_train, 0) - n_train
+        offsets = torch.arange(int(n_train.sum())) - torch.repeat_interleave(first, n_train)
+        self.examples["train"] = torch.stack([train_users, offsets + 1], 1)
+
+    def histories(self, examples: torch.Tensor, max_history: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item-id histories [B, max_history] (right-aligned, -1 padded) and target item ids [B]."""
+        users, pos = examples[:, 0], examples[:, 1]
+        start = self.starts[users]
+        flat_target = start + pos
+        offsets = torch.arange(-max_history, 0)
+        flat = flat_target.unsqueeze(1) + offsets  # [B, H]
+        valid = flat >= start.unsqueeze(1)
+        hist = torch.where(valid, self.items[flat.clamp(min=0)], torch.full_like(flat, -1))
+        return hist, self.items[flat_target]
+
+
+class _ExampleIndex(Dataset):
+    """Indices only: the collate function builds whole batches with tensor ops (no per-example Python work)."""
+
+    def __init__(self, n: int, order: torch.Tensor | None = None) -> None:
+        self.n = n
+        self.order = order
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i if self.order is None else int(self.order[i])
+
+
+class LengthBucketBatchSampler(torch.utils.data.Sampler):
+    """Shuffled batches of examples with similar history lengths (padding trimmed per batch costs less compute).
+
+    Examples are shuffled, cut into pools of `pool_batches` batches, each pool sorted by length and split into
+    batches, then all batches are shuffled: random at the batch level, homogeneous within a batch.
+    """
+
+    def __init__(self, lengths: torch.Tensor, *, batch_size: int, pool_batches: int = 50, seed: int = 0) -> None:
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.pool = batch_size * pool_batches
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        self.epoch += 1
+        perm = torch.randperm(len(self.lengths), generator=g)
+        batches = []
+        for start in range(0, len(perm), self.pool):
+            chunk = perm[start:start + self.pool]
+            chunk = chunk[torch.sort(self.lengths[chunk], stable=True).indices]
+            batches.extend(chunk.split(self.batch_size))
+        for i in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[i].tolist()
+
+
+class SequenceDataModule(LightningDataModule):
+    """Reads `<run>/data/sequences.jsonl` and `<run>/quantize/sid_table.*`; serves leave-one-out batches."""
+
+    def __init__(
+        self,
+        run_dir: str,
+        max_history: int = 20,
+        batch_size: int = 256,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        num_user_buckets: int = 0,
+        sid_table_dir: str | None = None,
+        val_max_users: int | None = None,
+        length_bucketing: bool = True,
+        strict: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.run_dir = Path(run_dir)
+        self.max_history = max_history
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.num_user_buckets = num_user_buckets
+        self.sid_table_dir = Path(sid_table_dir) if sid_table_dir else self.run_dir / "quantize"
+        self.val_max_users = val_max_users
+        self.length_bucketing = length_bucketing
+        self.strict = strict
+        self.tokenizer: SIDTokenizer | None = None
+        self.split: LeaveOneOutSplit | None = None
+        self.skipped_users = 0
+
+    # ------------------------------------------------------------------------------------------------ loading
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenizer is not None:
+            return
+        table = SIDTable.load(self.sid_table_dir)
+        self.tokenizer = SIDTokenizer(table, num_user_buckets=self.num_user_buckets)
+        self.split = self._read_sequences(self.run_dir / "data" / "sequences.jsonl", table.num_items)
+        log.info("generate data: %d users, %d train / %d valid / %d test examples, %d users skipped (< %d items)",
+                 len(self.split.users), len(self.split.examples["train"]), len(self.split.examples["valid"]),
+                 len(self.split.examples["test"]), self.skipped_users, MIN_SEQUENCE_LENGTH)
+
+    def _read_sequences(self, path: Path, num_items: int) -> LeaveOneOutSplit:
+        sequences, users = [], []
+        for lineno, row in enumerate(read_jsonl(path, stage="data"), 1):
+            items = row.get("items")
+            if not isinstance(items, list) or not all(isinstance(i, int) for i in items):
+                raise ArtifactError(f"{path}:{lineno}: `items` must be a list of integer item ids. Rerun the `data` stage.")
+            bad = [i for i in items if not 0 <= i < num_items]
+            if bad:
+                raise ArtifactError(
+                    f"{path}:{lineno}: item id {bad[0]} is outside the SID table's 0..{num_items - 1}; the sequences "
+                    "and the SID table come from different catalogs. Rerun the `quantize` stage on this run's data."
+                )
+            if len(items) < MIN_SEQUENCE_LENGTH:
+                if self.strict:
+                    raise ArtifactError(f"{path}:{lineno}: user {row.get('user')!r} has {len(items)} items; leave-one-out needs {MIN_SEQUENCE_LENGTH}")
+                self.skipped_users += 1
+                continue
+            sequences.append(items)
+            users.append(str(row.get("user", lineno - 1)))
+        if not sequences:
+            raise ArtifactError(f"{path}: no user has >= {MIN_SEQUENCE_LENGTH} items; nothing to train on")
+        return LeaveOneOutSplit(sequences, users)
+
+    # ------------------------------------------------------------------------------------------------ batches
+    def make_batch(self, split: str, indices: list[int] | torch.Tensor) -> dict[str, torch.Tensor]:
+        examples = self.split.examples[split][torch.as_tensor(indices, dtype=torch.long)]
+        hist, target_item = self.split.histories(examples, self.max_history)
+        # drop leading columns that are padding for every row: rows are right-aligned and positions are relative to
+        # the last row, so the model's output is unchanged and the encoder runs on the batch's longest history only
+        present = (hist >= 0).any(0)
+        first = int(present.long().argmax()) if bool(present.any()) else hist.shape[1] - 1
+        hist = hist[:, first:]
+        buckets = None
+        if self.num_user_buckets:
+            buckets = torch.tensor([self.tokenizer.user_bucket(self.split.users[u]) for u in examples[:, 0].tolist()])
+        encoded = self.tokenizer.encode_history(hist, user_buckets=buckets)
+        return {
+            "history": encoded.tokens,
+            "history_mask": encoded.mask,
+            "target": self.tokenizer.items_to_tokens(target_item),
+            "target_item": target_item,
+            "user_index": examples[:, 0],
+        }
+
+    def num_examples(self, split: str) -> int:
+        n = len(self.split.examples[split])
+        return min(n, self.val_max_users) if split == "valid" and self.val_max_users else n
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        n = self.num_examples(split)
+        order = None
+        if not shuffle:
+            # evaluation order does not change metrics; similar lengths per batch make trimmed batches shorter
+            order = torch.sort(self.split.examples[split][:n, 1].clamp(max=self.max_history), stable=True).indices
+        return DataLoader(
+            _ExampleIndex(n, order),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=lambda idx: self.make_batch(split, idx),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if not self.length_bucketing:
+            return self._loader("train", self.batch_size, shuffle=True)
+        lengths = self.split.examples["train"][:, 1].clamp(max=self.max_history)  # history length = target position
+        return DataLoader(
+            _ExampleIndex(self.num_examples("train")),
+            batch_sampler=LengthBucketBatchSampler(lengths, batch_size=self.batch_size, seed=self.trainer.current_epoch
+                                                   if self.trainer is not None else 0),
+            num_workers=self.num_workers,
+            collate_fn=lambda idx: self.make_batch("train", idx),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

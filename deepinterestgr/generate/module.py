@@ -1,0 +1,194 @@
+"""GeneratorModule: teacher-forced training of a SID generator; constrained beam search for valid/test metrics.
+
+The generator's vocabulary size and SID length come from the datamodule's SID tokenizer (`configure_model`), so a
+config names only the architecture (`generator: {class_path: T5SIDGenerator, init_args: {...}}`). Checkpoints carry
+the SID table (`on_save_checkpoint`), so `GeneratorModule.load_from_checkpoint(path)` rebuilds the sized model and
+its trie without the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from torchmetrics import MetricCollection
+
+from deepinterestgr.artifacts import atomic_write_json, atomic_write_jsonl
+from deepinterestgr.generate.base import Generator
+from deepinterestgr.generate.data import SequenceDataModule  # noqa: F401  (importing this module lets the CLI name it)
+from deepinterestgr.generate.metrics import retrieval_metrics
+from deepinterestgr.generate.search import constrained_beam_search
+from deepinterestgr.generate.tokenizer import SIDTokenizer
+from deepinterestgr.generate.trie import SIDTrie
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_TOKENIZER_KEY = "sid_tokenizer"
+
+
+class GeneratorModule(LightningModule):
+    def __init__(
+        self,
+        *,
+        generator: Generator,
+        lr: float = 2e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 500,
+        schedule: str = "inverse_sqrt",
+        min_lr_ratio: float = 0.05,
+        label_smoothing: float = 0.0,
+        beam_size: int = 20,
+        ks: tuple[int, ...] = (5, 10),
+        monitor: str = "val/ndcg@10",
+        early_stopping_patience: int = 5,
+        dump_test_results: bool = False,
+    ) -> None:
+        super().__init__()
+        if schedule not in ("inverse_sqrt", "cosine", "constant"):
+            raise ValueError(f"schedule must be inverse_sqrt, cosine or constant; got {schedule!r}")
+        # the generator stays in hparams (its class_path + init_args when built by the CLI) so that
+        # load_from_checkpoint can rebuild it; its weights are in the state dict
+        self.save_hyperparameters()
+        self.generator = generator
+        self.tokenizer: SIDTokenizer | None = None
+        self._trie: SIDTrie | None = None
+        self.val_metrics = MetricCollection(retrieval_metrics(tuple(ks)), prefix="val/")
+        self.test_metrics = MetricCollection(retrieval_metrics(tuple(ks)), prefix="test/")
+        self._test_rows: list[dict] = []
+
+    # ----------------------------------------------------------------------------------------------- sizing
+    def set_tokenizer(self, tokenizer: SIDTokenizer) -> None:
+        """Attach the SID tokenizer and build the generator's vocabulary-sized layers from it."""
+        self.tokenizer = tokenizer
+        self._trie = None
+        self.generator.build(vocab_size=tokenizer.vocab_size, sid_length=tokenizer.sid_length)
+
+    def configure_model(self) -> None:
+        if self.tokenizer is not None or self._trainer is None:
+            return  # outside a Trainer (load_from_checkpoint) the checkpoint's tokenizer builds it in on_load_checkpoint
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None or getattr(dm, "tokenizer", None) is None:
+            raise RuntimeError("GeneratorModule needs a datamodule with a SID tokenizer (SequenceDataModule)")
+        self.set_tokenizer(dm.tokenizer)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_TOKENIZER_KEY] = self.tokenizer.state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.tokenizer is None and CHECKPOINT_TOKENIZER_KEY in checkpoint:
+            self.set_tokenizer(SIDTokenizer.from_state(checkpoint[CHECKPOINT_TOKENIZER_KEY]))
+
+    @property
+    def trie(self) -> SIDTrie:
+        if self._trie is None or self._trie.device != self.device:
+            self._trie = SIDTrie.from_tokenizer(self.tokenizer, device=self.device)
+        return self._trie
+
+    # ----------------------------------------------------------------------------------------------- training
+    def forward(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.generator(history, history_mask, target)
+
+    def _loss(self, batch: dict) -> torch.Tensor:
+        logits = self.generator(batch["history"], batch["history_mask"], batch["target"])
+        return F.cross_entropy(logits.float().flatten(0, 1), batch["target"].flatten(),
+                               label_smoothing=self.hparams.label_smoothing)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["target"]))
+        return loss
+
+    # ----------------------------------------------------------------------------------------------- evaluation
+    def generate(self, history: torch.Tensor, history_mask: torch.Tensor, beam_size: int | None = None):
+        """Constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K])."""
+        return constrained_beam_search(self.generator, self.trie, history, history_mask,
+                                       beam_size=beam_size or self.hparams.beam_size)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        n = len(batch["target"])
+        self.log("val/loss", self._loss(batch), batch_size=n, sync_dist=True)
+        result = self.generate(batch["history"], batch["history_mask"])
+        self.val_metrics.update(result.items, batch["target_item"])
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()  # summed over DDP ranks by the metric states
+        self.val_metrics.reset()
+        self.log_dict(values, prog_bar=True)
+        if not self.trainer.sanity_checking:
+            log.info("epoch %d step %d: %s", self.current_epoch, self.global_step,
+                     ", ".join(f"{k}={float(v):.4f}" for k, v in values.items()))
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        result = self.generate(batch["history"], batch["history_mask"])
+        self.test_metrics.update(result.items, batch["target_item"])
+        if self.hparams.dump_test_results:
+            for u, t, items, scores in zip(batch["user_index"].tolist(), batch["target_item"].tolist(),
+                                           result.items.tolist(), result.scores.tolist()):
+                self._test_rows.append({"user_index": u, "target": t, "items": items, "scores": scores})
+
+    def on_test_epoch_end(self) -> None:
+        values = {k: float(v) for k, v in self.test_metrics.compute().items()}
+        self.test_metrics.reset()
+        self.log_dict(values)
+        out_dir = self._output_dir()
+        if out_dir is not None:
+            if self.trainer.is_global_zero:
+                atomic_write_json(out_dir / "metrics_test.json", {
+                    **values, "beam_size": self.hparams.beam_size,
+                    "num_users": len(self.trainer.datamodule.split.examples["test"]),
+                })
+                log.info("wrote %s", out_dir / "metrics_test.json")
+            if self._test_rows:
+                rank = f".rank{self.global_rank}" if self.trainer.world_size > 1 else ""
+                atomic_write_jsonl(out_dir / f"results_test{rank}.jsonl", self._test_rows)
+        self._test_rows = []
+
+    def _output_dir(self) -> Path | None:
+        dm = getattr(self.trainer, "datamodule", None)
+        run_dir = getattr(dm, "run_dir", None)
+        return Path(run_dir) / "generate" if run_dir is not None else None
+
+    # ----------------------------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, p in self.generator.named_parameters():
+            (no_decay if p.ndim < 2 or "layer_norm" in name or name.endswith("bias") else decay).append(p)
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if hp.schedule == "cosine" else 0
+        warmup = max(1, hp.warmup_steps)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if hp.schedule == "inverse_sqrt":
+                return max(hp.min_lr_ratio, math.sqrt(warmup / (step + 1)))
+            if hp.schedule == "cosine":
+                progress = min(1.0, (step - warmup) / max(1, total - warmup))
+                return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+            return 1.0
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_callbacks(self):
+        """Best checkpoint on the validation metric and early stopping, unless the trainer config has its own."""
+        callbacks = list(self.trainer.callbacks) if self._trainer is not None else []
+        # a ModelCheckpoint with a monitor came from the user's config; Lightning's default one has none
+        user_checkpoint = any(isinstance(c, ModelCheckpoint) and c.monitor for c in callbacks)
+        out = []
+        if self._trainer is not None and self.trainer.checkpoint_callback is not None and not user_checkpoint:
+            out_dir = self._output_dir()
+            if out_dir is not None:
+                out.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=self.hparams.monitor,
+                                           mode="max", save_top_k=1, save_last=True, enable_version_counter=False,
+                                           auto_insert_metric_name=False))
+        if self.hparams.early_stopping_patience > 0 and not any(isinstance(c, EarlyStopping) for c in callbacks):
+            out.append(EarlyStopping(monitor=self.hparams.monitor, mode="max", patience=self.hparams.early_stopping_patience))
+        return out

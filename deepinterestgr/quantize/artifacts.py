@@ -1,0 +1,68 @@
+"""`<run>/quantize/`: SID table, metrics.json, report.png and the stage manifest."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from deepinterestgr.artifacts import atomic_path, atomic_write_json, write_manifest
+from deepinterestgr.quantize.metrics import code_table_metrics, group_sizes
+from deepinterestgr.quantize.sid import SIDTable, assign_sids
+
+log = logging.getLogger(__name__)
+
+STAGE = "quantize"
+METRICS_FILE, REPORT_FILE = "metrics.json", "report.png"
+
+
+def write_report(path: Path, codes: torch.Tensor, codebook_size: int) -> None:
+    """Code usage per level (codes sorted by frequency) and the histogram of collision-group sizes."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    levels = codes.shape[1]
+    fig, axes = plt.subplots(1, levels + 1, figsize=(4 * (levels + 1), 3.2))
+    for level in range(levels):
+        counts = torch.bincount(codes[:, level], minlength=codebook_size).sort(descending=True).values
+        ax = axes[level]
+        ax.bar(range(codebook_size), counts.numpy(), width=1.0)
+        ax.set_title(f"level {level}: {int((counts > 0).sum())}/{codebook_size} codes used")
+        ax.set_xlabel("code (by frequency)")
+        ax.set_ylabel("items")
+    sizes = group_sizes(codes)
+    ax = axes[-1]
+    ax.hist(sizes.numpy(), bins=range(1, int(sizes.max()) + 2), log=True, align="left")
+    ax.set_title(f"items per {levels}-code prefix")
+    ax.set_xlabel("group size (1 = no collision)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def write_quantize_artifacts(out_dir: str | Path, codes: torch.Tensor, *, codebook_size: int, config_hash: str,
+                             extra_files: list[str] = (), meta: dict | None = None) -> dict:
+    """Assign SIDs (suffix only for colliding items) and write table, metrics, report and manifest. Returns metrics."""
+    out_dir = Path(out_dir)
+    codes = codes.long().cpu()
+    table = assign_sids(codes, codebook_size=codebook_size, meta={"config_hash": config_hash, **(meta or {})})
+    table.check_unique()
+    metrics = code_table_metrics(codes, codebook_size)
+    metrics |= {"num_sids_unique": int(torch.unique(table.full(), dim=0).shape[0]), "num_suffix": table.num_suffix,
+                "codebook_size": codebook_size, "num_levels": table.num_levels, **(meta or {})}
+    files = table.save(out_dir)
+    atomic_write_json(out_dir / METRICS_FILE, metrics)
+    write_report(out_dir / REPORT_FILE, codes, codebook_size)
+    write_manifest(out_dir, STAGE, [*files, METRICS_FILE, REPORT_FILE, *extra_files], config_hash=config_hash)
+    log.info("quantize: %d items, collision rate %.4f, usage %s -> %s", metrics["num_items"], metrics["collision_rate"],
+             metrics["usage"], out_dir)
+    return metrics
+
+
+def load_sid_table(run_dir: str | Path) -> SIDTable:
+    """The SID table of a run (what the generator stage reads)."""
+    return SIDTable.load(Path(run_dir) / STAGE)

@@ -1,0 +1,134 @@
+"""Evidence tensors -> batches of item vectors for the quantizer stage.
+
+Reads `<run>/evidence/text_embeddings.safetensors` (key "embeddings" [N, D]) and, with `use_image_features`,
+`<run>/evidence/image_features.safetensors` (key "features" [N, F]). Widths come from the files, never from a config.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningDataModule
+from safetensors import safe_open
+from torch.utils.data import DataLoader, Dataset
+
+from deepinterestgr.artifacts import ArtifactError
+
+log = logging.getLogger(__name__)
+
+TEXT_FILE, TEXT_KEY = "text_embeddings.safetensors", "embeddings"
+IMAGE_FILE, IMAGE_KEY = "image_features.safetensors", "features"
+
+
+def load_evidence_tensor(path: Path, key: str) -> torch.Tensor:
+    """A 2-D finite float tensor from a safetensors file; ArtifactError naming the file and the fix otherwise."""
+    fix = "Rerun the `evidence` stage (`dig pipeline ... --from evidence`)."
+    if not path.exists():
+        raise ArtifactError(f"{path}: not found. {fix}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if key not in f.keys():
+                raise ArtifactError(f"{path}: no tensor named {key!r} (has {sorted(f.keys())}). {fix}")
+            t = f.get_tensor(key)
+    except ArtifactError:
+        raise
+    except Exception as e:  # safetensors raises its own types for truncated / foreign files
+        raise ArtifactError(f"{path}: unreadable ({e}). {fix}") from e
+    if t.ndim != 2 or t.shape[0] == 0 or not t.is_floating_point():
+        raise ArtifactError(f"{path}: {key!r} must be a non-empty float matrix [N, D], got {t.dtype} {tuple(t.shape)}. {fix}")
+    t = t.float()
+    bad = (~torch.isfinite(t)).any(dim=1)
+    if bad.any():
+        rows = bad.nonzero().squeeze(1)[:5].tolist()
+        raise ArtifactError(f"{path}: {int(bad.sum())} rows of {key!r} hold NaN/inf (first item ids {rows}). {fix}")
+    return t.contiguous()
+
+
+class ItemVectors(Dataset):
+    """Rows of the item table as {"item_id": long, "text": [D], "image": [F] (only with image features)}."""
+
+    def __init__(self, text: torch.Tensor, image: torch.Tensor | None) -> None:
+        self.text, self.image = text, image
+
+    def __len__(self) -> int:
+        return self.text.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        row = {"item_id": torch.tensor(i), "text": self.text[i]}
+        if self.image is not None:
+            row["image"] = self.image[i]
+        return row
+
+
+class EmbeddingDataModule(LightningDataModule):
+    """Item embeddings of one run directory. Train batches are shuffled items; `table()` is the whole table in order.
+
+    Args (keyword-only):
+        run_dir: the run directory (`<run>/evidence/...` is read).
+        batch_size: items per training batch.
+        num_workers: DataLoader workers (0 is right for in-memory tensors).
+        use_image_features: also load the image branch's features (CMSA fusion in front of the quantizer).
+    """
+
+    def __init__(self, *, run_dir: str, batch_size: int = 1024, num_workers: int = 0, use_image_features: bool = False) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.run_dir, self.batch_size, self.num_workers = Path(run_dir), int(batch_size), int(num_workers)
+        self.use_image_features = bool(use_image_features)
+        self.text: torch.Tensor | None = None
+        self.image: torch.Tensor | None = None
+
+    @property
+    def evidence_dir(self) -> Path:
+        return self.run_dir / "evidence"
+
+    @property
+    def input_files(self) -> list[Path]:
+        return [self.evidence_dir / TEXT_FILE] + ([self.evidence_dir / IMAGE_FILE] if self.use_image_features else [])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.text is not None:
+            return
+        self.text = load_evidence_tensor(self.evidence_dir / TEXT_FILE, TEXT_KEY)
+        if self.use_image_features:
+            image = load_evidence_tensor(self.evidence_dir / IMAGE_FILE, IMAGE_KEY)
+            if image.shape[0] != self.text.shape[0]:
+                raise ArtifactError(
+                    f"{self.evidence_dir / IMAGE_FILE}: {image.shape[0]} rows but {TEXT_FILE} has {self.text.shape[0]}; "
+                    "both must have one row per item. Rerun the `evidence` stage."
+                )
+            self.image = image
+        log.info("quantize data: %d items, text %d-d%s", self.num_items, self.text_dim,
+                 f", image {self.image_dim}-d" if self.image is not None else "")
+
+    # widths the model reads in its own setup (never typed by users)
+    @property
+    def num_items(self) -> int:
+        self._require_setup()
+        return self.text.shape[0]
+
+    @property
+    def text_dim(self) -> int:
+        self._require_setup()
+        return self.text.shape[1]
+
+    @property
+    def image_dim(self) -> int | None:
+        self._require_setup()
+        return None if self.image is None else self.image.shape[1]
+
+    def _require_setup(self) -> None:
+        if self.text is None:
+            raise RuntimeError("EmbeddingDataModule.setup() has not run yet")
+
+    def table(self) -> dict[str, torch.Tensor]:
+        """The whole item table, row = item_id: {"text": [N, D]} (+ {"image": [N, F]})."""
+        self._require_setup()
+        return {"text": self.text} | ({"image": self.image} if self.image is not None else {})
+
+    def train_dataloader(self) -> DataLoader:
+        self._require_setup()
+        return DataLoader(ItemVectors(self.text, self.image), batch_size=self.batch_size, shuffle=True,
+                          num_workers=self.num_workers, drop_last=False, persistent_workers=self.num_workers > 0)

@@ -1,0 +1,40 @@
+"""CMSA image-branch fusion in front of the quantizer (DeepInterestGR): frozen image features -> W_v, concatenated
+with the text embedding -> W_f -> quantizer input. Both maps are bias-free, so items without an image (zero
+feature rows) contribute nothing through W_v.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CMSAFusion(nn.Module):
+    """fused = normalize(W_f [text ; W_v image]).
+
+    Shapes: text [B, D_t], image [B, D_v] -> fused [B, out_dim] (out_dim defaults to D_t).
+
+    W_f starts as [I | 0] so training begins from the text embedding alone and the image branch is learned on top
+    of it; the output is L2-normalised like the text embeddings, which keeps the quantizer's reconstruction loss
+    from shrinking the fused vectors towards zero.
+    """
+
+    def __init__(self, *, text_dim: int, image_dim: int, image_proj_dim: int = 128, out_dim: int | None = None) -> None:
+        super().__init__()
+        self.text_dim, self.image_dim, self.image_proj_dim = int(text_dim), int(image_dim), int(image_proj_dim)
+        self.out_dim = int(out_dim or text_dim)
+        self.w_v = nn.Linear(self.image_dim, self.image_proj_dim, bias=False)
+        self.w_f = nn.Linear(self.text_dim + self.image_proj_dim, self.out_dim, bias=False)
+        with torch.no_grad():
+            self.w_f.weight.zero_()
+            eye = torch.eye(self.out_dim, self.text_dim)
+            self.w_f.weight[:, : self.text_dim] = eye
+            nn.init.normal_(self.w_f.weight[:, self.text_dim :], std=1e-3)
+
+    def forward(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        if text.shape[-1] != self.text_dim or image.shape[-1] != self.image_dim:
+            raise ValueError(f"CMSAFusion built for text {self.text_dim} / image {self.image_dim} features, "
+                             f"got {text.shape[-1]} / {image.shape[-1]}")
+        fused = self.w_f(torch.cat([text, self.w_v(image)], dim=-1))
+        return F.normalize(fused, dim=-1)

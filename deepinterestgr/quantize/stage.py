@@ -1,0 +1,55 @@
+"""Plain-Python entry point of the quantize stage, for the `dig` CLI and the pipeline."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from deepinterestgr.artifacts import manifest_matches
+from deepinterestgr.quantize.artifacts import METRICS_FILE, STAGE
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+#: trainer / model / data fragments, composed in this order
+DEFAULT_CONFIGS = (
+    CONFIG_DIR / "trainer" / "cpu.yaml",
+    CONFIG_DIR / "trainer" / "quantize_cpu.yaml",
+    CONFIG_DIR / "model" / "quantizer_rqvae.yaml",
+    CONFIG_DIR / "data" / "embeddings.yaml",
+)
+
+
+def run_quantize(run_dir: str, config: list[str] | None = None, overrides: list[str] | None = None) -> dict:
+    """Train the quantizer on `<run>/evidence` embeddings and write `<run>/quantize/`; returns its metrics.
+
+    `config`: LightningCLI config fragments (default: trainer/cpu + trainer/quantize_cpu + model/quantizer_rqvae +
+    data/embeddings);
+    `overrides`: extra CLI arguments such as `["--model.quantizer.init_args.num_levels", "4"]`.
+    Skipped (metrics returned from disk) when `<run>/quantize/manifest.json` verifies and records the same config hash.
+    """
+    from deepinterestgr.cli.lightning import run_lightning
+    from deepinterestgr.quantize.module import quantize_config_hash
+
+    out_dir = Path(run_dir) / STAGE
+    args: list[str] = []
+    for c in config or [str(p) for p in DEFAULT_CONFIGS]:
+        args += ["-c", str(c)]
+    args += ["--data.run_dir", str(run_dir)]
+    overrides = list(overrides or [])
+    if not any(o.startswith("--trainer.default_root_dir") for o in overrides):
+        args += ["--trainer.default_root_dir", str(out_dir)]
+    args += overrides
+    # parse and instantiate without running, so the config hash can be checked before any training
+    cli = run_lightning(args, run=False)
+    cli.datamodule.setup("fit")
+    config_hash = quantize_config_hash(cli.model, cli.datamodule, cli.trainer)
+    if manifest_matches(out_dir, stage=STAGE, config_hash=config_hash):
+        log.info("quantize: %s is up to date (config %s), skipping", out_dir, config_hash[:12])
+        return json.loads((out_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    if not manifest_matches(out_dir, stage=STAGE, config_hash=config_hash):
+        raise RuntimeError(f"quantize: training finished but {out_dir} has no matching manifest (write_artifacts off?)")
+    return json.loads((out_dir / METRICS_FILE).read_text(encoding="utf-8"))

@@ -1,0 +1,342 @@
+"""PolicyModule: GRPO fine-tuning of a trained SID generator with pluggable rewards.
+
+For every training example (a user history and its next item) the policy proposes a group of G catalog SIDs
+(constrained beam search, as MiniOneRec, or constrained sampling), a `Reward` scores them against the target,
+advantages are standardised within the group, and the clipped GRPO surrogate minus beta * KL to the frozen
+initial generator is maximised (`deepinterestgr.rl.grpo`). Groups are built and scored inside one process, so
+under DDP each rank owns whole groups and only gradients and logged statistics cross ranks.
+
+The policy and its reference are loaded in `configure_model` from the generator checkpoint `init_checkpoint`
+(a path, or a path inside the datamodule's run directory), after the datamodule has read the SID table, so a config
+can be parsed and the module built before the generator stage has run. Validation and test use the generator's
+constrained beam search and Recall/NDCG@K; `test` writes `<run>/rl/metrics_test.json`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import OptimizerCallable
+from safetensors.torch import load_file
+from torchmetrics import MetricCollection
+
+from deepinterestgr.artifacts import ArtifactError, atomic_write_json, read_jsonl
+from deepinterestgr.generate.base import Generator
+from deepinterestgr.generate.metrics import retrieval_metrics
+from deepinterestgr.generate.module import GeneratorModule
+from deepinterestgr.generate.search import SearchResult, constrained_beam_search, constrained_sample
+from deepinterestgr.generate.tokenizer import SIDTokenizer
+from deepinterestgr.generate.trie import SIDTrie
+from deepinterestgr.rl.grpo import group_advantages, grpo_loss
+from deepinterestgr.rl.rewards.base import Reward, RewardBatch
+from deepinterestgr.rl.rewards.composite import CompositeReward
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_MODES = ("beam", "sample")
+QUALITY_FILE = "evidence/quality.safetensors"
+CHECKPOINT_INIT_KEY = "policy_init_checkpoint"
+#: extras the policy knows how to provide to rewards that declare `requires = ("extras.<key>", ...)`
+KNOWN_EXTRAS = ("item_categories",)
+
+
+class PolicyModule(LightningModule):
+    def __init__(
+        self,
+        *,
+        reward: Reward,
+        init_checkpoint: str = "generate/checkpoints/best.ckpt",
+        optimizer: OptimizerCallable | None = None,
+        lr: float = 1e-5,
+        group_size: int = 8,
+        candidates: str = "beam",
+        temperature: float = 1.0,
+        clip_eps: float = 0.2,
+        beta: float = 0.001,
+        beam_size: int = 20,
+        ks: tuple[int, ...] = (5, 10),
+        monitor: str = "val/ndcg@10",
+        quality_file: str = QUALITY_FILE,
+    ) -> None:
+        """
+        reward:          scores each group ([B, G] rewards), e.g. `CompositeReward` with the paper's weights
+        init_checkpoint: generator checkpoint (GeneratorModule) to start from and to use as the KL reference;
+                         absolute, relative to the working directory, or relative to the run directory
+        optimizer:       optimiser factory over the policy's parameters; default AdamW(lr=lr)
+        group_size:      G candidates per user (GRPO group)
+        candidates:      "beam" (top-G constrained beam search, ranked: the rank reward needs this) or
+                         "sample" (G constrained samples at `temperature`)
+        clip_eps, beta:  GRPO ratio clip and KL coefficient (k3 estimator)
+        beam_size, ks:   evaluation: constrained beam width and the K of Recall/NDCG@K
+        quality_file:    item quality q_i (safetensors, key "quality"), relative to the run directory
+        """
+        super().__init__()
+        if candidates not in CANDIDATE_MODES:
+            raise ValueError(f"candidates must be one of {CANDIDATE_MODES}, got {candidates!r}")
+        if group_size < 2:
+            raise ValueError(f"group_size must be >= 2 (advantages are relative within a group), got {group_size}")
+        if temperature <= 0 or clip_eps <= 0 or beta < 0:
+            raise ValueError(f"need temperature > 0, clip_eps > 0, beta >= 0; got {temperature}, {clip_eps}, {beta}")
+        if not isinstance(reward, Reward):
+            raise TypeError(f"reward must be a deepinterestgr Reward, got {type(reward).__name__}")
+        if candidates == "sample" and "ranks" in reward.requires:
+            raise ValueError(f"{type(reward).__name__} needs beam ranks; use candidates='beam'")
+        # the reward keeps its class_path in hparams (CLI) so load_from_checkpoint rebuilds it
+        self.save_hyperparameters()
+        self.reward = reward
+        self.optimizer_factory = optimizer
+        self.policy: Generator | None = None
+        self.reference: Generator | None = None
+        self.tokenizer: SIDTokenizer | None = None
+        self.init_checkpoint_path: Path | None = None
+        self.reward_extras: dict[str, Any] = {}
+        self.item_quality: torch.Tensor | None = None
+        self._trie: SIDTrie | None = None
+        self.val_metrics = MetricCollection(retrieval_metrics(tuple(ks)), prefix="val/")
+        self.test_metrics = MetricCollection(retrieval_metrics(tuple(ks)), prefix="test/")
+
+    # ----------------------------------------------------------------------------------------------- loading
+    def _run_dir(self) -> Path | None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        run_dir = getattr(dm, "run_dir", None)
+        return Path(run_dir) if run_dir is not None else None
+
+    def resolve_init_checkpoint(self, run_dir: Path | None) -> Path:
+        path = Path(self.hparams.init_checkpoint)
+        candidates = [path] if path.is_absolute() else [path, *([run_dir / path] if run_dir is not None else [])]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate.resolve()
+        tried = ", ".join(str(c) for c in candidates)
+        raise ArtifactError(
+            f"generator checkpoint not found (tried {tried}). Train the generator first (`dig fit` with a "
+            "GeneratorModule config, or the pipeline's `generate` stage), or set --model.init_checkpoint."
+        )
+
+    def load_policy(self, checkpoint: str | Path, *, tokenizer: SIDTokenizer | None = None) -> None:
+        """Policy and frozen reference from a GeneratorModule checkpoint; checks it matches the run's SID table."""
+        # weights_only=False: a generator checkpoint written by this project's `generate` stage keeps its generator
+        # plugin (an object, or the CLI's class_path config) in hparams, which the weights-only unpickler refuses
+        generator_module = GeneratorModule.load_from_checkpoint(str(checkpoint), map_location="cpu", weights_only=False)
+        loaded = generator_module.tokenizer
+        if loaded is None:
+            raise ArtifactError(f"{checkpoint}: no SID tokenizer in this checkpoint; is it a GeneratorModule checkpoint?")
+        if tokenizer is not None and not (
+            torch.equal(loaded.table.codes, tokenizer.table.codes)
+            and torch.equal(loaded.table.suffix, tokenizer.table.suffix)
+            and loaded.num_user_buckets == tokenizer.num_user_buckets
+        ):
+            raise ArtifactError(
+                f"{checkpoint}: the generator was trained on a different SID table (or user buckets) than this run's "
+                "`quantize` stage produced. Retrain the generator on this run, or point init_checkpoint at the right one."
+            )
+        self.tokenizer = loaded
+        self.policy = generator_module.generator
+        self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
+        self.init_checkpoint_path = Path(checkpoint)
+        self._trie = None
+        log.info("policy initialised from %s (%d parameters)", checkpoint, sum(p.numel() for p in self.policy.parameters()))
+
+    def load_reward_inputs(self, run_dir: Path) -> None:
+        """Item quality (QARM) and reward extras from the run directory, failing early when a reward needs one."""
+        required = set(self.reward.requires)
+        quality_path = run_dir / self.hparams.quality_file
+        if quality_path.is_file():
+            quality = load_file(str(quality_path)).get("quality")
+            if quality is None or quality.shape != (self.tokenizer.num_items,):
+                raise ArtifactError(
+                    f"{quality_path}: expected key 'quality' of shape [{self.tokenizer.num_items}] (one q_i per item); "
+                    "rerun the `evidence` stage on this run's catalog"
+                )
+            self.item_quality = quality.float()
+        elif "item_quality" in required:
+            raise ArtifactError(
+                f"{quality_path} not found, but the reward {type(self.reward).__name__} uses item quality (QARM). "
+                "Run the `evidence` stage with a quality judge, or drop the qarm term from the reward."
+            )
+        for need in sorted(required):
+            if not need.startswith("extras."):
+                continue
+            key = need.removeprefix("extras.")
+            if key == "item_categories":
+                self.reward_extras[key] = read_item_categories(run_dir / "data" / "catalog.jsonl", self.tokenizer.num_items)
+            else:
+                raise ValueError(
+                    f"{type(self.reward).__name__} needs extras[{key!r}], which the policy cannot provide "
+                    f"(it provides {list(KNOWN_EXTRAS)})"
+                )
+
+    def configure_model(self) -> None:
+        if self.policy is not None or self._trainer is None:
+            # no trainer: `load_from_checkpoint`, where `on_load_checkpoint` rebuilds from the recorded init path
+            return
+        run_dir = self._run_dir()
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        self.load_policy(self.resolve_init_checkpoint(run_dir), tokenizer=getattr(dm, "tokenizer", None))
+        if run_dir is not None:
+            self.load_reward_inputs(run_dir)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_INIT_KEY] = str(self.init_checkpoint_path) if self.init_checkpoint_path else None
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # PolicyModule.load_from_checkpoint: rebuild the architecture from the generator checkpoint the policy
+        # started from; the policy's own weights (and the reference's) then come from this checkpoint's state dict
+        if self.policy is None and checkpoint.get(CHECKPOINT_INIT_KEY):
+            self.load_policy(checkpoint[CHECKPOINT_INIT_KEY])
+
+    def train(self, mode: bool = True) -> "PolicyModule":
+        super().train(mode)
+        if self.reference is not None:
+            self.reference.eval()  # the reference is a fixed distribution: no dropout, ever
+        return self
+
+    @property
+    def trie(self) -> SIDTrie:
+        if self._trie is None or self._trie.device != self.device:
+            self._trie = SIDTrie.from_tokenizer(self.tokenizer, device=self.device)
+        return self._trie
+
+    # ----------------------------------------------------------------------------------------------- GRPO
+    @torch.no_grad()
+    def propose(self, history: torch.Tensor, history_mask: torch.Tensor) -> tuple[SearchResult, torch.Tensor | None]:
+        """G candidates per user from the current policy (no dropout) and their beam ranks ([B, G] or None)."""
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            g = self.hparams.group_size
+            if self.hparams.candidates == "beam":
+                result = constrained_beam_search(self.policy, self.trie, history, history_mask, beam_size=g)
+                ranks = torch.arange(g, device=history.device).expand(history.shape[0], g)
+            else:
+                result = constrained_sample(self.policy, self.trie, history, history_mask, num_samples=g,
+                                            temperature=self.hparams.temperature)
+                ranks = None
+        finally:
+            self.policy.train(was_training)
+        return result, ranks
+
+    def reward_batch(self, result: SearchResult, ranks: torch.Tensor | None, batch: dict) -> RewardBatch:
+        quality = self.item_quality.to(self.device) if self.item_quality is not None else None
+        return RewardBatch(
+            generated=self.tokenizer.tokens_to_codes(result.tokens),
+            target=self.tokenizer.tokens_to_codes(batch["target"]),
+            generated_items=result.items,
+            target_items=batch["target_item"],
+            num_levels=self.tokenizer.num_levels,
+            ranks=ranks,
+            item_quality=quality,
+            extras=self.reward_extras,
+        )
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        history, history_mask = batch["history"], batch["history_mask"]
+        b, g = history.shape[0], self.hparams.group_size
+        result, ranks = self.propose(history, history_mask)
+        reward_batch = self.reward_batch(result, ranks, batch)
+        rewards = self.reward(reward_batch).to(self.device)
+        # padding beams (only when fewer than G catalog SIDs exist) are no candidates: no advantage, no loss
+        real = result.items >= 0
+        advantages = group_advantages(rewards, mask=real)
+
+        tokens = result.tokens.flatten(0, 1)  # [B*G, S]
+        history_g = history.repeat_interleave(g, dim=0)
+        mask_g = history_mask.repeat_interleave(g, dim=0)
+        log_probs = self.policy.sequence_log_probs(history_g, mask_g, tokens)
+        with torch.no_grad():
+            ref_log_probs = self.reference.sequence_log_probs(history_g, mask_g, tokens)
+        out = grpo_loss(log_probs, log_probs.detach(), ref_log_probs, advantages.flatten(),
+                        clip_eps=self.hparams.clip_eps, beta=self.hparams.beta,
+                        mask=real.flatten()[:, None].expand_as(tokens))
+
+        stats = {
+            "train/loss": out.loss.detach(),
+            "train/reward_mean": rewards.mean(),
+            "train/reward_group_std": rewards.std(dim=1).mean(),
+            "train/exact_rate": reward_batch.exact.float().mean(),
+            "train/group_hit_rate": reward_batch.exact.any(dim=1).float().mean(),
+            "train/kl": out.kl,
+            "train/clip_fraction": out.clip_fraction,
+        }
+        if isinstance(self.reward, CompositeReward):
+            for name, value in self.reward.components(reward_batch).items():
+                stats[f"train/reward_{name}"] = value.float().mean()
+        # sync_dist: every rank scored its own groups; the logged statistics are the mean over ranks
+        self.log_dict(stats, batch_size=b, sync_dist=True)
+        self.log("train/reward", rewards.mean(), batch_size=b, prog_bar=True, sync_dist=True)
+        return out.loss
+
+    # ----------------------------------------------------------------------------------------------- evaluation
+    def generate(self, history: torch.Tensor, history_mask: torch.Tensor, beam_size: int | None = None) -> SearchResult:
+        return constrained_beam_search(self.policy, self.trie, history, history_mask,
+                                       beam_size=beam_size or self.hparams.beam_size)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        result = self.generate(batch["history"], batch["history_mask"])
+        self.val_metrics.update(result.items, batch["target_item"])
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()  # metric states are summed over DDP ranks: equal on every rank
+        self.val_metrics.reset()
+        self.log_dict(values, prog_bar=True, sync_dist=True)
+        if not self.trainer.sanity_checking:
+            log.info("rl step %d: %s", self.global_step, ", ".join(f"{k}={float(v):.4f}" for k, v in values.items()))
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        result = self.generate(batch["history"], batch["history_mask"])
+        self.test_metrics.update(result.items, batch["target_item"])
+
+    def on_test_epoch_end(self) -> None:
+        values = {k: float(v) for k, v in self.test_metrics.compute().items()}
+        self.test_metrics.reset()
+        self.log_dict(values, sync_dist=True)
+        run_dir = self._run_dir()
+        if run_dir is not None and self.trainer.is_global_zero:
+            path = run_dir / "rl" / "metrics_test.json"
+            atomic_write_json(path, {
+                **values,
+                "beam_size": self.hparams.beam_size,
+                "reward": repr(self.reward),
+                "group_size": self.hparams.group_size,
+                "candidates": self.hparams.candidates,
+                "init_checkpoint": str(self.init_checkpoint_path),
+                "global_step": self.global_step,
+            })
+            log.info("wrote %s", path)
+
+    # ----------------------------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        if self.optimizer_factory is not None:
+            return self.optimizer_factory(params)
+        return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=0.0)
+
+    def configure_callbacks(self):
+        """Best (on the validation metric) and last checkpoints in <run>/rl/checkpoints, unless the config has its own."""
+        if self._trainer is None or self.trainer.checkpoint_callback is None:
+            return []
+        if any(isinstance(c, ModelCheckpoint) and c.monitor for c in self.trainer.callbacks):
+            return []
+        run_dir = self._run_dir()
+        if run_dir is None:
+            return []
+        return [ModelCheckpoint(dirpath=run_dir / "rl" / "checkpoints", filename="best", monitor=self.hparams.monitor,
+                                mode="max", save_top_k=1, save_last=True, enable_version_counter=False,
+                                auto_insert_metric_name=False)]
+
+
+def read_item_categories(path: Path, num_items: int) -> list[set[str]]:
+    """Per item id, the set of its catalog categories (`extras["item_categories"]` for category rewards)."""
+    categories: list[set[str]] = [set() for _ in range(num_items)]
+    for lineno, row in enumerate(read_jsonl(path, stage="data"), 1):
+        item_id = row.get("item_id")
+        if not isinstance(item_id, int) or not 0 <= item_id < num_items:
+            raise ArtifactError(f"{path}:{lineno}: item_id {item_id!r} is not in 0..{num_items - 1}; rerun the `data` stage")
+        categories[item_id] = set(row.get("categories") or [])
+    return categories

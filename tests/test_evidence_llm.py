@@ -1,0 +1,173 @@
+"""DCIM/QARM LLM plumbing: strict JSON parsing, one repair retry, per-item failures, batched left padding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deepinterestgr.data.schema import Item
+from deepinterestgr.evidence.contracts import Descriptor
+from deepinterestgr.evidence.judges import LLMQualityJudge
+from deepinterestgr.evidence.llm import ChatGenerator
+from deepinterestgr.evidence.miners import LLMIntentMiner
+from deepinterestgr.evidence.parsing import LLMOutputError, first_json_object, parse_descriptors, parse_labels
+from deepinterestgr.evidence.tiny_models import tiny_chat_lm
+
+GOOD = '{"descriptors": [{"descriptor": "gift for a new mother", "confidence": 0.9}, ' \
+       '{"descriptor": "stretch mark care", "confidence": 0.4}]}'
+
+
+def test_first_json_object_skips_prose_and_fences():
+    text = 'Sure! Here it is:\n```json\n' + GOOD + '\n```\n{"other": 1}'
+    assert first_json_object(text)["descriptors"][0]["descriptor"] == "gift for a new mother"
+
+
+def test_first_json_object_skips_a_broken_object_before_a_good_one():
+    assert first_json_object('{"descriptors": [ oops } then ' + GOOD)["descriptors"][1]["confidence"] == 0.4
+
+
+def test_parse_descriptors_keeps_order_and_drops_duplicates():
+    text = GOOD.replace("]}", ', {"descriptor": "Gift for a new mother", "confidence": 0.1}]}')
+    got = parse_descriptors(text)
+    assert [d.descriptor for d in got] == ["gift for a new mother", "stretch mark care"]
+    assert [d.confidence for d in got] == [0.9, 0.4]
+    assert len(parse_descriptors(GOOD, max_descriptors=1)) == 1
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("no json at all", "no JSON object"),
+    ('{"intents": []}', 'missing key "descriptors"'),
+    ('{"descriptors": "gift"}', "must be a list"),
+    ('{"descriptors": ["gift"]}', "must be an object"),
+    ('{"descriptors": [{"descriptor": "", "confidence": 0.5}]}', "non-empty string"),
+    ('{"descriptors": [{"descriptor": "x y", "confidence": 1.3}]}', "outside [0, 1]"),
+    ('{"descriptors": [{"descriptor": "x y", "confidence": -0.1}]}', "outside [0, 1]"),
+    ('{"descriptors": [{"descriptor": "x y", "confidence": "high"}]}', "must be a number"),
+    ('{"descriptors": [{"descriptor": "x y", "confidence": true}]}', "must be a number"),
+    ('{"descriptors": [{"descriptor": "x y"}]}', "must be a number"),
+])
+def test_parse_descriptors_rejects_anything_else(bad, message):
+    with pytest.raises(LLMOutputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_descriptors(bad)
+
+
+def test_parse_labels_is_strict_about_count_and_values():
+    assert parse_labels('{"labels": [1, 0, 1]}', expected=3) == [1, 0, 1]
+    with pytest.raises(LLMOutputError, match="expected 2"):
+        parse_labels('{"labels": [1, 0, 1]}', expected=2)
+    with pytest.raises(LLMOutputError, match="0 or 1"):
+        parse_labels('{"labels": [1, 2]}', expected=2)
+    with pytest.raises(LLMOutputError, match="0 or 1"):
+        parse_labels('{"labels": [true, 0]}', expected=2)
+
+
+ITEMS = [Item(i, f"S{i}", title) for i, title in enumerate(["Belly Butter", "Travel Shampoo", "Glitter Gel"])]
+
+
+class ScriptedGenerator:
+    """Stands in for ChatGenerator.complete: answers by the last user message, records every batch."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.batches = []
+
+    def complete(self, conversations):
+        self.batches.append(len(conversations))
+        out = []
+        for conv in conversations:
+            repair = "could not be used" in conv[-1]["content"]
+            item_message = conv[-3] if repair else conv[-1]  # a repair turn follows the item and the bad answer
+            first, second = next(v for k, v in self.answers.items() if k in item_message["content"])
+            out.append(second if repair else first)
+        return out
+
+
+@pytest.fixture(scope="module")
+def tiny_miner():
+    return LLMIntentMiner(model="tiny-random-chat-lm", max_new_tokens=4, batch_size=2)
+
+
+def test_llm_miner_repairs_once_then_reports_the_raw_text(tiny_miner, monkeypatch):
+    scripted = ScriptedGenerator({
+        "Belly Butter": (GOOD, "unused"),
+        "Travel Shampoo": ("I think: travel!", '{"descriptors": [{"descriptor": "travel-size for carry-on", '
+                                              '"confidence": 0.95}]}'),
+        "Glitter Gel": ('{"descriptors": [{"descriptor": "party", "confidence": 7}]}', "still not json"),
+    })
+    monkeypatch.setattr(tiny_miner, "generator", scripted)
+    first, second, third = tiny_miner.mine(ITEMS)
+    assert [d.descriptor for d in first.descriptors] == ["gift for a new mother", "stretch mark care"]
+    assert first.error is None
+    assert second.error is None and second.descriptors[0].confidence == 0.95
+    assert third.error and "outside [0, 1]" in third.error and not third.descriptors
+    raw = json.loads(third.raw)
+    assert raw == {"first": '{"descriptors": [{"descriptor": "party", "confidence": 7}]}', "repair": "still not json"}
+    assert scripted.batches == [3, 2], "one batched first pass, one batched repair pass for the two failures"
+
+
+def test_llm_miner_prompt_uses_the_chat_template_with_few_shot(tiny_miner):
+    conv = tiny_miner.conversation(Item(0, "A", "Belly Butter", categories=["Beauty", "Body"]), caption="a jar")
+    assert conv[0]["role"] == "system" and "JSON" in conv[0]["content"]
+    assert [m["role"] for m in conv[1:5]] == ["user", "assistant", "user", "assistant"]
+    assert conv[-1]["content"] == "Item: Belly Butter\nCategory: Beauty > Body\na jar"
+    prompt = tiny_miner.generator.prompt(conv)
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_real_tiny_model_output_is_recorded_as_failure_not_replaced(tiny_miner):
+    results = tiny_miner.mine(ITEMS)  # a random model writes noise: every item must fail loudly, with its text
+    assert len(results) == 3
+    for r in results:
+        assert r.error and not r.descriptors and r.raw is not None
+
+
+def test_batched_left_padded_generation_equals_one_by_one():
+    tokenizer, model = tiny_chat_lm(seed=1)
+    conversations = [[{"role": "user", "content": text}] for text in ("hi", "a much longer prompt here", "mid one")]
+    batched = ChatGenerator(tokenizer, model, max_new_tokens=6, repetition_penalty=1.0, batch_size=3)
+    single = ChatGenerator(tokenizer, model, max_new_tokens=6, repetition_penalty=1.0, batch_size=1)
+    assert tokenizer.padding_side == "left"
+    assert batched.complete(conversations) == single.complete(conversations)
+
+
+def test_llm_judge_labels_per_descriptor_and_reports_failures(monkeypatch):
+    judge = LLMQualityJudge.for_contract_test()
+
+    class Judge:
+        def complete(self, conversations):
+            outs = []
+            for conv in conversations:
+                repair = "could not be used" in conv[-1]["content"]
+                text = (conv[-3] if repair else conv[-1])["content"]
+                if repair:
+                    outs.append('{"labels": [1]}' if "Travel" in text else "nope")
+                elif "Belly" in text:
+                    outs.append('ok {"labels": [1, 0]}')
+                else:
+                    outs.append('{"labels": [1, 1, 1]}')
+            return outs
+
+    monkeypatch.setattr(judge, "generator", Judge())
+    descs = [[Descriptor("gift for a new mother", 0.9), Descriptor("good product", 0.1)],
+             [Descriptor("travel-size for carry-on", 0.8)], [Descriptor("party", 0.5), Descriptor("glitter", 0.5)], []]
+    items = ITEMS + [Item(3, "S3", "Nothing")]
+    results = judge.judge_detailed(items, descs)
+    assert results[0].labels == [1, 0]
+    assert results[1].labels == [1], "wrong count, then repaired"
+    assert results[2].labels is None and "expected 2" in results[2].error and "nope" in results[2].raw
+    assert results[3].labels == [] and results[3].error is None
+    with pytest.raises(ValueError, match="could not be judged"):
+        judge.judge(items, descs)
+
+
+@pytest.mark.slow
+def test_packaged_smollm2_mines_parsable_descriptors():
+    miner = LLMIntentMiner(batch_size=4)
+    items = [Item(0, "A", "Burt's Bees Mama Bee Belly Butter", categories=["Beauty", "Skin Care", "Body"]),
+             Item(1, "B", "Travel Size Shampoo and Conditioner Set", categories=["Beauty", "Hair Care"])]
+    results = miner.mine(items)
+    assert len(results) == 2
+    assert any(r.descriptors for r in results), [r.raw for r in results]
+    for r in results:
+        assert r.error or all(0 <= d.confidence <= 1 for d in r.descriptors)

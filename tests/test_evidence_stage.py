@@ -1,0 +1,258 @@
+"""The evidence stage end to end on a tiny catalog: artifacts, per-item problem reports, cache hits and misses,
+sharding, and resuming after an interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from deepinterestgr.artifacts import atomic_write_jsonl, read_jsonl, verify_manifest
+from deepinterestgr.data.schema import Item
+from deepinterestgr.evidence.cache import BranchCache
+from deepinterestgr.evidence.stage import run_evidence, shard_range
+
+PLUGINS = dict(
+    captioner="label-captioner",
+    image_encoder="efficientnet-lite0-packaged",
+    plugin_args={
+        "intent_miner": {"domain": "synthetic", "top_k": 3},
+        "quality_judge": {"text_encoder": None},
+        "captioner": {"image_size": 64, "min_probability": 0.0},
+        "image_encoder": {"image_size": 64},
+    },
+    batch_size=2,
+)
+
+
+def make_run(root: Path) -> Path:
+    data = root / "data"
+    (data / "images").mkdir(parents=True)
+    Image.new("RGB", (40, 40), (220, 40, 40)).save(data / "images" / "0.png")
+    Image.new("RGB", (40, 40), (40, 40, 220)).save(data / "images" / "1.jpg")
+    (data / "images" / "2.png").write_bytes(b"\x89PNG but not really")
+    items = [
+        Item(0, "A", "Mama Bee Belly Butter", "Body butter for expecting mothers", categories=["Beauty", "Body"],
+             images=["images/0.png"]),
+        Item(1, "B", "Travel Size Shampoo 1 oz", categories=["Beauty", "Hair Care"], images=["images/1.jpg"]),
+        Item(2, "C", "Festival Body Glitter Gel", images=["images/2.png"]),
+        Item(3, "D", "", images=["images/gone.png"]),
+        Item(4, "E", "Night Cream " + "very " * 200 + "rich", images=["https://example.com/e.jpg"]),
+        Item(5, "F", "Sunscreen SPF 50 for the beach"),
+    ]
+    atomic_write_jsonl(data / "catalog.jsonl", [i.to_json() for i in items])
+    return root
+
+
+def outputs(run: Path) -> dict:
+    ev = run / "evidence"
+    return {"items": (ev / "items.jsonl").read_bytes(),
+            **{name: (ev / name).read_bytes() for name in
+               ("text_embeddings.safetensors", "quality.safetensors", "image_features.safetensors")}}
+
+
+@pytest.fixture
+def run(tmp_path):
+    return make_run(tmp_path / "run")
+
+
+def test_stage_writes_every_artifact_and_reports_each_problem(run):
+    summary = run_evidence(str(run), max_text_chars=300, **PLUGINS)
+    ev = run / "evidence"
+    verify_manifest(ev, "evidence")
+    manifest = json.loads((ev / "manifest.json").read_text())
+    assert manifest["plugins"]["intent_miner"]["name"] == "zero-shot-miner"
+    assert manifest["summary"]["problems"] == summary["problems"]
+    rows = list(read_jsonl(ev / "items.jsonl"))
+    assert [r["item_id"] for r in rows] == list(range(6))
+    emb = load_file(ev / "text_embeddings.safetensors")["embeddings"]
+    assert emb.shape == (6, 384) and torch.allclose(emb.norm(dim=1), torch.ones(6), atol=1e-4)
+    quality = load_file(ev / "quality.safetensors")["quality"]
+    assert quality.tolist() == pytest.approx([r["quality"] for r in rows])
+    image = load_file(ev / "image_features.safetensors")
+    assert image["features"].shape == (6, 1280) and image["mask"].tolist() == [1, 1, 0, 0, 0, 0]
+    assert image["features"][2:].abs().sum() == 0
+    assert summary["problems"] == {"image_corrupt": 1, "image_missing": 1, "empty_text": 1,
+                                   "image_url_not_fetched": 1, "text_truncated": 1, "mining_failed": 1}
+    assert rows[0]["caption"].startswith("product photo resembling") and rows[2]["caption"] == ""
+    assert summary["branches"]["caption"]["no_caption"] == 4
+    # the empty item: the zero-shot miner refuses it, the failure is kept in the row and q = 0
+    assert rows[3]["descriptors"] == [] and "empty item text" in rows[3]["errors"]["mine"]["error"]
+    assert rows[3]["quality"] == 0.0
+    assert len(rows[4]["enriched_text"].split("\n")[0]) <= 300
+    first = rows[0]
+    assert len(first["descriptors"]) == 3 and len(first["labels"]) == 3
+    confidences = [d["confidence"] for d in first["descriptors"]]
+    assert confidences == sorted(confidences, reverse=True), "strongest first"
+    assert first["enriched_text"].split("\n") == [
+        "Mama Bee Belly Butter", "Beauty > Body", "Body butter for expecting mothers", first["caption"],
+        "; ".join(d["descriptor"] for d in first["descriptors"])]
+
+
+def test_rerun_hits_the_cache_everywhere_and_writes_identical_artifacts(run):
+    run_evidence(str(run), **PLUGINS)
+    before = outputs(run)
+    summary = run_evidence(str(run), **PLUGINS)
+    assert all(branch.get("computed", 0) == 0 for branch in summary["branches"].values()), summary["branches"]
+    assert summary["branches"]["text"]["cached"] == 6
+    assert outputs(run) == before
+
+
+def test_changed_item_recomputes_only_that_item(run):
+    run_evidence(str(run), **PLUGINS)
+    catalog = run / "data" / "catalog.jsonl"
+    rows = list(read_jsonl(catalog))
+    rows[5]["title"] = "Kids bubble bath with rubber duck"
+    atomic_write_jsonl(catalog, rows)
+    summary = run_evidence(str(run), **PLUGINS)
+    b = summary["branches"]
+    assert (b["mine"]["computed"], b["judge"]["computed"], b["text"]["computed"]) == (1, 1, 1)
+    assert b["caption"]["computed"] == 0 and b["image"]["computed"] == 0
+
+
+def test_changed_setting_recomputes_only_its_branch_and_what_depends_on_it(run):
+    run_evidence(str(run), **PLUGINS)
+    args = json.loads(json.dumps(PLUGINS))
+    args["plugin_args"]["intent_miner"]["top_k"] = 2
+    summary = run_evidence(str(run), **args)
+    b = summary["branches"]
+    assert b["caption"].get("computed", 0) == 0 and b["image"].get("computed", 0) == 0
+    assert b["mine"]["computed"] >= 5 and b["text"]["computed"] >= 5
+
+
+def test_shards_fill_the_cache_and_a_plain_run_merges_them(run, tmp_path):
+    for shard in ("0/2", "1/2"):
+        s = run_evidence(str(run), shard=shard, **PLUGINS)
+        assert s["shard"] == shard and not (run / "evidence" / "items.jsonl").exists()
+    merged = run_evidence(str(run), **PLUGINS)
+    assert all(branch.get("computed", 0) == 0 for branch in merged["branches"].values())
+    reference = make_run(tmp_path / "reference")
+    run_evidence(str(reference), **PLUGINS)
+    assert outputs(run) == outputs(reference)
+
+
+def test_shard_ranges_cover_every_item_once_on_batch_boundaries():
+    spans = [shard_range(f"{i}/3", 10) for i in range(3)]
+    assert spans == [(0, 3), (3, 6), (6, 10)]
+    aligned = [shard_range(f"{i}/3", 10, align=4) for i in range(3)]
+    assert aligned == [(0, 4), (4, 8), (8, 10)]
+    assert shard_range("0/2", 5, align=2) == (0, 2) and shard_range("1/2", 5, align=2) == (2, 5)
+    with pytest.raises(ValueError, match="i/n"):
+        shard_range("2", 10)
+    with pytest.raises(ValueError, match="0 <= i < n"):
+        shard_range("3/3", 10)
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(run, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = BranchCache.put_many
+
+    def put_then_die(self, values):
+        if self.dir.name == "text":
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt("simulated kill after one text batch")
+        original(self, values)
+
+    monkeypatch.setattr(BranchCache, "put_many", put_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_evidence(str(run), **PLUGINS)
+    assert not (run / "evidence" / "items.jsonl").exists(), "no half-written artifacts"
+    monkeypatch.setattr(BranchCache, "put_many", original)
+    resumed = run_evidence(str(run), **PLUGINS)
+    assert resumed["branches"]["text"] == {"cached": 2, "no_input": 0, "computed": 4}
+    assert resumed["branches"]["mine"].get("computed", 0) == 0
+    reference = make_run(tmp_path / "reference")
+    run_evidence(str(reference), **PLUGINS)
+    assert outputs(run) == outputs(reference)
+
+
+def test_bad_arguments_fail_with_a_clear_message(run):
+    with pytest.raises(ValueError, match="unknown roles"):
+        run_evidence(str(run), plugin_args={"miner": {}})
+    with pytest.raises(ValueError, match="needs an intent_miner"):
+        run_evidence(str(run), intent_miner=None)
+    with pytest.raises(ValueError, match="expected 'caption'"):
+        run_evidence(str(run), captioner="efficientnet-lite0-packaged", plugin_args={"captioner": {"image_size": 64}})
+
+
+def test_cache_skips_torn_lines_and_merges_writers(tmp_path):
+    a, b = BranchCache(tmp_path, "mine"), BranchCache(tmp_path, "mine")
+    a.put_many({"k1": {"v": 1}})
+    b.put_many({"k2": {"v": 2}, "k1": {"v": 1}})
+    a.close()
+    b.close()
+    files = sorted((tmp_path / "mine").glob("*.jsonl"))
+    assert len(files) == 2, "each writer appends to its own file"
+    with open(files[0], "a") as f:
+        f.write('{"entries": {"k3": {"v": 3}, "k4": {"v"')  # what a kill -9 mid-write leaves behind
+    c = BranchCache(tmp_path, "mine")
+    assert c.torn_lines == 1 and len(c) == 2 and c.get("k2") == {"v": 2} and "k3" not in c
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_rerun_matches_uninterrupted(run, tmp_path):
+    script = textwrap.dedent(f"""
+        import os, signal, json, torch
+        torch.set_num_threads(1)
+        from deepinterestgr.evidence import stage
+        from deepinterestgr.evidence.cache import BranchCache
+        original, calls = BranchCache.put_many, {{"n": 0}}
+        def put(self, values):
+            if self.dir.name == "mine":
+                calls["n"] += 1
+                if calls["n"] == 2:
+                    original(self, {{}})  # opens this process's cache file
+                    self._writer.write('{{"entries": {{"torn')  # the batch's line cut short by the kill
+                    self._writer.flush()
+                    os.kill(os.getpid(), signal.SIGKILL)
+                    self._writer.flush()
+                    os.kill(os.getpid(), signal.SIGKILL)
+            original(self, values)
+        BranchCache.put_many = put
+        stage.run_evidence({str(run)!r}, **json.loads({json.dumps(json.dumps(PLUGINS))}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    resumed = run_evidence(str(run), **PLUGINS)
+    assert resumed["torn_cache_lines"] == 1
+    assert resumed["branches"]["mine"]["cached"] == 2 and resumed["branches"]["mine"]["computed"] == 4
+    assert resumed["branches"]["caption"]["cached"] == 2
+    reference = make_run(tmp_path / "reference")
+    run_evidence(str(reference), **PLUGINS)
+    assert outputs(run) == outputs(reference)
+
+
+@pytest.mark.parametrize("name", ["synthetic", "beauty"])
+def test_shipped_configs_parse_into_run_evidence_arguments(name):
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_argument("-c", "--config", action="config")
+    parser.add_function_arguments(run_evidence)
+    config_path = Path(__file__).resolve().parents[1] / "configs" / "evidence" / f"{name}.yaml"
+    cfg = parser.parse_args(["-c", str(config_path), "--run_dir", "/tmp/x"])
+    assert cfg.run_dir == "/tmp/x" and cfg.text_encoder == "minilm-packaged"
+    assert cfg.plugin_args["intent_miner"]["domain"] == name
+    from deepinterestgr.registry import get_registry
+
+    registry = get_registry()
+    for role, kind in (("text_encoder", "text_encoder"), ("intent_miner", "intent_miner"),
+                       ("quality_judge", "quality_judge"), ("captioner", "cmsa_branch"),
+                       ("image_encoder", "cmsa_branch")):
+        if cfg[role]:
+            spec = registry.get(kind, cfg[role])
+            import inspect
+
+            params = inspect.signature(spec.cls.__init__).parameters
+            assert set(cfg.plugin_args.get(role, {})) <= set(params), f"{role}: unknown plugin argument"

@@ -1,0 +1,140 @@
+"""Constrained beam search and sampling: only catalog SIDs, exact scores, same result as transformers' generate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deepinterestgr.generate.base import Generator
+from deepinterestgr.generate.reference import hf_constrained_beam_search
+from deepinterestgr.generate.search import constrained_beam_search, constrained_sample
+from deepinterestgr.generate.t5 import T5SIDGenerator
+from deepinterestgr.generate.testing import random_sid_table
+from deepinterestgr.generate.tokenizer import SIDTokenizer
+from deepinterestgr.generate.trie import DEAD, SIDTrie
+
+
+class RandomTableGenerator(Generator):
+    """A model with arbitrary (seeded) next-token distributions depending on the user and the whole prefix."""
+
+    def __init__(self, *, vocab_size: int, sid_length: int, seed: int, scale: float = 3.0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.vocab_size, self.sid_length = vocab_size, sid_length
+        self.token_table = torch.randn(sid_length + 1, vocab_size, vocab_size, generator=g) * scale
+        self.user_table = torch.randn(vocab_size, vocab_size, generator=g) * scale
+
+    def encode(self, history, history_mask):
+        return (history[:, :, 0] * history_mask).sum(1) % self.vocab_size
+
+    def repeat_state(self, state, n):
+        return state.repeat_interleave(n, 0)
+
+    def next_token_logits(self, state, prefix):
+        logits = self.user_table[state].clone()
+        for t in range(prefix.shape[1]):
+            logits += self.token_table[t, prefix[:, t]] / (t + 1)
+        return logits
+
+    def forward(self, history, history_mask, target):
+        state = self.encode(history, history_mask)
+        return torch.stack([self.next_token_logits(state, target[:, :t]) for t in range(self.sid_length)], 1)
+
+
+def _setup(num_items, levels, codebook, seed, batch=3):
+    tok = SIDTokenizer(random_sid_table(num_items=num_items, num_levels=levels, codebook_size=codebook, seed=seed))
+    gen = RandomTableGenerator(vocab_size=tok.vocab_size, sid_length=tok.sid_length, seed=seed)
+    hist = torch.randint(0, num_items, (batch, 4), generator=torch.Generator().manual_seed(seed))
+    enc = tok.encode_history(hist)
+    return tok, gen, SIDTrie.from_tokenizer(tok), enc
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(num_items=st.integers(1, 60), levels=st.integers(1, 3), codebook=st.integers(2, 6),
+       beam=st.integers(1, 25), seed=st.integers(0, 10_000))
+def test_beam_search_only_emits_catalog_sids(num_items, levels, codebook, beam, seed):
+    tok, gen, trie, enc = _setup(num_items, levels, codebook, seed)
+    res = constrained_beam_search(gen, trie, enc.tokens, enc.mask, beam_size=beam)
+    live = res.items >= 0
+    assert (live.sum(1) == min(beam, num_items)).all()  # padding beams only when the catalog is smaller than K
+    assert torch.isfinite(res.scores[live]).all() and torch.isinf(res.scores[~live]).all()
+    assert torch.equal(tok.tokens_to_items(res.tokens)[live], res.items[live])
+    assert trie.contains(res.tokens[live]).all()
+    for row in res.items.tolist():  # distinct SIDs per user
+        real = [i for i in row if i >= 0]
+        assert len(real) == len(set(real))
+    assert (res.scores[:, :-1] >= res.scores[:, 1:]).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(num_items=st.integers(1, 30), levels=st.integers(1, 3), seed=st.integers(0, 10_000))
+def test_beam_wider_than_catalog_is_exhaustive(num_items, levels, seed):
+    tok, gen, trie, enc = _setup(num_items, levels, 4, seed)
+    res = constrained_beam_search(gen, trie, enc.tokens, enc.mask, beam_size=num_items + 3)
+    b = enc.tokens.shape[0]
+    every = tok.item_tokens.unsqueeze(0).expand(b, -1, -1)
+    exact = gen.sequence_log_probs(enc.tokens.repeat_interleave(num_items, 0), enc.mask.repeat_interleave(num_items, 0),
+                                   every.reshape(-1, tok.sid_length)).sum(-1).view(b, num_items)
+    expected_scores, expected_items = exact.sort(dim=1, descending=True)
+    assert torch.allclose(res.scores[:, :num_items], expected_scores, atol=1e-4)
+    assert (res.items[:, num_items:] == -1).all()
+    for r in range(b):  # same item set (order may differ only between exactly tied scores)
+        assert sorted(res.items[r, :num_items].tolist()) == sorted(expected_items[r].tolist())
+
+
+@settings(max_examples=25, deadline=None)
+@given(num_items=st.integers(1, 40), levels=st.integers(1, 3), seed=st.integers(0, 10_000),
+       temperature=st.sampled_from([0.3, 1.0, 5.0]))
+def test_sampling_only_emits_catalog_sids(num_items, levels, seed, temperature):
+    tok, gen, trie, enc = _setup(num_items, levels, 3, seed)
+    res = constrained_sample(gen, trie, enc.tokens, enc.mask, num_samples=8, temperature=temperature,
+                             generator_rng=torch.Generator().manual_seed(seed))
+    assert (res.items >= 0).all() and torch.equal(tok.tokens_to_items(res.tokens), res.items)
+    exact = gen.sequence_log_probs(enc.tokens.repeat_interleave(8, 0), enc.mask.repeat_interleave(8, 0),
+                                   res.tokens.flatten(0, 1)).sum(-1).view_as(res.scores)
+    assert torch.allclose(res.scores, exact, atol=1e-4)
+
+
+def test_sampling_is_reproducible_with_a_seeded_rng():
+    tok, gen, trie, enc = _setup(40, 3, 3, 5)
+    a = constrained_sample(gen, trie, enc.tokens, enc.mask, num_samples=6, generator_rng=torch.Generator().manual_seed(9))
+    b = constrained_sample(gen, trie, enc.tokens, enc.mask, num_samples=6, generator_rng=torch.Generator().manual_seed(9))
+    assert torch.equal(a.items, b.items)
+
+
+def test_matches_transformers_generate_reference():
+    torch.manual_seed(0)
+    tok = SIDTokenizer(random_sid_table(num_items=300, num_levels=3, codebook_size=8, seed=2))
+    gen = T5SIDGenerator(d_model=32, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16, d_ff=64, dropout=0.0,
+                         vocab_size=tok.vocab_size, sid_length=tok.sid_length).eval()
+    hist = torch.randint(0, 300, (6, 7), generator=torch.Generator().manual_seed(1))
+    hist[0, :5] = -1
+    enc = tok.encode_history(hist)
+    ours = constrained_beam_search(gen, SIDTrie.from_tokenizer(tok), enc.tokens, enc.mask, beam_size=12)
+    ref = hf_constrained_beam_search(gen, tok, enc.tokens, enc.mask, beam_size=12)
+    assert torch.equal(ours.items, ref.items)
+    assert torch.allclose(ours.scores, ref.scores, atol=1e-4)
+    assert (ours.items >= 0).all()
+
+
+def test_empty_allowed_set_is_an_error_not_an_unconstrained_step():
+    tok, gen, trie, enc = _setup(20, 2, 3, 0)
+    lvl = trie.levels[1]
+    lvl.ptr[1:] = lvl.ptr[-1]  # node 0 at level 1 loses every child
+    with pytest.raises(RuntimeError, match="no allowed continuation"):
+        constrained_beam_search(gen, trie, enc.tokens, enc.mask, beam_size=20)
+
+
+def test_trie_rejects_duplicate_sids_and_walks_steps():
+    with pytest.raises(ValueError, match="not unique"):
+        SIDTrie.from_item_tokens(torch.tensor([[2, 3], [2, 3]]), vocab_size=5)
+    trie = SIDTrie.from_item_tokens(torch.tensor([[2, 3], [2, 4], [1, 3]]), vocab_size=5)
+    root = trie.root((1,))
+    assert trie.allowed_mask(0, root)[0].nonzero().flatten().tolist() == [1, 2]
+    node = trie.step(0, root, torch.tensor([2]))
+    assert trie.allowed_mask(1, node)[0].nonzero().flatten().tolist() == [3, 4]
+    assert trie.step(0, root, torch.tensor([3])).item() == DEAD
+    assert trie.items_of_leaves(trie.step(1, node, torch.tensor([4]))).tolist() == [1]
+    assert trie.contains(torch.tensor([[1, 3], [1, 4]])).tolist() == [True, False]

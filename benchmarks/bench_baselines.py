@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=["most-popular", "cooccurrence", "sasrec"])
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--sasrec-max-epochs", type=int, default=50)
+    parser.add_argument("--sasrec-max-minutes", type=float, default=None,
+                        help="stop SASRec training after this long and score its best checkpoint so far")
     parser.add_argument("--results", type=Path, default=RESULTS / "baselines_beauty.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -73,12 +75,14 @@ def main(argv: list[str] | None = None) -> None:
 
     start = time.perf_counter()
     if args.run is not None and (args.run / "data").is_dir():
-        records = run_baselines(str(args.run), methods=args.methods, seed=args.seed, sasrec_max_epochs=args.sasrec_max_epochs)
+        records = run_baselines(str(args.run), methods=args.methods, seed=args.seed, sasrec_max_epochs=args.sasrec_max_epochs,
+                                sasrec_max_minutes=args.sasrec_max_minutes)
         source = str(args.run / "data")
     else:
         sequences, num_items = beauty_sequences(args.data_root)
         records = run_baselines_on_sequences(sequences, num_items=num_items, out_dir=args.out, methods=args.methods,
-                                             seed=args.seed, sasrec_max_epochs=args.sasrec_max_epochs)
+                                             seed=args.seed, sasrec_max_epochs=args.sasrec_max_epochs,
+                                             sasrec_max_minutes=args.sasrec_max_minutes)
         source = str(args.data_root / "Beauty" / "Beauty.inter.json")
     print(table(records))
     previous = json.loads(args.results.read_text()) if args.results.exists() else {}

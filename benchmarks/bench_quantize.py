@@ -43,7 +43,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "rqkmeans_balanced_only": (RQK, [f"{Q}distinct_last_level", "false"]),
     "rqvae": (RQV, []),
     "rqvae_no_distinct": (RQV, [f"{Q}distinct_last_level", "false"]),
-    "rqvae_plain": (RQV, [f"{Q}distinct_last_level", "false", f"{Q}sinkhorn_epsilon", "null"]),
+    "rqvae_sinkhorn": (RQV, [f"{Q}distinct_last_level", "false", f"{Q}sinkhorn_epsilon", "0.003"]),
 }
 
 

@@ -115,7 +115,8 @@ def run_pipeline(
         generate: LightningCLI config fragments (+ overrides) of the generator fit + test.
         rl: LightningCLI config fragments (+ overrides) of the GRPO policy fit + test; omit to skip RL.
         baselines: floors computed on the same split (most-popular, cooccurrence, sasrec).
-        data_root: folder holding the datasets (e.g. ../shared/data); joined with `data.data_root`.
+        data_root: folder holding the datasets (e.g. ../shared/data): replaces the parent folder of the data
+            config's `data_root`, so `--data-root /mnt/amazon` reads `/mnt/amazon/Beauty`. Spelled `--data-root`.
         from_stage: force this stage and every later one to rerun (one of data, evidence, quantize, generate, rl,
             baselines). Spelled `--from` on the command line.
     """
@@ -126,10 +127,9 @@ def run_pipeline(
     forced = set(STAGES[STAGES.index(from_stage):]) if from_stage else set()
     state = _load_state(run)
     data_kwargs = _stage_kwargs(data)
-    if data_root and data_kwargs.get("data_root") and not Path(data_kwargs["data_root"]).is_absolute():
-        data_kwargs["data_root"] = str(Path(data_root) / data_kwargs["data_root"])
-    elif data_root and not data_kwargs.get("data_root"):
-        data_kwargs["data_root"] = data_root
+    if data_root and data_kwargs.get("data_root"):
+        # `--data-root` says where the datasets live; the stage config names the dataset folder inside it
+        data_kwargs["data_root"] = str(Path(data_root) / Path(data_kwargs["data_root"]).name)
 
     def run_stage(name: str, config: Any, fn) -> Any:
         upstream = {s: state.get(s, {}).get("manifest") for s in STAGES[: STAGES.index(name)] if s in state}
@@ -191,8 +191,10 @@ def _stage_kwargs(section: dict | str | None) -> dict:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of the stage command's options, got {type(loaded).__name__}")
-        return loaded
-    return dict(section or {})
+    else:
+        loaded = dict(section or {})
+    loaded.pop("run_dir", None)  # the experiment's run_dir wins over one in a stage file
+    return loaded
 
 
 def _jsonable(obj: Any) -> Any:

@@ -160,6 +160,7 @@ def test_fit_sasrec_under_lightning_learns_a_successor_rule(tmp_path):
                         max_epochs=40, patience=40, batch_size=16, hidden_size=16, num_blocks=1, dropout=0.0, lr=1e-2)
     assert result.test["recall@5"] == pytest.approx(1.0) and result.test["ndcg@10"] > 0.9
     assert set(result.valid) == {"recall@5", "ndcg@5", "recall@10", "ndcg@10"}
+    assert result.stopped_by in ("early stopping", "max_epochs")
     model = SASRec.load_from_checkpoint(result.best_checkpoint)
     assert sasrec_top_k(model, [[2, 3, 4]], k=1).tolist() == [[5]]
 
@@ -208,3 +209,14 @@ def test_run_baselines_refuses_a_tampered_run(tmp_path):
     with pytest.raises(ArtifactError, match="sequences.jsonl"):
         run_baselines(str(tmp_path))
     assert not (tmp_path / "baselines").exists()
+
+
+def test_sasrec_trimmed_batches_score_like_padded_ones():
+    from deepinterestgr.baselines.sasrec import SASRec, _collate, EvalExamples
+
+    model = SASRec(num_items=10, max_len=6, hidden_size=8, num_blocks=2, dropout=0.0).eval()
+    batch = _collate([EvalExamples([[1, 2], [3, 4, 5]], [0, 0], max_len=6)[i] for i in range(2)])
+    assert batch.inputs.shape == (2, 3)  # three leading all-padding columns dropped
+    padded = torch.tensor([[0, 0, 0, 0, 2, 3], [0, 0, 0, 4, 5, 6]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch.inputs)[:, -1], model(padded)[:, -1])

@@ -117,8 +117,12 @@ def test_prepare_rerun_is_a_noop_until_config_or_inputs_change(tmp_path):
     prepare_dataset(str(run), reader="letter", data_root=str(root), kcore=0)
     catalog = run / "data" / "catalog.jsonl"
     first = catalog.stat().st_mtime_ns
+    manifest = (run / "data" / "manifest.json").read_bytes()
     prepare_dataset(str(run), reader="letter", data_root=str(root), kcore=0)
     assert catalog.stat().st_mtime_ns == first  # same config, same inputs: nothing rewritten
+    shutil.rmtree(run / "data")
+    prepare_dataset(str(run), reader="letter", data_root=str(root), kcore=0)
+    assert (run / "data" / "manifest.json").read_bytes() == manifest  # rebuilt from scratch: byte-identical
     stats = prepare_dataset(str(run), reader="letter", data_root=str(root), kcore=0, min_interactions=4)
     assert catalog.stat().st_mtime_ns != first and stats["users"] == 1
     second = catalog.stat().st_mtime_ns

@@ -82,6 +82,20 @@ def test_amazon2014_multi_category_folder_needs_category(tmp_path):
     assert len(Amazon2014Reader().read(root, category="Mini").items) == 5
 
 
+@pytest.mark.parametrize("value, text", [
+    ("  Tom &amp; Jerry&#39;s ", "Tom & Jerry's"),
+    (["first &lt;b&gt;", " ", "second"], "first <b>\nsecond"),
+    ("['one &quot;x&quot;', 'two']", 'one "x"\ntwo'),  # MiniOneRec's stringified list
+    ("[Pack of 2] Glue", "[Pack of 2] Glue"),
+    ("['']", ""),
+    (None, ""),
+])
+def test_text_fields_are_normalised(value, text):
+    from deepinterestgr.data.readers.lines import text_field
+
+    assert text_field(value) == text
+
+
 def test_letter_reader():
     raw = LetterReader(strict=True).read(FIXTURES / "letter")
     check_raw_dataset(raw)

@@ -66,6 +66,13 @@ def test_fast_dev_run_fit_writes_sid_artifacts(tmp_path, model_cfg):
     assert len(metrics["usage"]) == 3 and all(1 <= u <= 16 for u in metrics["usage"])
 
 
+def test_bf16_mixed_fit(tmp_path):
+    run = make_run(tmp_path / "run")
+    run_lightning(fit_args(run, RQVAE_CFG, "--trainer.fast_dev_run", "true", "--data.use_image_features", "false",
+                           "--trainer.precision", "bf16-mixed"))
+    check_artifacts(run, 200)
+
+
 def test_rqkmeans_stops_after_one_epoch(tmp_path):
     run = make_run(tmp_path / "run")
     run_lightning(fit_args(run, RQKMEANS_CFG, "--trainer.max_epochs", "5"))

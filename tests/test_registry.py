@@ -181,6 +181,8 @@ def test_every_kind_has_a_hook_and_contract():
 
 
 def test_builtins_load_and_every_spec_is_valid(fresh_registry):
-    for spec in fresh_registry.specs():
-        assert spec.source == "deepinterestgr"
+    builtins = [s for s in fresh_registry.specs() if s.source == "deepinterestgr"]
+    assert {s.kind for s in builtins} == set(KINDS), "every kind ships at least one built-in plugin"
+    for spec in builtins:
+        assert spec.cls.__module__.startswith("deepinterestgr."), spec
         assert spec.description, f"{spec.kind}/{spec.name} has no description"

@@ -179,3 +179,17 @@ def test_ddp_two_cpu_processes(tiny_run, tmp_path):
     ranks = [json.loads(Path(f"{out}.rank{r}").read_text()) for r in (0, 1)]
     for key in ("train/reward_mean", "train/kl", "val/ndcg@10", "val/recall@10"):
         assert ranks[0][key] == pytest.approx(ranks[1][key]), key
+
+
+def test_edited_quality_file_is_caught_by_its_manifest(tiny_run, tmp_path):
+    import shutil
+
+    from deepinterestgr.artifacts import write_manifest
+
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("rl")))
+    write_manifest(run / "evidence", "evidence", ["quality.safetensors"])
+    save_file({"quality": torch.zeros(NUM_ITEMS)}, str(run / "evidence" / "quality.safetensors"))
+    module = PolicyModule(reward=CompositeReward.paper())
+    dm = SequenceDataModule(str(run), max_history=6, batch_size=8, eval_batch_size=8)
+    with pytest.raises(ArtifactError, match="does not match"):
+        _trainer(fast_dev_run=True).fit(module, datamodule=dm)

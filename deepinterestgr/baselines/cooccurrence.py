@@ -13,6 +13,7 @@ popularity falls back to the smaller item id.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -109,7 +110,10 @@ class CoOccurrence(SequenceRecommender):
         if self.neighbours is None:
             raise RuntimeError("CoOccurrence.scores called before fit")
         check_sequences(histories, self.num_items, what="co-occurrence histories")
-        return torch.sparse.mm(self.history_weights(histories), self.neighbours).to_dense() + self.tie_break
+        with warnings.catch_warnings():  # torch flags its (correct) sparse kernels as beta on every call
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            neighbour_scores = torch.sparse.mm(self.history_weights(histories), self.neighbours)
+        return neighbour_scores.to_dense() + self.tie_break
 
     def recommend(self, histories: Sequence[Sequence[int]], *, k: int) -> torch.Tensor:
         batches = range(0, len(histories), self.batch_size)

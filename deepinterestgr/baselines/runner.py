@@ -24,7 +24,7 @@ STAGE = "baselines"
 MAX_HISTORY = 20
 SELECT_ON = "ndcg@10"  # valid metric every tuned baseline is selected on
 # Valid-tuned on Beauty (see benchmarks/bench_baselines.py); the grid is searched again on every run.
-COOCCURRENCE_GRID = {"recency_decay": (0.3, 0.5, 0.7), "cooccurrence_weight": (0.0, 0.05, 0.1, 0.2)}
+COOCCURRENCE_GRID = {"recency_decay": (0.2, 0.3, 0.5, 0.7), "cooccurrence_weight": (0.0, 0.05, 0.1)}
 
 PROTOCOL = {
     "split": "chronological leave-one-out: last item = test target, second-to-last = valid target",
@@ -59,7 +59,7 @@ def _cooccurrence(sequences: Sequence[UserSequence], num_items: int, *, cooccurr
 
 
 def _sasrec(sequences: Sequence[UserSequence], num_items: int, *, out_dir: Path, seed: int, sasrec_max_epochs: int,
-            sasrec_kwargs: dict | None = None, **_) -> dict:
+            sasrec_max_minutes: float | None = None, sasrec_kwargs: dict | None = None, **_) -> dict:
     from deepinterestgr.baselines.sasrec import fit_sasrec  # imports Lightning: only when SASRec is asked for
 
     valid = split_view(sequences, "valid", max_history=MAX_HISTORY)
@@ -73,10 +73,12 @@ def _sasrec(sequences: Sequence[UserSequence], num_items: int, *, out_dir: Path,
         out_dir=out_dir / "sasrec",
         seed=seed,
         max_epochs=sasrec_max_epochs,
+        max_minutes=sasrec_max_minutes,
         **kwargs,
     )
-    return {"params": {**kwargs, "max_epochs": sasrec_max_epochs}, "valid": result.valid, "test": result.test,
-            "epochs": result.epochs, "best_checkpoint": result.best_checkpoint, "selected_on": "valid ndcg@10 (early stop)",
+    return {"params": {**kwargs, "max_epochs": sasrec_max_epochs, "max_minutes": sasrec_max_minutes},
+            "valid": result.valid, "test": result.test, "epochs": result.epochs, "stopped_by": result.stopped_by,
+            "best_checkpoint": result.best_checkpoint, "selected_on": "valid ndcg@10 (early stop)",
             "trained_on": "items[:-2] of every user"}
 
 
@@ -116,6 +118,7 @@ def run_baselines(
     methods: list[str] = ["most-popular", "cooccurrence"],  # noqa: B006 (the documented default list)
     seed: int = 42,
     sasrec_max_epochs: int = 50,
+    sasrec_max_minutes: float | None = None,
 ) -> dict:
     """Read `<run>/data` (verified against its manifest), write `<run>/baselines/<method>.json`, return {method: record}."""
     from deepinterestgr.data.io import load_catalog, load_sequences
@@ -123,5 +126,5 @@ def run_baselines(
     num_items = len(load_catalog(run_dir))
     return run_baselines_on_sequences(
         load_sequences(run_dir), num_items=num_items, out_dir=Path(run_dir) / STAGE, methods=methods, seed=seed,
-        sasrec_max_epochs=sasrec_max_epochs,
+        sasrec_max_epochs=sasrec_max_epochs, sasrec_max_minutes=sasrec_max_minutes,
     )

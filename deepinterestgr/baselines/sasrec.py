@@ -10,6 +10,7 @@ selects on valid NDCG@10.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -79,7 +80,12 @@ class EvalExamples(Dataset):
 
 
 def _collate(rows: list[NextItemBatch]) -> NextItemBatch:
-    return NextItemBatch(torch.stack([r.inputs for r in rows]), torch.stack([r.targets for r in rows]))
+    """Stack rows and drop the leading columns that are padding in every row (most histories are far shorter than
+    max_len; positions count from the right, so a trimmed batch means the same as the padded one)."""
+    inputs, targets = torch.stack([r.inputs for r in rows]), torch.stack([r.targets for r in rows])
+    used = (inputs != PAD).any(0).nonzero()
+    start = int(used[0]) if len(used) else inputs.shape[1] - 1
+    return NextItemBatch(inputs[:, start:], targets[:, start:] if targets.ndim == 2 else targets)
 
 
 class SASRec(L.LightningModule):
@@ -94,7 +100,7 @@ class SASRec(L.LightningModule):
         num_blocks: int = 2,
         num_heads: int = 1,
         dropout: float = 0.3,
-        lr: float = 1e-3,
+        lr: float = 2e-3,
         weight_decay: float = 0.0,
         ks: Sequence[int] = DEFAULT_KS,
     ) -> None:
@@ -127,8 +133,12 @@ class SASRec(L.LightningModule):
         return blocked.repeat_interleave(self.hparams.num_heads, dim=0)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Hidden states [B, L, hidden] of left-padded shifted ids `inputs` [B, L]."""
-        positions = torch.arange(inputs.shape[1], device=inputs.device)
+        """Hidden states [B, L, hidden] of left-padded shifted ids `inputs` [B, L <= max_len]; the newest (last)
+        position always gets position embedding max_len - 1."""
+        length = inputs.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"inputs hold {length} positions but this SASRec was built for max_len={self.max_len}")
+        positions = torch.arange(self.max_len - length, self.max_len, device=inputs.device)
         x = self.item_embedding(inputs) * self.hparams.hidden_size**0.5 + self.position_embedding(positions)[None]
         x = self.dropout(x) * (inputs != PAD).unsqueeze(-1)
         return self.final_norm(self.blocks(x, mask=self.attention_mask(inputs)))
@@ -138,8 +148,9 @@ class SASRec(L.LightningModule):
         return hidden @ self.item_embedding.weight[1:].T
 
     def training_step(self, batch: NextItemBatch, batch_idx: int) -> torch.Tensor:
-        logits = self.item_logits(self(batch.inputs))
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)
+        real = batch.targets != IGNORE  # the full softmax is the cost: score only positions with a next item
+        logits = self.item_logits(self(batch.inputs)[real])
+        loss = nn.functional.cross_entropy(logits, batch.targets[real])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch.inputs.shape[0])
         return loss
 
@@ -174,7 +185,8 @@ class SASRecResult(NamedTuple):
     valid: dict[str, float]
     test: dict[str, float]
     best_checkpoint: str
-    epochs: int
+    epochs: int  # epochs trained
+    stopped_by: str  # "early stopping", "time limit" or "max_epochs"
 
 
 def fit_sasrec(
@@ -190,12 +202,15 @@ def fit_sasrec(
     batch_size: int = 256,
     eval_batch_size: int = 1024,
     max_steps: int = -1,
+    max_minutes: float | None = None,
     enable_progress_bar: bool = False,
     **model_kwargs,
 ) -> SASRecResult:
     """Train on `train_sequences`, early-stop on valid NDCG@10, then score the best checkpoint on valid and test.
 
-    `valid`/`test` are (histories, targets). Checkpoints and TensorBoard logs go under `out_dir`.
+    `valid`/`test` are (histories, targets). Checkpoints and TensorBoard logs go under `out_dir`. `max_minutes`
+    stops training gracefully after that much wall time (the best checkpoint so far is then scored), so a time box
+    on a shared machine still yields a result.
     """
     for what, seqs in (("SASRec training", train_sequences), ("SASRec valid", valid[0]), ("SASRec test", test[0])):
         check_sequences(seqs, num_items, what=what)
@@ -208,13 +223,15 @@ def fit_sasrec(
     valid_loader = DataLoader(EvalExamples(*valid, max_len=max_len), batch_size=eval_batch_size, collate_fn=_collate)
     test_loader = DataLoader(EvalExamples(*test, max_len=max_len), batch_size=eval_batch_size, collate_fn=_collate)
     out_dir = Path(out_dir)
+    early_stop = EarlyStopping(monitor=MONITOR, mode="max", patience=patience)
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=MONITOR, mode="max", save_top_k=1)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
         max_epochs=max_epochs,
         max_steps=max_steps,
-        callbacks=[EarlyStopping(monitor=MONITOR, mode="max", patience=patience), checkpoint],
+        max_time=None if max_minutes is None else timedelta(minutes=max_minutes),
+        callbacks=[early_stop, checkpoint],
         logger=L.pytorch.loggers.TensorBoardLogger(out_dir, name="tensorboard"),
         enable_progress_bar=enable_progress_bar,
         enable_model_summary=False,
@@ -233,7 +250,14 @@ def fit_sasrec(
         test={k.split("/", 1)[1]: float(v) for k, v in test_metrics.items()},
         best_checkpoint=str(best),
         epochs=trainer.current_epoch,
+        stopped_by=_stop_reason(early_stop, trainer, max_epochs),
     )
+
+
+def _stop_reason(early_stop: EarlyStopping, trainer: L.Trainer, max_epochs: int) -> str:
+    if early_stop.stopped_epoch:
+        return "early stopping"
+    return "max_epochs" if trainer.current_epoch >= max_epochs else "time limit"
 
 
 def sasrec_top_k(model: SASRec, histories: Sequence[Sequence[int]], *, k: int, batch_size: int = 1024) -> torch.Tensor:

@@ -54,6 +54,15 @@ def _match(argv: Sequence[str]) -> tuple[tuple[str, ...], list[str]] | None:
     return None
 
 
+#: command-line spellings users expect -> parameter names (`from` is a Python keyword)
+ALIASES = {"--from": "--from_stage", "--data-root": "--data_root", "--run-dir": "--run_dir"}
+
+
+def _spelling(arg: str) -> str:
+    flag, eq, value = arg.partition("=")
+    return ALIASES.get(flag, flag) + eq + value if flag in ALIASES else arg
+
+
 def _configure_runtime() -> None:
     logging.basicConfig(level=os.environ.get("DIG_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     # Offline by design: plugin models load from local paths or packaged weights, never from a hub at run time.
@@ -77,17 +86,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dig: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     words, rest = matched
-    if words == ("pipeline",):  # `--from` is a Python keyword, so the parameter is `from_stage`
-        rest = ["--from_stage" if a == "--from" else a.replace("--from=", "--from_stage=", 1) for a in rest]
+    rest = [_spelling(a) for a in rest]
     target, _ = STAGE_COMMANDS[words]
     module, _, attr = target.partition(":")
     function = getattr(importlib.import_module(module), attr)
 
-    from jsonargparse import CLI
-
-    CLI(function, args=rest, prog=f"dig {' '.join(words)}", as_positional=False)
+    result = _run_function(function, rest, prog=f"dig {' '.join(words)}")
+    _print_result(words, result)
     return 0
 
+
+def _run_function(function, args: list[str], *, prog: str):
+    """Options from the function's signature and docstring; `-c/--config FILE.yaml` supplies any of them."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog=prog, description=(function.__doc__ or "").strip().split("\n\n")[0], default_env=False)
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML file with any of the options below")
+    parser.add_function_arguments(function, as_positional=False)
+    cfg = parser.parse_args(args)
+    kwargs = parser.instantiate_classes(cfg).as_dict()
+    kwargs.pop("config", None)
+    kwargs.pop("__path__", None)
+    return function(**kwargs)
+
+
+def _print_result(words: tuple[str, ...], result) -> None:
+    if words == ("data", "prepare") and isinstance(result, dict):
+        from deepinterestgr.data.prepare import format_stats
+
+        print(format_stats(result))
+    elif isinstance(result, dict) and words not in (("pipeline",),):
+        import json
+
+        print(json.dumps(result, indent=2, default=str))
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

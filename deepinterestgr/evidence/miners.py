@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -161,7 +162,11 @@ class ZeroShotIntentMiner(IntentMiner):
     Honest about what it is: it can only pick intents that are in the vocabulary. Calibration: confidence =
     softmax over the whole vocabulary of cosine / `temperature`, i.e. the share of belief that this descriptor is
     the item's single best match; the top `top_k` are kept (strongest first), and those under `min_confidence`
-    dropped. With τ = 0.05 a cosine lead of 0.1 is a factor e² ≈ 7.4 in confidence."""
+    dropped. With τ = 0.05 a cosine lead of 0.1 is a factor e² ≈ 7.4 in confidence.
+
+    `match="segments"` scores each descriptor by its best cosine over the whole text and each of its lines and
+    sentences (an intent is usually stated by one sentence of a long description, which whole-text pooling
+    dilutes); `match="whole"` uses the whole text only (cheaper: one embedding per item)."""
 
     def __init__(
         self,
@@ -173,12 +178,16 @@ class ZeroShotIntentMiner(IntentMiner):
         min_confidence: float = 0.0,
         text_encoder: str = "minilm-packaged",
         text_encoder_args: dict | None = None,
+        match: str = "segments",
         batch_size: int = 256,
     ) -> None:
         from deepinterestgr.evidence.text_encoders import shared_text_encoder
 
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if match not in ("segments", "whole"):
+            raise ValueError(f"match must be 'segments' or 'whole', got {match!r}")
+        self.match = match
         self.vocab_file = Path(vocab_path) if vocab_path else vocabulary_path(domain)
         self.vocabulary = read_vocabulary(self.vocab_file)
         self.top_k, self.temperature, self.min_confidence = top_k, temperature, min_confidence
@@ -193,7 +202,8 @@ class ZeroShotIntentMiner(IntentMiner):
     def describe(self) -> dict:
         return {"class": type(self).__name__, "vocabulary": stable_hash(self.vocabulary)[:16],
                 "vocab_file": self.vocab_file.name, "top_k": self.top_k, "temperature": self.temperature,
-                "min_confidence": self.min_confidence, "text_encoder": self.encoder.describe()}
+                "min_confidence": self.min_confidence, "match": self.match,
+                "text_encoder": self.encoder.describe()}
 
     def mine(self, items: Sequence[Item], captions: Sequence[str] | None = None) -> list[MiningResult]:
         captions = captions or [""] * len(items)
@@ -201,7 +211,7 @@ class ZeroShotIntentMiner(IntentMiner):
         for start in range(0, len(items), self.batch_size):
             texts = [item_text(it, cap) for it, cap in zip(items[start : start + self.batch_size],
                                                            captions[start : start + self.batch_size])]
-            probs = torch.softmax(encode_memoized(self.encoder, texts) @ self.vocab_embeddings.T / self.temperature, dim=1)
+            probs = torch.softmax(self._similarity(texts) / self.temperature, dim=1)
             top = probs.topk(min(self.top_k, len(self.vocabulary)), dim=1)
             for text, values, indices in zip(texts, top.values.tolist(), top.indices.tolist()):
                 if not text:
@@ -211,6 +221,34 @@ class ZeroShotIntentMiner(IntentMiner):
                     Descriptor(self.vocabulary[j], round(float(p), 6))
                     for p, j in zip(values, indices) if p >= self.min_confidence]))
         return results
+
+
+    def _similarity(self, texts: list[str]) -> torch.Tensor:
+        """Cosine [len(texts), vocabulary]: whole text, or the max over the whole text and its segments."""
+        whole = encode_memoized(self.encoder, texts) @ self.vocab_embeddings.T
+        if self.match == "whole":
+            return whole
+        segments = [segment_text(t) for t in texts]
+        flat = [seg for segs in segments for seg in segs]
+        if not flat:
+            return whole
+        seg_sim = encode_memoized(self.encoder, flat) @ self.vocab_embeddings.T
+        out, k = whole.clone(), 0
+        for i, segs in enumerate(segments):
+            if segs:
+                out[i] = torch.maximum(whole[i], seg_sim[k : k + len(segs)].max(dim=0).values)
+            k += len(segs)
+        return out
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def segment_text(text: str) -> list[str]:
+    """Lines and sentences of `text` (only when there is more than one), without duplicates."""
+    parts = [s.strip() for line in text.split("\n") for s in _SENTENCE_END.split(line)]
+    parts = list(dict.fromkeys(p for p in parts if len(p) > 2))
+    return parts if len(parts) > 1 else []
 
 
 # ------------------------------------------------------------------------------------------------ JSONL miner

@@ -4,7 +4,6 @@ enriched-text embeddings of every catalog item, cached per item and branch."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections import Counter
@@ -497,6 +496,3 @@ def _save(save_file, tensors: dict, path: Path) -> None:
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp))
 
-
-def summary_json(summary: dict) -> str:
-    return json.dumps(summary, indent=2, ensure_ascii=False)

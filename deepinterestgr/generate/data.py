@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from deepinterestgr.artifacts import ArtifactError, read_jsonl
 from deepinterestgr.generate.tokenizer import SIDTokenizer
@@ -105,6 +105,20 @@ class LengthBucketBatchSampler(torch.utils.data.Sampler):
             batches.extend(chunk.split(self.batch_size))
         for i in torch.randperm(len(batches), generator=g).tolist():
             yield batches[i].tolist()
+
+
+class UnrepeatedDistributedSampler(DistributedSampler):
+    """Rank r evaluates examples r, r+W, r+2W, ...: no padding, so summed metric states count each user once."""
+
+    def __init__(self, dataset, *, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.indices = list(range(rank, len(dataset), num_replicas))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class SequenceDataModule(LightningDataModule):
@@ -198,23 +212,32 @@ class SequenceDataModule(LightningDataModule):
         n = len(self.split.examples[split])
         return min(n, self.val_max_users) if split == "valid" and self.val_max_users else n
 
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         n = self.num_examples(split)
-        order = None
+        order, sampler = None, None
         if not shuffle:
             # evaluation order does not change metrics; similar lengths per batch make trimmed batches shorter
             order = torch.sort(self.split.examples[split][:n, 1].clamp(max=self.max_history), stable=True).indices
+            rank, world = self._world()
+            if world > 1:  # every user exactly once over all ranks (a padded DistributedSampler repeats users)
+                sampler = UnrepeatedDistributedSampler(_ExampleIndex(n, order), num_replicas=world, rank=rank)
         return DataLoader(
             _ExampleIndex(n, order),
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=lambda idx: self.make_batch(split, idx),
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        if not self.length_bucketing:
+        if not self.length_bucketing or self._world()[1] > 1:
+            # under DDP, Lightning shards with its DistributedSampler (bucketing is a single-process CPU speed-up)
             return self._loader("train", self.batch_size, shuffle=True)
         lengths = self.split.examples["train"][:, 1].clamp(max=self.max_history)  # history length = target position
         return DataLoader(

@@ -52,9 +52,12 @@ class GeneratorModule(LightningModule):
         if schedule not in ("inverse_sqrt", "cosine", "constant"):
             raise ValueError(f"schedule must be inverse_sqrt, cosine or constant; got {schedule!r}")
         # the generator stays in hparams (its class_path + init_args when built by the CLI) so that
-        # load_from_checkpoint can rebuild it; its weights are in the state dict
-        self.save_hyperparameters()
+        # load_from_checkpoint can rebuild it; its weights are in the state dict. Evaluation knobs are left out:
+        # `test --ckpt_path` re-applies checkpoint hparams over the command line, and these must follow the command.
+        self.save_hyperparameters(ignore=["beam_size", "dump_test_results"])
         self.generator = generator
+        self.beam_size = beam_size
+        self.dump_test_results = dump_test_results
         self.tokenizer: SIDTokenizer | None = None
         self._trie: SIDTrie | None = None
         self.val_metrics = MetricCollection(retrieval_metrics(tuple(ks)), prefix="val/")
@@ -107,7 +110,7 @@ class GeneratorModule(LightningModule):
     def generate(self, history: torch.Tensor, history_mask: torch.Tensor, beam_size: int | None = None):
         """Constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K])."""
         return constrained_beam_search(self.generator, self.trie, history, history_mask,
-                                       beam_size=beam_size or self.hparams.beam_size)
+                                       beam_size=beam_size or self.beam_size)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         n = len(batch["target"])
@@ -126,7 +129,7 @@ class GeneratorModule(LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         result = self.generate(batch["history"], batch["history_mask"])
         self.test_metrics.update(result.items, batch["target_item"])
-        if self.hparams.dump_test_results:
+        if self.dump_test_results:
             for u, t, items, scores in zip(batch["user_index"].tolist(), batch["target_item"].tolist(),
                                            result.items.tolist(), result.scores.tolist()):
                 self._test_rows.append({"user_index": u, "target": t, "items": items, "scores": scores})
@@ -139,7 +142,7 @@ class GeneratorModule(LightningModule):
         if out_dir is not None:
             if self.trainer.is_global_zero:
                 atomic_write_json(out_dir / "metrics_test.json", {
-                    **values, "beam_size": self.hparams.beam_size,
+                    **values, "beam_size": self.beam_size,
                     "num_users": len(self.trainer.datamodule.split.examples["test"]),
                 })
                 log.info("wrote %s", out_dir / "metrics_test.json")

@@ -36,8 +36,10 @@ def write_report(path: Path, codes: torch.Tensor, codebook_size: int) -> None:
     sizes = group_sizes(codes)
     ax = axes[-1]
     ax.hist(sizes.numpy(), bins=range(1, int(sizes.max()) + 2), log=True, align="left")
-    ax.set_title(f"items per {levels}-code prefix")
+    colliding = float(sizes[sizes > 1].sum()) / max(1, codes.shape[0])
+    ax.set_title(f"items per {levels}-code prefix ({colliding:.1%} collide)")
     ax.set_xlabel("group size (1 = no collision)")
+    ax.set_ylabel("prefixes")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)

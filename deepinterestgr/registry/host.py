@@ -96,9 +96,10 @@ class Registry:
         sources = {id(plugin): dist.project_name for plugin, dist in pm.list_plugin_distinfo()}
         for kind in KINDS:
             hook = getattr(pm.hook, f"dig_register_{kind}")
-            # Call implementations one at a time (in pluggy's order) so each registration is attributed to the
-            # distribution that made it; `dig plugins list` shows that source.
-            for impl in reversed(hook.get_hookimpls()):
+            # Call implementations one at a time so each registration is attributed to the distribution that made
+            # it (`dig plugins list` shows that source). Registration order, not pluggy's LIFO call order: the
+            # built-ins are registered first, so a third-party plugin can never take a built-in name.
+            for impl in hook.get_hookimpls():
                 source = sources.get(id(impl.plugin), impl.plugin_name)
                 impl.function(register=registry._register_fn(kind, source))
         return registry

@@ -15,6 +15,7 @@ constrained beam search and Recall/NDCG@K; `test` writes `<run>/rl/metrics_test.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from safetensors.torch import load_file
 from torchmetrics import MetricCollection
 
-from deepinterestgr.artifacts import ArtifactError, atomic_write_json, read_jsonl
+from deepinterestgr.artifacts import MANIFEST, ArtifactError, atomic_write_json, read_jsonl, sha256_file
 from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.metrics import retrieval_metrics
 from deepinterestgr.generate.module import GeneratorModule
@@ -67,7 +68,7 @@ class PolicyModule(LightningModule):
         """
         reward:          scores each group ([B, G] rewards), e.g. `CompositeReward` with the paper's weights
         init_checkpoint: generator checkpoint (GeneratorModule) to start from and to use as the KL reference;
-                         absolute, relative to the working directory, or relative to the run directory
+                         absolute, or relative to the run directory (then to the working directory)
         optimizer:       optimiser factory over the policy's parameters; default AdamW(lr=lr)
         group_size:      G candidates per user (GRPO group)
         candidates:      "beam" (top-G constrained beam search, ranked: the rank reward needs this) or
@@ -109,7 +110,8 @@ class PolicyModule(LightningModule):
 
     def resolve_init_checkpoint(self, run_dir: Path | None) -> Path:
         path = Path(self.hparams.init_checkpoint)
-        candidates = [path] if path.is_absolute() else [path, *([run_dir / path] if run_dir is not None else [])]
+        # a relative path means the run's own checkpoint first; the working directory only as a fallback
+        candidates = [path] if path.is_absolute() else [*([run_dir / path] if run_dir is not None else []), path]
         for candidate in candidates:
             if candidate.is_file():
                 return candidate.resolve()
@@ -148,6 +150,7 @@ class PolicyModule(LightningModule):
         required = set(self.reward.requires)
         quality_path = run_dir / self.hparams.quality_file
         if quality_path.is_file():
+            check_against_manifest(quality_path)
             quality = load_file(str(quality_path)).get("quality")
             if quality is None or quality.shape != (self.tokenizer.num_items,):
                 raise ArtifactError(
@@ -181,6 +184,11 @@ class PolicyModule(LightningModule):
         self.load_policy(self.resolve_init_checkpoint(run_dir), tokenizer=getattr(dm, "tokenizer", None))
         if run_dir is not None:
             self.load_reward_inputs(run_dir)
+        elif set(self.reward.requires) - {"ranks"}:
+            raise ValueError(
+                f"{type(self.reward).__name__} needs {sorted(set(self.reward.requires) - {'ranks'})} from a run "
+                "directory, but the datamodule has no `run_dir`"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_INIT_KEY] = str(self.init_checkpoint_path) if self.init_checkpoint_path else None
@@ -329,6 +337,16 @@ class PolicyModule(LightningModule):
         return [ModelCheckpoint(dirpath=run_dir / "rl" / "checkpoints", filename="best", monitor=self.hparams.monitor,
                                 mode="max", save_top_k=1, save_last=True, enable_version_counter=False,
                                 auto_insert_metric_name=False)]
+
+
+def check_against_manifest(path: Path) -> None:
+    """If the stage's manifest lists `path`, its hash must match (a truncated or edited artifact fails here)."""
+    manifest_path = path.parent / MANIFEST
+    if not manifest_path.is_file():
+        return
+    entry = json.loads(manifest_path.read_text(encoding="utf-8")).get("files", {}).get(path.name)
+    if entry is not None and sha256_file(path) != entry.get("sha256"):
+        raise ArtifactError(f"{path}: content does not match {manifest_path} (truncated or edited). Rerun that stage.")
 
 
 def read_item_categories(path: Path, num_items: int) -> list[set[str]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import gzip
+import html
 import json
 import zlib
 from collections.abc import Iterator
@@ -108,12 +109,13 @@ def text_field(value: Any) -> str:
             try:
                 parsed = ast.literal_eval(text)
             except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-                return text
+                parsed = None
             if isinstance(parsed, list) and all(isinstance(v, str) for v in parsed):
                 return text_field(parsed)
-        return text
+        # the dumps keep HTML entities ("Tom &amp; Jerry"); text encoders should see the characters
+        return html.unescape(text).strip()
     if isinstance(value, (list, tuple)):
-        return "\n".join(str(v).strip() for v in value if str(v).strip())
+        return "\n".join(t for t in (text_field(v) for v in value) if t)
     return str(value).strip()
 
 

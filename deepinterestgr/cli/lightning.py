@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Sequence
 
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -58,4 +59,10 @@ class DigLightningCLI(LightningCLI):
 
 def run_lightning(args: Sequence[str], *, run: bool = True) -> DigLightningCLI:
     """Run `dig <subcommand> ...` in-process (used by the pipeline and tests); returns the CLI (trainer, model, datamodule)."""
-    return DigLightningCLI(args=args, run=run)
+    # LightningCLI warns when sys.argv also holds arguments (e.g. those of `dig pipeline`): show it only these
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "dig", *args]
+    try:
+        return DigLightningCLI(args=args, run=run)
+    finally:
+        sys.argv = saved

@@ -130,11 +130,16 @@ class GeneratorModule(LightningModule):
         result = self.generate(batch["history"], batch["history_mask"])
         self.test_metrics.update(result.items, batch["target_item"])
         if self.dump_test_results:
+            users = getattr(getattr(self.trainer, "datamodule", None), "split", None)
             for u, t, items, scores in zip(batch["user_index"].tolist(), batch["target_item"].tolist(),
                                            result.items.tolist(), result.scores.tolist()):
-                self._test_rows.append({"user_index": u, "target": t, "items": items, "scores": scores})
+                user = users.users[u] if users is not None else str(u)
+                scores = [x if math.isfinite(x) else None for x in scores]  # padding beams: strict JSON has no -inf
+                self._test_rows.append({"user": user, "target": t, "items": items, "scores": scores})
 
     def on_test_epoch_end(self) -> None:
+        local_count = next(iter(self.test_metrics.values())).count.clone()
+        evaluated = int(self.trainer.strategy.reduce(local_count, reduce_op="sum")) if self._trainer else int(local_count)
         values = {k: float(v) for k, v in self.test_metrics.compute().items()}
         self.test_metrics.reset()
         self.log_dict(values)
@@ -143,7 +148,7 @@ class GeneratorModule(LightningModule):
             if self.trainer.is_global_zero:
                 atomic_write_json(out_dir / "metrics_test.json", {
                     **values, "beam_size": self.beam_size,
-                    "num_users": len(self.trainer.datamodule.split.examples["test"]),
+                    "num_users": len(self.trainer.datamodule.split.examples["test"]), "num_users_evaluated": evaluated,
                 })
                 log.info("wrote %s", out_dir / "metrics_test.json")
             if self._test_rows:

@@ -43,7 +43,8 @@ class Reward(ABC):
     """Maps a `RewardBatch` to rewards [B, G] (float32)."""
 
     higher_is_better: ClassVar[bool] = True
-    #: inclusive range of values this reward can take, checked by the contract test
+    #: inclusive range of values this reward can take, checked by the contract test; an instance may set its own
+    #: (QARMReward's is (0, alpha), CompositeReward's follows from its weights)
     bounds: ClassVar[tuple[float, float]] = (0.0, 1.0)
 
     #: inputs this reward needs beyond the always-present fields: "ranks", "item_quality" or "extras.<key>".

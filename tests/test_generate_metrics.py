@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from deepinterestgr.generate.metrics import NDCGAtK, RecallAtK, hit_ranks, retrieval_metrics
+from deepinterestgr.generate.metrics import NDCGAtK, RecallAtK, hit_ranks, retrieval_collection, retrieval_metrics
 
 
 def test_hand_computed_cases():
@@ -39,6 +39,17 @@ def test_batches_accumulate_like_one_batch():
     for p, t in zip(pred.split(7), target.split(7)):
         split.update(p, t)
     assert one.compute().item() == pytest.approx(split.compute().item())
+
+
+def test_collection_keeps_recall_and_ndcg_apart():
+    """torchmetrics compute groups would merge Recall@5 and NDCG@5 when a first batch makes their states equal
+    (every hit at rank 0); afterwards NDCG@5 silently equalled Recall@5. The collection must keep them apart."""
+    coll = retrieval_collection((5, 10), prefix="val/")
+    coll.update(torch.tensor([[1, 2, 3, 4, 5, 6]]), torch.tensor([1]))  # first batch: hit at rank 0 only
+    coll.update(torch.tensor([[1, 2, 3, 4, 5, 6]]), torch.tensor([4]))  # hit at rank 3
+    out = {k: v.item() for k, v in coll.compute().items()}
+    assert out["val/recall@5"] == pytest.approx(1.0)
+    assert out["val/ndcg@5"] == pytest.approx((1 + 1 / math.log2(5)) / 2)
 
 
 def test_collection_names():

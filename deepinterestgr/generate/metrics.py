@@ -8,7 +8,7 @@ One relevant item per user (leave-one-out), so NDCG@K = 1 / log2(rank + 2) for a
 from __future__ import annotations
 
 import torch
-from torchmetrics import Metric
+from torchmetrics import Metric, MetricCollection
 
 
 def hit_ranks(pred_items: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -74,3 +74,13 @@ def retrieval_metrics(ks: tuple[int, ...] = (5, 10)) -> dict[str, _TopKMetric]:
         out[f"recall@{k}"] = RecallAtK(k)
         out[f"ndcg@{k}"] = NDCGAtK(k)
     return out
+
+
+def retrieval_collection(ks: tuple[int, ...] = (5, 10), *, prefix: str = "") -> MetricCollection:
+    """The metrics of `retrieval_metrics` as one collection, with compute groups OFF.
+
+    Recall@k and NDCG@k have identically shaped states; torchmetrics' compute groups merge metrics whose states are
+    equal after the first update (e.g. a first batch whose hits are all at rank 0), and from then on NDCG@k would be
+    computed from Recall@k's state.
+    """
+    return MetricCollection(retrieval_metrics(ks), prefix=prefix, compute_groups=False)

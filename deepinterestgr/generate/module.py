@@ -16,12 +16,11 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from torchmetrics import MetricCollection
 
 from deepinterestgr.artifacts import atomic_write_json, atomic_write_jsonl
 from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.data import SequenceDataModule  # noqa: F401  (importing this module lets the CLI name it)
-from deepinterestgr.generate.metrics import retrieval_metrics
+from deepinterestgr.generate.metrics import retrieval_collection
 from deepinterestgr.generate.search import constrained_beam_search
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
@@ -60,8 +59,8 @@ class GeneratorModule(LightningModule):
         self.dump_test_results = dump_test_results
         self.tokenizer: SIDTokenizer | None = None
         self._trie: SIDTrie | None = None
-        self.val_metrics = MetricCollection(retrieval_metrics(tuple(ks)), prefix="val/")
-        self.test_metrics = MetricCollection(retrieval_metrics(tuple(ks)), prefix="test/")
+        self.val_metrics = retrieval_collection(tuple(ks), prefix="val/")
+        self.test_metrics = retrieval_collection(tuple(ks), prefix="test/")
         self._test_rows: list[dict] = []
 
     # ----------------------------------------------------------------------------------------------- sizing

@@ -171,3 +171,15 @@ def test_packaged_smollm2_mines_parsable_descriptors():
     assert any(r.descriptors for r in results), [r.raw for r in results]
     for r in results:
         assert r.error or all(0 <= d.confidence <= 1 for d in r.descriptors)
+
+
+def test_answer_prefix_primes_the_answer_and_is_kept_in_the_raw_text():
+    tokenizer, model = tiny_chat_lm(seed=2)
+    gen = ChatGenerator(tokenizer, model, max_new_tokens=3, repetition_penalty=1.0, batch_size=2)
+    prefix = '{"descriptors": [{"descriptor": "'
+    outs = gen.complete([[{"role": "user", "content": "hi"}]], answer_prefix=prefix)
+    assert outs[0].startswith(prefix) and len(outs[0]) > len(prefix)
+    miner = LLMIntentMiner(model="tiny-random-chat-lm", max_new_tokens=3, answer_prefix=prefix)
+    result = miner.mine(ITEMS[:1])[0]
+    assert result.error and json.loads(result.raw)["first"].startswith(prefix)
+    assert miner.describe()["answer_prefix"] == prefix

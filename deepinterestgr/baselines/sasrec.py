@@ -170,7 +170,7 @@ class SASRec(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         # progress for background runs without a progress bar (compute() does not reset the logged metrics)
-        if not self.trainer.sanity_checking:
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
             log.info("epoch %d valid %s", self.current_epoch,
                      {name: round(float(m.compute()), 4) for name, m in self.valid_metrics.items()})
 
@@ -224,7 +224,9 @@ def fit_sasrec(
     test_loader = DataLoader(EvalExamples(*test, max_len=max_len), batch_size=eval_batch_size, collate_fn=_collate)
     out_dir = Path(out_dir)
     early_stop = EarlyStopping(monitor=MONITOR, mode="max", patience=patience)
-    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=MONITOR, mode="max", save_top_k=1)
+    # a rerun overwrites best.ckpt instead of leaving an older run's file beside best-v1.ckpt
+    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=MONITOR, mode="max",
+                                 save_top_k=1, enable_version_counter=False)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,

@@ -56,10 +56,12 @@ class ChatGenerator:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     @torch.inference_mode()
-    def complete(self, conversations: Sequence[list[dict]]) -> list[str]:
+    def complete(self, conversations: Sequence[list[dict]], answer_prefix: str = "") -> list[str]:
+        """Greedy answers; `answer_prefix` is written as the start of every answer (and returned with it): priming
+        a weak model with `{"descriptors": [` keeps it on the requested format."""
         outputs: list[str] = []
         for start in range(0, len(conversations), self.batch_size):
-            prompts = [self.prompt(c) for c in conversations[start : start + self.batch_size]]
+            prompts = [self.prompt(c) + answer_prefix for c in conversations[start : start + self.batch_size]]
             batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
             batch = batch.to(self.model.device)
             generated = self.model.generate(
@@ -70,7 +72,7 @@ class ChatGenerator:
                 pad_token_id=self.tokenizer.pad_token_id,
             )
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
-            outputs.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            outputs.extend(answer_prefix + t for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return outputs
 
 

@@ -61,9 +61,11 @@ class LLMIntentMiner(IntentMiner):
         repetition_penalty: float = 1.2,
         batch_size: int = 8,
         max_item_chars: int = 600,
+        answer_prefix: str = "",
         device: str = "cpu",
     ) -> None:
         self.model_id, self.gguf_file = model, gguf_file
+        self.answer_prefix = answer_prefix  # e.g. '{"descriptors": [{"descriptor": "' for small models
         self.max_descriptors = max_descriptors
         self.max_item_chars = max_item_chars
         if model == "tiny-random-chat-lm":
@@ -83,7 +85,8 @@ class LLMIntentMiner(IntentMiner):
         return {"class": type(self).__name__, "model": self.model_id, "gguf_file": self.gguf_file,
                 "max_descriptors": self.max_descriptors, "max_new_tokens": self.generator.max_new_tokens,
                 "repetition_penalty": self.generator.repetition_penalty, "max_item_chars": self.max_item_chars,
-                "prompt": stable_hash([MINER_SYSTEM, FEW_SHOT, REPAIR])[:16], "decoding": "greedy"}
+                "prompt": stable_hash([MINER_SYSTEM, FEW_SHOT, REPAIR])[:16], "decoding": "greedy",
+                "answer_prefix": self.answer_prefix}
 
     def conversation(self, item: Item, caption: str = "") -> list[dict]:
         text, _ = truncate(item_text(item, caption), self.max_item_chars)
@@ -102,13 +105,16 @@ class LLMIntentMiner(IntentMiner):
             repair=lambda error: REPAIR.format(error=error),
             wrap=lambda value, raw: MiningResult(descriptors=value, raw=raw),
             fail=lambda error, raw: MiningResult(error=error, raw=raw),
+            answer_prefix=self.answer_prefix,
         )
 
 
-def complete_with_repair(generator: ChatGenerator, conversations, *, parse, repair, wrap, fail) -> list:
+def complete_with_repair(generator: ChatGenerator, conversations, *, parse, repair, wrap, fail,
+                         answer_prefix: str = "") -> list:
     """Generate, parse strictly (`parse(index, text)`), and give each failed item one repair turn (batched). A second
     failure becomes a per-item failure carrying both raw answers: never replaced by a guess."""
-    raw = generator.complete(conversations)
+    kwargs = {"answer_prefix": answer_prefix} if answer_prefix else {}
+    raw = generator.complete(conversations, **kwargs)
     results: list = [None] * len(conversations)
     retry: list[int] = []
     errors: dict[int, str] = {}
@@ -121,7 +127,7 @@ def complete_with_repair(generator: ChatGenerator, conversations, *, parse, repa
     if retry:
         follow_ups = [conversations[i] + [{"role": "assistant", "content": raw[i]},
                                           {"role": "user", "content": repair(errors[i])}] for i in retry]
-        for i, text in zip(retry, generator.complete(follow_ups)):
+        for i, text in zip(retry, generator.complete(follow_ups, **kwargs)):
             try:
                 results[i] = wrap(parse(i, text), text)
             except LLMOutputError as e:

@@ -62,7 +62,8 @@ def test_rule_judge_rejects_generic_and_ungrounded_descriptors():
 
 @pytest.mark.slow
 def test_rule_judge_grounds_by_embedding_when_no_shared_word():
-    judge = RuleQualityJudge(min_cosine=0.3)
-    item = Item(0, "A", "Mama Bee Belly Butter for pregnancy stretch marks")
-    labels = judge.judge([item], [[Descriptor("gift for an expecting mom"), Descriptor("engine oil change kit")]])[0]
+    judge = RuleQualityJudge(min_cosine=0.5, lexical=False)
+    item = Item(0, "A", "Mama Bee Belly Butter", "Rich butter that keeps stretch marks away while you are pregnant.")
+    labels = judge.judge([item], [[Descriptor("stretch mark care during pregnancy"),
+                                   Descriptor("engine oil change kit")]])[0]
     assert labels == [1, 0]

@@ -59,9 +59,9 @@ class DigLightningCLI(LightningCLI):
 
 def run_lightning(args: Sequence[str], *, run: bool = True) -> DigLightningCLI:
     """Run `dig <subcommand> ...` in-process (used by the pipeline and tests); returns the CLI (trainer, model, datamodule)."""
-    # LightningCLI warns when sys.argv also holds arguments (e.g. those of `dig pipeline`): show it only these
+    # LightningCLI warns when sys.argv holds arguments besides `args` (e.g. those of `dig pipeline`)
     saved = sys.argv
-    sys.argv = [saved[0] if saved else "dig", *args]
+    sys.argv = [saved[0] if saved else "dig"]
     try:
         return DigLightningCLI(args=args, run=run)
     finally:

@@ -96,13 +96,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _run_function(function, args: list[str], *, prog: str):
+def build_function_parser(function, *, prog: str):
     """Options from the function's signature and docstring; `-c/--config FILE.yaml` supplies any of them."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     parser = ArgumentParser(prog=prog, description=(function.__doc__ or "").strip().split("\n\n")[0], default_env=False)
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML file with any of the options below")
     parser.add_function_arguments(function, as_positional=False)
+    return parser
+
+
+def _run_function(function, args: list[str], *, prog: str):
+    parser = build_function_parser(function, prog=prog)
     cfg = parser.parse_args(args)
     kwargs = parser.instantiate_classes(cfg).as_dict()
     kwargs.pop("config", None)

@@ -109,7 +109,8 @@ def build_function_parser(function, *, prog: str):
 def _run_function(function, args: list[str], *, prog: str):
     parser = build_function_parser(function, prog=prog)
     cfg = parser.parse_args(args)
-    kwargs = parser.instantiate_classes(cfg).as_dict()
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+    kwargs = instantiate(cfg).as_dict()
     kwargs.pop("config", None)
     kwargs.pop("__path__", None)
     return function(**kwargs)

@@ -10,17 +10,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-
-def load_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: config not found")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping, got {type(data).__name__}")
-    return data
+from deepinterestgr.pipeline import load_yaml
 
 
 def apply_variant(base: dict, variant: dict, *, run_dir: str, seed: int | None = None) -> dict:
@@ -41,8 +31,7 @@ def apply_variant(base: dict, variant: dict, *, run_dir: str, seed: int | None =
     exp["run_dir"] = run_dir
     evidence = exp.get("evidence") or {}
     if isinstance(evidence, str):
-        evidence = load_yaml(evidence)
-        evidence.pop("run_dir", None)
+        evidence = {k: v for k, v in load_yaml(evidence).items() if k != "run_dir"}
     evidence = {**evidence, **(variant.get("evidence") or {})}
     exp["evidence"] = evidence
     if "quantize_model" in variant:

@@ -181,18 +181,21 @@ def run_pipeline(
     return results
 
 
-def _stage_kwargs(section: dict | str | None) -> dict:
-    if isinstance(section, str):
-        import yaml
+def load_yaml(path: str | Path) -> dict:
+    """A YAML mapping; errors name the file."""
+    import yaml
 
-        path = Path(section)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: stage config not found (named in the experiment config)")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of the stage command's options, got {type(loaded).__name__}")
-    else:
-        loaded = dict(section or {})
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: config not found")
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of options, got {type(loaded).__name__}")
+    return loaded
+
+
+def _stage_kwargs(section: dict | str | None) -> dict:
+    loaded = load_yaml(section) if isinstance(section, str) else dict(section or {})
     loaded.pop("run_dir", None)  # the experiment's run_dir wins over one in a stage file
     return loaded
 

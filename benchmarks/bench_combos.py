@@ -2,7 +2,7 @@
 
 Runs `dig pipeline` for every (dataset, variant, seed) of `benchmarks/combos.yaml` (or a subset), reusing the
 evidence cache across variants of a dataset, and writes
-  <out>/<dataset>/<variant>/seed<k>/             the run directory (all artifacts, TensorBoard logs)
+  <runs>/<dataset>/<variant>/seed<k>/            the run directory (all artifacts, TensorBoard logs; runs/ is not tracked)
   <out>/runs/<dataset>__<variant>__seed<k>.json  one JSON per run: test metrics of generator and policy, SID stats,
                                                  and on synthetic data the information SIDs carry about the latent intents
   <out>/combos.md                                a markdown table, mean ± std over seeds
@@ -40,11 +40,11 @@ def _pick(metrics: dict, name: str) -> float | None:
     return None
 
 
-def run_one(dataset: str, base_path: str, variant_name: str, variant: dict, seed: int, out: Path,
+def run_one(dataset: str, base_path: str, variant_name: str, variant: dict, seed: int, runs: Path,
             data_root: str | None) -> dict:
-    run_dir = out / dataset / variant_name / f"seed{seed}"
+    run_dir = runs / dataset / variant_name / f"seed{seed}"
     exp = apply_variant(load_yaml(REPO / base_path), variant, run_dir=str(run_dir), seed=seed)
-    exp["evidence"]["cache_dir"] = str(out / dataset / "evidence_cache")  # shared: variants reuse each other's work
+    exp["evidence"]["cache_dir"] = str(runs / dataset / "evidence_cache")  # shared: variants reuse each other's work
     run_dir.mkdir(parents=True, exist_ok=True)
     exp_path = run_dir / "experiment.yaml"
     exp_path.write_text(yaml.safe_dump(exp, sort_keys=False), encoding="utf-8")
@@ -153,7 +153,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=None, help="subset of the grid's variants (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 2333, 6666])
     parser.add_argument("--data-root", default=None, help="folder holding the real datasets (e.g. ../shared/data)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "combos"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "combos"), help="JSON, table, plots")
+    parser.add_argument("--runs", default=str(REPO / "runs" / "combos"), help="run directories (large; untracked)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     spec = grid(args.grid)
@@ -171,7 +172,7 @@ def main() -> None:
                 record_path = out / "runs" / f"{dataset}__{variant}__seed{seed}.json"
                 print(f"== {dataset} / {variant} / seed {seed}", flush=True)
                 record = run_one(dataset, spec["datasets"][dataset], variant, spec["variants"][variant] or {}, seed,
-                                 out, args.data_root)
+                                 Path(args.runs), args.data_root)
                 record_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
                 print(json.dumps({k: record[k] for k in ("generator", "policy", "sid", "wall_seconds")}), flush=True)
     records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]

@@ -208,5 +208,10 @@ def quantize_config_hash(model: QuantizerModule, datamodule: EmbeddingDataModule
     model_hp = {k: v for k, v in dict(model.hparams).items() if k not in DERIVED_HPARAMS and not k.startswith("_")}
     data_hp = {k: v for k, v in dict(datamodule.hparams).items() if k not in ("num_workers",) and not k.startswith("_")}
     inputs = {p.name: sha256_file(p) for p in datamodule.input_files if p.exists()}
+    # Lightning fills an unset max_epochs (1000 when max_steps is unset too) only when fit starts: normalise it here,
+    # so the hash computed before training equals the one recorded after it
+    max_epochs = trainer.max_epochs
+    if max_epochs is None:
+        max_epochs = 1000 if trainer.max_steps == -1 else -1
     return stable_hash({"model": _jsonable(model_hp), "data": _jsonable(data_hp), "inputs": inputs,
-                        "max_epochs": trainer.max_epochs, "max_steps": trainer.max_steps})
+                        "max_epochs": max_epochs, "max_steps": trainer.max_steps})

@@ -43,3 +43,18 @@ def fresh_registry():
     from deepinterestgr.registry import Registry
 
     return Registry.load()
+
+
+@pytest.fixture
+def letter_root(tmp_path) -> Path:
+    """The hand-made LC-Rec/LETTER fixture laid out as the reader expects (`Mini.inter.json` + `Mini.item.json`).
+
+    The interaction file is stored as `Mini.inter.fixture` so that it is not mistaken for a copied dataset file."""
+    import shutil
+
+    src = REPO / "tests" / "fixtures" / "data" / "letter"
+    root = tmp_path / "letter_fixture"
+    root.mkdir()
+    shutil.copy(src / "Mini.inter.fixture", root / "Mini.inter.json")
+    shutil.copy(src / "Mini.item.json", root / "Mini.item.json")
+    return root

@@ -110,9 +110,8 @@ def test_prepare_kcore_on_files(tmp_path):
     assert (stats["users"], stats["items"], stats["interactions"]) == (2, 3, 6)
 
 
-def test_prepare_rerun_is_a_noop_until_config_or_inputs_change(tmp_path):
-    root = tmp_path / "raw"
-    shutil.copytree(FIXTURES / "letter", root)
+def test_prepare_rerun_is_a_noop_until_config_or_inputs_change(tmp_path, letter_root):
+    root = letter_root
     run = tmp_path / "run"
     prepare_dataset(str(run), reader="letter", data_root=str(root), kcore=0)
     catalog = run / "data" / "catalog.jsonl"
@@ -131,8 +130,8 @@ def test_prepare_rerun_is_a_noop_until_config_or_inputs_change(tmp_path):
     assert catalog.stat().st_mtime_ns != second and stats["users"] == 2
 
 
-def test_loaders_reject_a_truncated_artifact(tmp_path):
-    prepare_dataset(str(tmp_path), reader="letter", data_root=str(FIXTURES / "letter"), kcore=0)
+def test_loaders_reject_a_truncated_artifact(tmp_path, letter_root):
+    prepare_dataset(str(tmp_path), reader="letter", data_root=str(letter_root), kcore=0)
     path = tmp_path / "data" / "sequences.jsonl"
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(ArtifactError, match=r"sequences\.jsonl.*dig data prepare"):

@@ -96,8 +96,8 @@ def test_text_fields_are_normalised(value, text):
     assert text_field(value) == text
 
 
-def test_letter_reader():
-    raw = LetterReader(strict=True).read(FIXTURES / "letter")
+def test_letter_reader(letter_root):
+    raw = LetterReader(strict=True).read(letter_root)
     check_raw_dataset(raw)
     assert [it.source_id for it in raw.items] == ["0", "1", "2", "3", "4"]  # no ASIN in LC-Rec item files
     assert raw.items[2].title == "Night Serum" and raw.items[4].title == ""  # id 4 absent from the item file
@@ -106,9 +106,9 @@ def test_letter_reader():
     assert user1 == [("0", 0.0), ("1", 1.0), ("2", 2.0), ("3", 3.0)]  # no timestamps: position
 
 
-def test_letter_reader_without_item_file(tmp_path):
-    shutil.copy(FIXTURES / "letter" / "Mini.inter.json", tmp_path)
-    raw = LetterReader(strict=True).read(tmp_path)
+def test_letter_reader_without_item_file(letter_root):
+    (letter_root / "Mini.item.json").unlink()
+    raw = LetterReader(strict=True).read(letter_root)
     assert len(raw.items) == 5 and all(not it.title for it in raw.items)
     assert raw.skips.counts["item_file_missing"] == 1
 

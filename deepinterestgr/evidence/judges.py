@@ -154,12 +154,7 @@ class LLMQualityJudge(QualityJudge):
         device: str = "cpu",
     ) -> None:
         self.model_id, self.gguf_file, self.max_item_chars = model, gguf_file, max_item_chars
-        if model == "tiny-random-chat-lm":
-            from deepinterestgr.evidence.llm import tiny_chat_lm
-
-            tokenizer, lm = tiny_chat_lm()
-        else:
-            tokenizer, lm = load_causal_lm(model, gguf_file, device)
+        tokenizer, lm = load_causal_lm(model, gguf_file, device)
         # the answer repeats "0, 1" tokens by design: a repetition penalty would push the model off the format
         self.generator = ChatGenerator(tokenizer, lm, max_new_tokens=max_new_tokens,
                                        repetition_penalty=repetition_penalty, batch_size=batch_size)

@@ -25,10 +25,16 @@ def packaged_smollm2_dir() -> str:
     return spec.submodule_search_locations[0]
 
 
+TINY_RANDOM_CHAT_LM = "tiny-random-chat-lm"
+
+
 def load_causal_lm(model: str, gguf_file: str | None = None, device: str = "cpu"):
-    """(tokenizer, model) in eval mode, float32. `model="packaged:smollm2-135m-instruct"` is the offline default."""
+    """(tokenizer, model) in eval mode, float32. `model="packaged:smollm2-135m-instruct"` is the offline default;
+    `model="tiny-random-chat-lm"` builds a tiny random model from a config (contract tests, no weights)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if model == TINY_RANDOM_CHAT_LM:
+        return tiny_chat_lm()
     if model == PACKAGED_SMOLLM2:
         model, gguf_file = packaged_smollm2_dir(), SMOLLM2_GGUF
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -68,12 +68,7 @@ class LLMIntentMiner(IntentMiner):
         self.answer_prefix = answer_prefix  # e.g. '{"descriptors": [{"descriptor": "' for small models
         self.max_descriptors = max_descriptors
         self.max_item_chars = max_item_chars
-        if model == "tiny-random-chat-lm":
-            from deepinterestgr.evidence.llm import tiny_chat_lm
-
-            tokenizer, lm = tiny_chat_lm()
-        else:
-            tokenizer, lm = load_causal_lm(model, gguf_file, device)
+        tokenizer, lm = load_causal_lm(model, gguf_file, device)
         self.generator = ChatGenerator(tokenizer, lm, max_new_tokens=max_new_tokens,
                                        repetition_penalty=repetition_penalty, batch_size=batch_size)
 

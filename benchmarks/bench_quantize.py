@@ -67,7 +67,7 @@ def main() -> None:
         if args.epochs and model_cfg == RQV:
             extra += ["--trainer.max_epochs", str(args.epochs)]
         started = time.perf_counter()
-        metrics = run_quantize(str(run), config=[*TRAINER, model_cfg, DATA], overrides=[*overrides, *extra])
+        metrics = run_quantize(str(run), configs=[*TRAINER, model_cfg, DATA], overrides=[*overrides, *extra])
         wall = time.perf_counter() - started
         row = {
             "items": metrics["num_items"], "collision_rate_3codes": metrics["collision_rate"],

@@ -164,7 +164,7 @@ def run_pipeline(
 
         qcfg = {**asdict(quantize), "files": _config_files_digest(quantize.configs)}
         results["quantize"] = run_stage(
-            "quantize", qcfg, lambda: _jsonable(run_quantize(str(run), config=quantize.configs, overrides=quantize.overrides))
+            "quantize", qcfg, lambda: _jsonable(run_quantize(str(run), configs=quantize.configs, overrides=quantize.overrides))
         )
     for name, stage in (("generate", generate), ("rl", rl)):
         if stage is not None:

@@ -112,13 +112,13 @@ def test_sids_deterministic_for_a_fixed_seed(tmp_path):
 def test_run_quantize_skips_when_the_config_is_unchanged(tmp_path):
     run = make_run(tmp_path / "run")
     overrides = [*SMALL, "--trainer.max_epochs", "1"]
-    first = run_quantize(str(run), config=[*CPU, RQKMEANS_CFG, DATA_CFG], overrides=overrides)
+    first = run_quantize(str(run), configs=[*CPU, RQKMEANS_CFG, DATA_CFG], overrides=overrides)
     manifest = run / "quantize/manifest.json"
     stamp = manifest.stat().st_mtime_ns
-    assert run_quantize(str(run), config=[*CPU, RQKMEANS_CFG, DATA_CFG], overrides=overrides) == first
+    assert run_quantize(str(run), configs=[*CPU, RQKMEANS_CFG, DATA_CFG], overrides=overrides) == first
     assert manifest.stat().st_mtime_ns == stamp
     # another setting -> another hash -> retrained
-    run_quantize(str(run), config=[*CPU, RQKMEANS_CFG, DATA_CFG], overrides=[*overrides, "--model.quantizer.init_args.seed", "1"])
+    run_quantize(str(run), configs=[*CPU, RQKMEANS_CFG, DATA_CFG], overrides=[*overrides, "--model.quantizer.init_args.seed", "1"])
     assert manifest.stat().st_mtime_ns != stamp
 
 

@@ -22,10 +22,10 @@ DEFAULT_CONFIGS = (
 )
 
 
-def run_quantize(run_dir: str, config: list[str] | None = None, overrides: list[str] | None = None) -> dict:
+def run_quantize(run_dir: str, configs: list[str] | None = None, overrides: list[str] | None = None) -> dict:
     """Train the quantizer on `<run>/evidence` embeddings and write `<run>/quantize/`; returns its metrics.
 
-    `config`: LightningCLI config fragments (default: trainer/cpu + trainer/quantize_cpu + model/quantizer_rqvae +
+    `configs`: LightningCLI config fragments (default: trainer/cpu + trainer/quantize_cpu + model/quantizer_rqvae +
     data/embeddings);
     `overrides`: extra CLI arguments such as `["--model.quantizer.init_args.num_levels", "4"]`.
     Skipped (metrics returned from disk) when `<run>/quantize/manifest.json` verifies and records the same config hash.
@@ -35,7 +35,7 @@ def run_quantize(run_dir: str, config: list[str] | None = None, overrides: list[
 
     out_dir = Path(run_dir) / STAGE
     args: list[str] = []
-    for c in config or [str(p) for p in DEFAULT_CONFIGS]:
+    for c in configs or [str(p) for p in DEFAULT_CONFIGS]:
         args += ["-c", str(c)]
     args += ["--data.run_dir", str(run_dir)]
     overrides = list(overrides or [])

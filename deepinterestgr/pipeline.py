@@ -118,7 +118,8 @@ def run_pipeline(
         data_root: folder holding the datasets (e.g. ../shared/data): replaces the parent folder of the data
             config's `data_root`, so `--data-root /mnt/amazon` reads `/mnt/amazon/Beauty`. Spelled `--data-root`.
         from_stage: force this stage and every later one to rerun (one of data, evidence, quantize, generate, rl,
-            baselines). Spelled `--from` on the command line.
+            baselines). Spelled `--from` on the command line. Evidence reruns reassemble from the content-keyed
+            cache; delete `<run>/evidence/cache` to recompute it.
     """
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -131,12 +132,23 @@ def run_pipeline(
         # `--data-root` says where the datasets live; the stage config names the dataset folder inside it
         data_kwargs["data_root"] = str(Path(data_root) / Path(data_kwargs["data_root"]).name)
 
-    def run_stage(name: str, config: Any, fn) -> Any:
+    def run_stage(name: str, config: Any, fn, *, always_call: bool = False) -> Any:
+        """`always_call`: the stage function checks its own inputs (raw data files) and is a cheap no-op when
+        nothing changed, so it is always asked; the stage counts as up to date when its manifest did not change."""
         upstream = {s: state.get(s, {}).get("manifest") for s in STAGES[: STAGES.index(name)] if s in state}
         key = stable_hash({"config": config, "upstream": upstream})
         stage_dir = run / name
         recorded = state.get(name, {})
-        if name not in forced and recorded.get("key") == key and recorded.get("manifest") == _manifest_sha(stage_dir):
+        up_to_date = recorded.get("key") == key and recorded.get("manifest") == _manifest_sha(stage_dir)
+        if name in forced:
+            # stage functions skip work whose manifest matches their config: without it they must redo it
+            (stage_dir / "manifest.json").unlink(missing_ok=True)
+        elif up_to_date and always_call:
+            fn()
+            if _manifest_sha(stage_dir) == recorded.get("manifest"):
+                print(f"[{name}] up to date (skipped)")
+                return recorded.get("result")
+        elif up_to_date:
             log.info("stage %s: artifacts match the config, skipped", name)
             print(f"[{name}] up to date (skipped)")
             return recorded.get("result")
@@ -151,7 +163,7 @@ def run_pipeline(
 
     from deepinterestgr.data.prepare import prepare_dataset
 
-    run_stage("data", data_kwargs, lambda: _jsonable(prepare_dataset(run_dir=str(run), **data_kwargs)))
+    run_stage("data", data_kwargs, lambda: _jsonable(prepare_dataset(run_dir=str(run), **data_kwargs)), always_call=True)
 
     from deepinterestgr.evidence.stage import run_evidence
 

@@ -67,6 +67,14 @@ def test_pipeline_runs_skips_detects_and_reruns(tmp_path, capsys, monkeypatch):
     fourth = capsys.readouterr().out
     assert "[quantize] up to date" in fourth and "[generate] done" in fourth and "[baselines] done" in fourth
 
+    # --from quantize really retrains (the stage's own up-to-date check must not swallow the forced rerun)
+    sid_json = run / "quantize" / "sid_table.json"
+    before = sid_json.stat().st_mtime_ns
+    assert main(["pipeline", "-c", str(exp), "--from", "quantize"]) == 0
+    fifth = capsys.readouterr().out
+    assert "[evidence] up to date" in fifth and "[quantize] done" in fifth
+    assert sid_json.stat().st_mtime_ns != before
+
 
 def test_unknown_from_stage_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)

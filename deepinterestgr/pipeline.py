@@ -143,19 +143,19 @@ def run_pipeline(
         if name in forced:
             # stage functions skip work whose manifest matches their config: without it they must redo it
             (stage_dir / "manifest.json").unlink(missing_ok=True)
-        elif up_to_date and always_call:
-            fn()
-            if _manifest_sha(stage_dir) == recorded.get("manifest"):
-                print(f"[{name}] up to date (skipped)")
-                return recorded.get("result")
-        elif up_to_date:
+        elif up_to_date and not always_call:
             log.info("stage %s: artifacts match the config, skipped", name)
             print(f"[{name}] up to date (skipped)")
             return recorded.get("result")
-        print(f"[{name}] running ...", flush=True)
+        only_asking = always_call and up_to_date and name not in forced  # run once; it decides whether to work
+        if not only_asking:
+            print(f"[{name}] running ...", flush=True)
         start = time.perf_counter()
         result = fn()
         seconds = round(time.perf_counter() - start, 1)
+        if only_asking and _manifest_sha(stage_dir) == recorded.get("manifest"):
+            print(f"[{name}] up to date (skipped)")
+            return recorded.get("result")
         state[name] = {"key": key, "manifest": _manifest_sha(stage_dir), "seconds": seconds, "result": result}
         atomic_write_json(_state_path(run), state)
         print(f"[{name}] done in {seconds:.1f} s", flush=True)

@@ -75,6 +75,13 @@ class Generator(nn.Module, ABC):
     def is_built(self) -> bool:
         return getattr(self, "vocab_size", None) is not None and getattr(self, "sid_length", None) is not None
 
+    def _build_if_sized(self, vocab_size: int | None, sid_length: int | None) -> None:
+        """Constructors take the sizes optionally (they are saved in hparams), so a checkpoint rebuilds the model
+        eagerly while a config leaves them to the SID table at `configure_model` time."""
+        self.vocab_size = self.sid_length = None
+        if vocab_size is not None and sid_length is not None:
+            self.build(vocab_size=vocab_size, sid_length=sid_length)
+
     def build(self, *, vocab_size: int, sid_length: int) -> None:
         """Create the vocabulary-dependent layers. A generator already built with the same sizes ignores the call."""
         if self.is_built and (self.vocab_size, self.sid_length) != (vocab_size, sid_length):

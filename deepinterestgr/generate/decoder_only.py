@@ -41,10 +41,7 @@ class DecoderOnlySIDGenerator(Generator):
         self.arch = dict(n_embd=d_model, n_layer=num_layers, n_head=num_heads, n_inner=d_ff,
                          resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
         self.max_positions = max_positions
-        self.vocab_size = None
-        self.sid_length = None
-        if vocab_size is not None and sid_length is not None:
-            self.build(vocab_size=vocab_size, sid_length=sid_length)
+        self._build_if_sized(vocab_size, sid_length)
 
     def build(self, *, vocab_size: int, sid_length: int) -> None:
         super().build(vocab_size=vocab_size, sid_length=sid_length)

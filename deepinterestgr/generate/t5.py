@@ -78,10 +78,7 @@ class T5SIDGenerator(Generator):
         self.arch = dict(d_model=d_model, num_layers=num_layers, num_decoder_layers=num_decoder_layers,
                          num_heads=num_heads, d_kv=d_kv, d_ff=d_ff, dropout_rate=dropout)
         self.max_positions = max_positions
-        self.vocab_size = None
-        self.sid_length = None
-        if vocab_size is not None and sid_length is not None:
-            self.build(vocab_size=vocab_size, sid_length=sid_length)
+        self._build_if_sized(vocab_size, sid_length)
 
     def build(self, *, vocab_size: int, sid_length: int) -> None:
         super().build(vocab_size=vocab_size, sid_length=sid_length)

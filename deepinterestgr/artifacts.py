@@ -77,8 +77,14 @@ def read_jsonl(path: str | os.PathLike, *, stage: str | None = None) -> Iterator
     path = Path(path)
     if not path.exists():
         raise ArtifactError(_missing(path, stage))
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    # bytes, decoded per line: a bad byte then names its line instead of escaping as a bare UnicodeDecodeError
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ArtifactError(
+                    f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start}).{_rerun(stage)}") from e
             if not line.strip():
                 continue
             try:
@@ -118,6 +124,8 @@ def read_manifest(stage_dir: str | os.PathLike, stage: str | None = None) -> dic
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path}: corrupt manifest ({e.msg}).{_rerun(stage)}") from e
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise ArtifactError(f"{path}: corrupt manifest (not an object with a \"files\" map).{_rerun(stage)}")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(
             f"{path}: schema version {manifest.get('schema_version')} but this deepinterestgr reads "

@@ -23,6 +23,7 @@ from deepinterestgr.artifacts import (
     verify_manifest,
     write_manifest,
 )
+from deepinterestgr.training import resumable_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +68,21 @@ def _lightning_args(stage: TrainStage, run: Path, stage_name: str) -> list[str]:
     return args + list(stage.overrides)
 
 
-def _fit_and_test(stage: TrainStage, run: Path, stage_name: str) -> dict[str, Any]:
-    """`dig fit` then `dig test` on the best checkpoint, in-process. Resumes from `last.ckpt` when present."""
+def _fit_and_test(stage: TrainStage, run: Path, stage_name: str, *, key: str, fresh: bool) -> dict[str, Any]:
+    """`dig fit` then `dig test` on the best checkpoint, in-process. Resumes an interrupted fit of the same config
+    (same `key`) from its `last.ckpt`; `fresh` (from `--from`) always starts over."""
     from deepinterestgr.cli.lightning import run_lightning
 
     stage_dir = run / stage_name
     args = _lightning_args(stage, run, stage_name)
-    last = stage_dir / "checkpoints" / "last.ckpt"
-    fit_args = ["fit", *args] + (["--ckpt_path", str(last)] if last.exists() else [])
+    last = resumable_checkpoint(stage_dir, key, fresh=fresh)
+    fit_args = ["fit", *args] + (["--ckpt_path", str(last)] if last is not None else [])
     start = time.perf_counter()
     cli = run_lightning(fit_args)
     fit_seconds = time.perf_counter() - start
     best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
-    ckpt = best or (str(last) if last.exists() else None)
+    last_now = stage_dir / "checkpoints" / "last.ckpt"
+    ckpt = best or (str(last_now) if last_now.exists() else None)
     results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     summary = {"metrics": metrics, "checkpoint": ckpt, "fit_seconds": round(fit_seconds, 1)}
@@ -151,7 +154,7 @@ def run_pipeline(
         if not only_asking:
             print(f"[{name}] running ...", flush=True)
         start = time.perf_counter()
-        result = fn()
+        result = fn(key, name in forced)
         seconds = round(time.perf_counter() - start, 1)
         if only_asking and _manifest_sha(stage_dir) == recorded.get("manifest"):
             print(f"[{name}] up to date (skipped)")
@@ -163,12 +166,12 @@ def run_pipeline(
 
     from deepinterestgr.data.prepare import prepare_dataset
 
-    run_stage("data", data_kwargs, lambda: _jsonable(prepare_dataset(run_dir=str(run), **data_kwargs)), always_call=True)
+    run_stage("data", data_kwargs, lambda key, fresh: _jsonable(prepare_dataset(run_dir=str(run), **data_kwargs)), always_call=True)
 
     from deepinterestgr.evidence.stage import run_evidence
 
     evidence_kwargs = _stage_kwargs(evidence)
-    run_stage("evidence", evidence_kwargs, lambda: _jsonable(run_evidence(run_dir=str(run), **evidence_kwargs)))
+    run_stage("evidence", evidence_kwargs, lambda key, fresh: _jsonable(run_evidence(run_dir=str(run), **evidence_kwargs)))
 
     results: dict[str, Any] = {}
     if quantize is not None:
@@ -176,17 +179,19 @@ def run_pipeline(
 
         qcfg = {**asdict(quantize), "files": _config_files_digest(quantize.configs)}
         results["quantize"] = run_stage(
-            "quantize", qcfg, lambda: _jsonable(run_quantize(str(run), configs=quantize.configs, overrides=quantize.overrides))
+            "quantize", qcfg, lambda key, fresh: _jsonable(run_quantize(str(run), configs=quantize.configs, overrides=quantize.overrides,
+                                                              fresh=fresh))
         )
     for name, stage in (("generate", generate), ("rl", rl)):
         if stage is not None:
             cfg = {**asdict(stage), "files": _config_files_digest(stage.configs)}
-            results[name] = run_stage(name, cfg, lambda stage=stage, name=name: _fit_and_test(stage, run, name))
+            results[name] = run_stage(name, cfg, lambda key, fresh, stage=stage, name=name:
+                                      _fit_and_test(stage, run, name, key=key, fresh=fresh))
     if baselines:
         from deepinterestgr.baselines import run_baselines
 
         results["baselines"] = run_stage("baselines", {"methods": baselines},
-                                         lambda: _jsonable(run_baselines(str(run), methods=list(baselines))))
+                                         lambda key, fresh: _jsonable(run_baselines(str(run), methods=list(baselines))))
     table = format_results_table(results)
     print(table)
     atomic_write_json(run / "results.json", _jsonable(results))

@@ -46,15 +46,16 @@ class BranchCache:
 
     def _load(self) -> None:
         for path in sorted(self.dir.glob("*.jsonl")):
-            with open(path, encoding="utf-8") as f:
+            # bytes, decoded per line: a torn last line can end inside a multi-byte character
+            with open(path, "rb") as f:
                 for line in f:
                     try:
-                        row = json.loads(line)
+                        row = json.loads(line.decode("utf-8"))
                         # {"k", "v"} lines: the one-entry-per-line format of earlier development builds
                         entries = {row["k"]: row["v"]} if "k" in row else row["entries"]
                         if not isinstance(entries, dict):
                             raise TypeError("entries must be an object")
-                    except (json.JSONDecodeError, KeyError, TypeError):
+                    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
                         # only a killed writer leaves these (a torn last line); the batch is recomputed
                         self.torn_lines += 1
                         continue

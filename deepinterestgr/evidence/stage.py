@@ -150,11 +150,23 @@ def load_catalog_items(run: Path) -> list[Item]:
             item = Item.from_json(row)
         except TypeError as e:
             raise ArtifactError(f"{path}:{lineno}: not an Item ({e}). Rerun the `data` stage.") from e
-        if item.item_id != len(items):
-            raise ArtifactError(f"{path}:{lineno}: item_id {item.item_id}, expected {len(items)} (dense ids in file "
+        wrong = _wrong_field_types(item)
+        if wrong:
+            raise ArtifactError(f"{path}:{lineno}: not an Item ({'; '.join(wrong)}). Rerun the `data` stage.")
+        if type(item.item_id) is not int or item.item_id != len(items):
+            raise ArtifactError(f"{path}:{lineno}: item_id {item.item_id!r}, expected {len(items)} (dense ids in file "
                                 "order). Rerun the `data` stage.")
         items.append(item)
     return items
+
+
+def _wrong_field_types(item: Item) -> list[str]:
+    """Type errors of a hand-made catalog row (a title of 5 would otherwise crash deep inside a text plugin)."""
+    wrong = [f"{name} must be a string, got {getattr(item, name)!r}"
+             for name in ("source_id", "title", "description", "brand") if not isinstance(getattr(item, name), str)]
+    wrong += [f"{name} must be a list of strings, got {getattr(item, name)!r}" for name in ("categories", "images")
+              if not (isinstance(getattr(item, name), list) and all(isinstance(v, str) for v in getattr(item, name)))]
+    return wrong
 
 
 def shard_range(shard: str | None, n: int, align: int = 1) -> tuple[int, int]:

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from deepinterestgr.artifacts import ArtifactError, read_jsonl
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.quantize.sid import SIDTable
+from deepinterestgr.training import EpochBatchSampler, ResumableDataLoader, global_seed
 
 log = logging.getLogger(__name__)
 
@@ -75,36 +76,6 @@ class _ExampleIndex(Dataset):
 
     def __getitem__(self, i: int) -> int:
         return i if self.order is None else int(self.order[i])
-
-
-class LengthBucketBatchSampler(torch.utils.data.Sampler):
-    """Shuffled batches of examples with similar history lengths (padding trimmed per batch costs less compute).
-
-    Examples are shuffled, cut into pools of `pool_batches` batches, each pool sorted by length and split into
-    batches, then all batches are shuffled: random at the batch level, homogeneous within a batch.
-    """
-
-    def __init__(self, lengths: torch.Tensor, *, batch_size: int, pool_batches: int = 50, seed: int = 0) -> None:
-        self.lengths = lengths
-        self.batch_size = batch_size
-        self.pool = batch_size * pool_batches
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        self.epoch += 1
-        perm = torch.randperm(len(self.lengths), generator=g)
-        batches = []
-        for start in range(0, len(perm), self.pool):
-            chunk = perm[start:start + self.pool]
-            chunk = chunk[torch.sort(self.lengths[chunk], stable=True).indices]
-            batches.extend(chunk.split(self.batch_size))
-        for i in torch.randperm(len(batches), generator=g).tolist():
-            yield batches[i].tolist()
 
 
 class UnrepeatedDistributedSampler(DistributedSampler):
@@ -167,9 +138,14 @@ class SequenceDataModule(LightningDataModule):
     def _read_sequences(self, path: Path, num_items: int) -> LeaveOneOutSplit:
         sequences, users = [], []
         for lineno, row in enumerate(read_jsonl(path, stage="data"), 1):
+            if not isinstance(row, dict):
+                raise ArtifactError(f"{path}:{lineno}: expected a JSON object {{\"user\": ..., \"items\": [...]}}, "
+                                    f"got a {type(row).__name__}. Rerun the `data` stage.")
             items = row.get("items")
-            if not isinstance(items, list) or not all(isinstance(i, int) for i in items):
-                raise ArtifactError(f"{path}:{lineno}: `items` must be a list of integer item ids. Rerun the `data` stage.")
+            # `type(i) is int`: JSON true/false would otherwise pass as item ids 1/0
+            if not isinstance(items, list) or not all(type(i) is int for i in items):
+                raise ArtifactError(
+                    f"{path}:{lineno}: `items` must be a list of integer item ids. Rerun the `data` stage.")
             bad = [i for i in items if not 0 <= i < num_items]
             if bad:
                 raise ArtifactError(
@@ -184,7 +160,10 @@ class SequenceDataModule(LightningDataModule):
             sequences.append(items)
             users.append(str(row.get("user", lineno - 1)))
         if not sequences:
-            raise ArtifactError(f"{path}: no user has >= {MIN_SEQUENCE_LENGTH} items; nothing to train on")
+            raise ArtifactError(
+                f"{path}: no user has >= {MIN_SEQUENCE_LENGTH} items ({self.skipped_users} shorter users skipped); "
+                f"nothing to train on. Rerun the `data` stage with min_interactions >= {MIN_SEQUENCE_LENGTH}."
+            )
         return LeaveOneOutSplit(sequences, users)
 
     # ------------------------------------------------------------------------------------------------ batches
@@ -236,14 +215,15 @@ class SequenceDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        if not self.length_bucketing or self._world()[1] > 1:
-            # under DDP, Lightning shards with its DistributedSampler (bucketing is a single-process CPU speed-up)
+        if self._world()[1] > 1:
+            # under DDP, Lightning shards with its DistributedSampler (seeded per epoch; bucketing is a CPU speed-up)
             return self._loader("train", self.batch_size, shuffle=True)
-        lengths = self.split.examples["train"][:, 1].clamp(max=self.max_history)  # history length = target position
-        return DataLoader(
-            _ExampleIndex(self.num_examples("train")),
-            batch_sampler=LengthBucketBatchSampler(lengths, batch_size=self.batch_size, seed=self.trainer.current_epoch
-                                                   if self.trainer is not None else 0),
+        # history length = target position; length buckets trim padding per batch
+        lengths = self.split.examples["train"][:, 1].clamp(max=self.max_history) if self.length_bucketing else None
+        n = self.num_examples("train")
+        return ResumableDataLoader(
+            _ExampleIndex(n),
+            batch_sampler=EpochBatchSampler(n, batch_size=self.batch_size, seed=global_seed(), lengths=lengths),
             num_workers=self.num_workers,
             collate_fn=lambda idx: self.make_batch("train", idx),
             persistent_workers=self.num_workers > 0,

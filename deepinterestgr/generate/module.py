@@ -24,6 +24,7 @@ from deepinterestgr.generate.metrics import retrieval_collection
 from deepinterestgr.generate.search import constrained_beam_search
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
+from deepinterestgr.training import StepSeed
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +186,12 @@ class GeneratorModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_callbacks(self):
-        """Best checkpoint on the validation metric and early stopping, unless the trainer config has its own."""
+        """Best + last checkpoints on the validation metric and early stopping (unless the trainer config has its own),
+        and per-step reseeding for exact resume."""
         callbacks = list(self.trainer.callbacks) if self._trainer is not None else []
         # a ModelCheckpoint with a monitor came from the user's config; Lightning's default one has none
         user_checkpoint = any(isinstance(c, ModelCheckpoint) and c.monitor for c in callbacks)
-        out = []
+        out = [StepSeed()]  # dropout draws depend on (seed, step) only: a resumed fit equals an uninterrupted one
         if self._trainer is not None and self.trainer.checkpoint_callback is not None and not user_checkpoint:
             out_dir = self._output_dir()
             if out_dir is not None:

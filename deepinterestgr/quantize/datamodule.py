@@ -15,6 +15,7 @@ from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset
 
 from deepinterestgr.artifacts import ArtifactError
+from deepinterestgr.training import EpochBatchSampler, ResumableDataLoader, global_seed
 
 log = logging.getLogger(__name__)
 
@@ -130,5 +131,12 @@ class EmbeddingDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self._require_setup()
-        return DataLoader(ItemVectors(self.text, self.image), batch_size=self.batch_size, shuffle=True,
-                          num_workers=self.num_workers, drop_last=False, persistent_workers=self.num_workers > 0)
+        dataset = ItemVectors(self.text, self.image)
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:  # Lightning shards with its DistributedSampler
+            return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
+                              drop_last=False, persistent_workers=self.num_workers > 0)
+        # batch order from (seed, epoch) only: a fit resumed from its last checkpoint trains on the same batches
+        sampler = EpochBatchSampler(len(dataset), batch_size=self.batch_size, seed=global_seed())
+        return ResumableDataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
+                                   persistent_workers=self.num_workers > 0)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import OptimizerCallable
 
 from deepinterestgr.artifacts import sha256_file, stable_hash
@@ -23,6 +24,7 @@ from deepinterestgr.quantize.base import Quantizer
 from deepinterestgr.quantize.datamodule import EmbeddingDataModule
 from deepinterestgr.quantize.fusion import CMSAFusion
 from deepinterestgr.quantize.metrics import code_table_metrics
+from deepinterestgr.training import StepSeed
 
 __all__ = ["EmbeddingDataModule", "QuantizerModule", "quantize_config_hash"]
 
@@ -162,6 +164,21 @@ class QuantizerModule(LightningModule):
         if self.optimizer_factory is None:
             return torch.optim.AdamW(params, lr=1e-3)
         return self.optimizer_factory(params)
+
+    def configure_callbacks(self):
+        """Per-step reseeding, and `<run>/quantize/checkpoints/last.ckpt` every epoch so an interrupted fit resumes
+        (`run_quantize` continues from it when the config is unchanged) -- unless the config brings its own."""
+        out = [StepSeed()]
+        if self._trainer is None or self.trainer.checkpoint_callback is None or not self.hparams.write_artifacts:
+            return out
+        if any(isinstance(c, ModelCheckpoint) and (c.monitor or c.dirpath) for c in self.trainer.callbacks):
+            return out
+        dm = getattr(self.trainer, "datamodule", None)
+        if isinstance(dm, EmbeddingDataModule):
+            # no monitor + top-1: the newest epoch overwrites `last.ckpt` (Lightning's save_last needs a top-k save)
+            out.append(ModelCheckpoint(dirpath=dm.run_dir / "quantize" / "checkpoints", filename="last", save_top_k=1,
+                                       enable_version_counter=False))
+        return out
 
     # ----------------------------------------------------------------------------------------------- artifacts
     def on_fit_end(self) -> None:

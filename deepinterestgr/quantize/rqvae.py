@@ -90,7 +90,8 @@ class RQVAE(Quantizer):
         self.register_buffer("initialized", torch.tensor(False))
         self.encoder: nn.Module | None = None
         self.decoder: nn.Module | None = None
-        self._refreshes = 0
+        # counts dead-code refreshes; a buffer so that a fit resumed from a checkpoint draws the same restarts
+        self.register_buffer("refreshes", torch.tensor(0, dtype=torch.long))
         if input_dim is not None:
             self.build(input_dim)
 
@@ -186,8 +187,8 @@ class RQVAE(Quantizer):
         if not self.restart_dead_codes or not bool(self.initialized):
             return {}
         self._require_built()
-        self._refreshes += 1
-        gen = self._generator(self._refreshes)
+        self.refreshes += 1
+        gen = self._generator(int(self.refreshes))
         was_training = self.training
         self.eval()
         residual = self.encoder(x.float())

@@ -54,8 +54,15 @@ class SIDTable:
 
     def check_unique(self) -> None:
         full = self.full()
-        if torch.unique(full, dim=0).shape[0] != self.num_items:
-            raise ArtifactError("SID table has duplicate SIDs: two items share all codes including the suffix")
+        _, inverse, counts = torch.unique(full, dim=0, return_inverse=True, return_counts=True)
+        if counts.shape[0] != self.num_items:
+            shared = (counts[inverse] > 1).nonzero().squeeze(1)
+            first = shared[inverse[shared] == inverse[shared[0]]][:2].tolist()
+            raise ArtifactError(
+                f"SID table has duplicate SIDs: {len(shared)} items share all codes including the suffix (e.g. items "
+                f"{first[0]} and {first[1]}). Build tables with `assign_sids`, which gives colliding items distinct "
+                "suffixes, and rerun the `quantize` stage."
+            )
 
     def to_strings(self) -> list[str]:
         """`<a_12><b_200><c_7>` (+ `<d_1>` for a suffix): the notation of the paper and LC-Rec."""
@@ -91,7 +98,17 @@ class SIDTable:
         except Exception as e:  # safetensors raises its own error types for truncated files
             raise ArtifactError(f"{tensors_path}: unreadable SID table ({e}). Rerun the `quantize` stage.") from e
         table = cls(tensors["codes"], tensors["suffix"], int(meta["codebook_size"]), meta.get("meta", {}))
-        table.check_unique()
+        codes, suffix = table.codes, table.suffix
+        if codes.numel() and (codes.min() < 0 or codes.max() >= table.codebook_size) or (suffix < NO_SUFFIX).any():
+            raise ArtifactError(
+                f"{tensors_path}: codes must lie in [0, {table.codebook_size}) (codebook_size in {meta_path.name}) and "
+                f"suffixes in [{NO_SUFFIX}, ...); got codes in [{int(codes.min())}, {int(codes.max())}]. "
+                "Rerun the `quantize` stage."
+            )
+        try:
+            table.check_unique()
+        except ArtifactError as e:
+            raise ArtifactError(f"{tensors_path}: {e}") from e
         return table
 
 

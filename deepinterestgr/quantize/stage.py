@@ -9,6 +9,7 @@ from pathlib import Path
 
 from deepinterestgr.artifacts import manifest_matches
 from deepinterestgr.quantize.artifacts import METRICS_FILE, STAGE
+from deepinterestgr.training import resumable_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +23,15 @@ DEFAULT_CONFIGS = (
 )
 
 
-def run_quantize(run_dir: str, configs: list[str] | None = None, overrides: list[str] | None = None) -> dict:
+def run_quantize(run_dir: str, configs: list[str] | None = None, overrides: list[str] | None = None, *,
+                 fresh: bool = False) -> dict:
     """Train the quantizer on `<run>/evidence` embeddings and write `<run>/quantize/`; returns its metrics.
 
     `configs`: LightningCLI config fragments (default: trainer/cpu + trainer/quantize_cpu + model/quantizer_rqvae +
     data/embeddings);
     `overrides`: extra CLI arguments such as `["--model.quantizer.init_args.num_levels", "4"]`.
     Skipped (metrics returned from disk) when `<run>/quantize/manifest.json` verifies and records the same config hash.
+    An interrupted fit of the same config resumes from `<run>/quantize/checkpoints/last.ckpt`; `fresh` starts over.
     """
     from deepinterestgr.cli.lightning import run_lightning
     from deepinterestgr.quantize.module import quantize_config_hash
@@ -49,7 +52,9 @@ def run_quantize(run_dir: str, configs: list[str] | None = None, overrides: list
     if manifest_matches(out_dir, stage=STAGE, config_hash=config_hash):
         log.info("quantize: %s is up to date (config %s), skipping", out_dir, config_hash[:12])
         return json.loads((out_dir / METRICS_FILE).read_text(encoding="utf-8"))
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    # an interrupted fit of this very config continues from its last epoch; any other checkpoint is moved aside
+    last = resumable_checkpoint(out_dir, config_hash, fresh=fresh)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if last else None)
     if not manifest_matches(out_dir, stage=STAGE, config_hash=config_hash):
         raise RuntimeError(f"quantize: training finished but {out_dir} has no matching manifest (write_artifacts off?)")
     return json.loads((out_dir / METRICS_FILE).read_text(encoding="utf-8"))

@@ -37,6 +37,7 @@ from deepinterestgr.generate.trie import SIDTrie
 from deepinterestgr.rl.grpo import group_advantages, grpo_loss
 from deepinterestgr.rl.rewards.base import Reward, RewardBatch
 from deepinterestgr.rl.rewards.composite import CompositeReward
+from deepinterestgr.training import StepSeed
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +155,22 @@ class PolicyModule(LightningModule):
         quality_path = run_dir / self.hparams.quality_file
         if quality_path.is_file():
             check_against_manifest(quality_path)
-            quality = load_file(str(quality_path)).get("quality")
+            try:
+                quality = load_file(str(quality_path)).get("quality")
+            except Exception as e:  # safetensors raises its own error types for truncated or foreign files
+                raise ArtifactError(f"{quality_path}: unreadable ({e}); rerun the `evidence` stage") from e
             if quality is None or quality.shape != (self.tokenizer.num_items,):
                 raise ArtifactError(
                     f"{quality_path}: expected key 'quality' of shape [{self.tokenizer.num_items}] (one q_i per item); "
                     "rerun the `evidence` stage on this run's catalog"
+                )
+            # q_i scales the exact-match bonus: NaN would poison every reward of the batch, > 1 would outweigh the match
+            bad = ~torch.isfinite(quality.float()) | (quality < 0) | (quality > 1)
+            if bad.any():
+                first = bad.nonzero().squeeze(1)[:5].tolist()
+                raise ArtifactError(
+                    f"{quality_path}: {int(bad.sum())} item qualities are not finite values in [0, 1] (first item ids "
+                    f"{first}); rerun the `evidence` stage"
                 )
             self.item_quality = quality.float()
         elif "item_quality" in required:
@@ -333,15 +345,16 @@ class PolicyModule(LightningModule):
         return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=0.0)
 
     def configure_callbacks(self):
-        """Best (on the validation metric) and last checkpoints in <run>/rl/checkpoints, unless the config has its own."""
+        """Best (on the validation metric) and last checkpoints in <run>/rl/checkpoints, unless the config has its own;
+        per-step reseeding so that sampled candidates and dropout of a resumed fit equal an uninterrupted one."""
         if self._trainer is None or self.trainer.checkpoint_callback is None:
-            return []
+            return [StepSeed()]
         if any(isinstance(c, ModelCheckpoint) and c.monitor for c in self.trainer.callbacks):
-            return []
+            return [StepSeed()]
         run_dir = self._run_dir()
         if run_dir is None:
-            return []
-        return [ModelCheckpoint(dirpath=run_dir / "rl" / "checkpoints", filename="best", monitor=self.hparams.monitor,
+            return [StepSeed()]
+        return [StepSeed(), ModelCheckpoint(dirpath=run_dir / "rl" / "checkpoints", filename="best", monitor=self.hparams.monitor,
                                 mode="max", save_top_k=1, save_last=True, enable_version_counter=False,
                                 auto_insert_metric_name=False)]
 

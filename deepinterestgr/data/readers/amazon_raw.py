@@ -136,6 +136,11 @@ def required_str(record: dict, key: str) -> str:
 
 def required_number(record: dict, key: str) -> float:
     value: Any = record[key]
-    if isinstance(value, bool):
-        raise ValueError(f"{key!r} must be a number, got {value!r}")
-    return float(value)
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        # float() alone would say "could not convert string to float: 'five'" without naming the field
+        raise ValueError(f"{key!r} must be a number, got {value!r}") from None
+    return number

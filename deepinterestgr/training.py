@@ -1,0 +1,183 @@
+"""Exact resume for the trainable stages: an interrupted fit continued from `last.ckpt` ends with the same weights
+as an uninterrupted fit of the same config and seed.
+
+Lightning restores weights, optimiser, scheduler, loop counters and callback state, but not the two sources of
+randomness a fit consumes after that point:
+- the order of training batches: `EpochBatchSampler` derives it from (seed, epoch) alone and, through
+  `ResumableDataLoader`, skips the batches of the interrupted epoch that were already trained on;
+- the RNG draws inside a step (dropout, sampled candidates): `StepSeed` reseeds torch/python/numpy from
+  (seed, global step) before every training batch, so no draw depends on what ran before the interruption.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback
+from torch.utils.data import DataLoader, Sampler
+
+
+def global_seed(default: int = 0) -> int:
+    """The seed `seed_everything` (LightningCLI's `seed_everything:`) set for this process, else `default`."""
+    value = os.environ.get("PL_GLOBAL_SEED")
+    return int(value) if value is not None else default
+
+
+def _mix(*values: int) -> int:
+    # a 63-bit seed from several integers (SplitMix64 finaliser): nearby steps get unrelated streams
+    x = 0x9E3779B97F4A7C15
+    for v in values:
+        x ^= (v + 0x9E3779B97F4A7C15 + (x << 6) + (x >> 2)) & 0xFFFFFFFFFFFFFFFF
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 31
+    return x & 0x7FFFFFFFFFFFFFFF
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Shuffled batches whose order is a function of (seed, epoch) only.
+
+    With `lengths`, batches are length-bucketed: examples are shuffled, cut into pools of `pool_batches` batches,
+    each pool sorted by length and split into batches, then all batches are shuffled (random at the batch level,
+    homogeneous within a batch, so padding trimmed per batch costs less compute). Without, a plain shuffle.
+    Lightning calls `set_epoch` before every epoch; `skip_next` drops the first batches of the next epoch (resume).
+    """
+
+    def __init__(self, num_examples: int, *, batch_size: int, seed: int = 0, lengths: torch.Tensor | None = None,
+                 pool_batches: int = 50) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if lengths is not None and len(lengths) != num_examples:
+            raise ValueError(f"lengths has {len(lengths)} rows for {num_examples} examples")
+        self.num_examples = num_examples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.lengths = lengths
+        self.pool = batch_size * pool_batches
+        self.epoch = 0
+        self.served = 0  # batches handed out in the current epoch
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def skip_next(self, batches: int) -> None:
+        self._skip = max(0, int(batches))
+
+    def __len__(self) -> int:
+        return (self.num_examples + self.batch_size - 1) // self.batch_size
+
+    def batches(self, epoch: int) -> list[torch.Tensor]:
+        g = torch.Generator().manual_seed(_mix(self.seed, epoch))
+        perm = torch.randperm(self.num_examples, generator=g)
+        if self.lengths is None:
+            return list(perm.split(self.batch_size))
+        batches = []
+        for start in range(0, len(perm), self.pool):
+            chunk = perm[start:start + self.pool]
+            chunk = chunk[torch.sort(self.lengths[chunk], stable=True).indices]
+            batches.extend(chunk.split(self.batch_size))
+        return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        skip, self._skip = self._skip, 0
+        self.served = skip
+        for batch in self.batches(self.epoch)[skip:]:
+            self.served += 1
+            yield batch.tolist()
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over an `EpochBatchSampler` whose position in the epoch is saved in Lightning checkpoints.
+
+    Lightning saves `state_dict()` of every training loader that has one and calls `load_state_dict` on resume
+    (its "stateful dataloader" protocol); the next epoch iterated then starts after the batches already trained on.
+    The count is exact with `num_workers=0` (batches are drawn when consumed); worker prefetching would overcount.
+    """
+
+    def __init__(self, dataset, *, batch_sampler: EpochBatchSampler, **kwargs) -> None:
+        super().__init__(dataset, batch_sampler=batch_sampler, **kwargs)
+
+    def state_dict(self) -> dict[str, int]:
+        sampler: EpochBatchSampler = self.batch_sampler
+        return {"epoch": sampler.epoch, "served": sampler.served, "seed": sampler.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler: EpochBatchSampler = self.batch_sampler
+        if state.get("seed", sampler.seed) != sampler.seed:
+            raise ValueError(f"the checkpoint's data order was drawn with seed {state['seed']}, this run uses "
+                             f"{sampler.seed}; resume with the same seed_everything or start a new fit")
+        sampler.set_epoch(int(state["epoch"]))
+        served = int(state["served"])
+        # a checkpoint written after the epoch's last batch resumes at the next epoch: nothing to skip
+        sampler.skip_next(served if served < len(sampler) else 0)
+
+
+class StepSeed(Callback):
+    """Reseed torch / python / numpy RNGs from (seed, global step) before every training batch.
+
+    The seed is `seed_everything`'s when set, else drawn once per fit; it is saved in the checkpoint, so a resumed fit
+    draws exactly what the uninterrupted fit drew at every later step.
+    """
+
+    def __init__(self) -> None:
+        self.seed: int | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.seed is None:
+            env = os.environ.get("PL_GLOBAL_SEED")
+            self.seed = int(env) if env is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        s = _mix(self.seed or 0, trainer.global_step, trainer.global_rank)
+        torch.manual_seed(s)
+        random.seed(s)
+        np.random.seed(s % 2**32)
+
+    def state_dict(self) -> dict[str, int | None]:
+        return {"seed": self.seed}
+
+    def load_state_dict(self, state_dict: dict[str, int | None]) -> None:
+        self.seed = state_dict.get("seed", self.seed)
+
+
+FIT_KEY = "fit_key.json"
+
+
+def resumable_checkpoint(stage_dir: str | os.PathLike, key: str, *, fresh: bool = False) -> Path | None:
+    """`<stage_dir>/checkpoints/last.ckpt` when a fit of this very config (`key`) wrote it, else None.
+
+    Resuming a checkpoint of another config would silently keep the old model (a finished fit resumes at its last
+    epoch and trains no further), so checkpoints of another key -- or any, with `fresh` -- are moved aside to
+    `checkpoints.previous/` (never deleted), and `key` is recorded for the fit about to start.
+    """
+    from deepinterestgr.artifacts import atomic_write_json
+
+    stage_dir = Path(stage_dir)
+    checkpoints = stage_dir / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    key_path = stage_dir / FIT_KEY
+    try:
+        recorded = json.loads(key_path.read_text(encoding="utf-8")).get("key") if key_path.exists() else None
+    except (json.JSONDecodeError, AttributeError):
+        recorded = None
+    if last.exists() and recorded == key and not fresh:
+        print(f"[{stage_dir.name}] resuming the interrupted fit from {last}", flush=True)
+        return last
+    if checkpoints.exists():
+        previous = stage_dir / "checkpoints.previous"
+        if previous.exists():
+            shutil.rmtree(previous)
+        checkpoints.rename(previous)
+        why = "a fresh fit was asked for" if fresh else "its config or inputs changed since"
+        print(f"[{stage_dir.name}] {why}: moved the old checkpoints to {previous}", flush=True)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(key_path, {"key": key})
+    return None

@@ -130,7 +130,9 @@ def run_pipeline(
         raise ValueError(f"--from {from_stage!r}: not a stage; stages are {', '.join(STAGES)}")
     forced = set(STAGES[STAGES.index(from_stage):]) if from_stage else set()
     state = _load_state(run)
-    data_kwargs = _stage_kwargs(data)
+    from deepinterestgr.data.prepare import prepare_dataset
+
+    data_kwargs = _stage_kwargs(data, accepts=prepare_dataset)
     if data_root and data_kwargs.get("data_root"):
         # `--data-root` says where the datasets live; the stage config names the dataset folder inside it
         data_kwargs["data_root"] = str(Path(data_root) / Path(data_kwargs["data_root"]).name)
@@ -164,13 +166,11 @@ def run_pipeline(
         print(f"[{name}] done in {seconds:.1f} s", flush=True)
         return result
 
-    from deepinterestgr.data.prepare import prepare_dataset
-
     run_stage("data", data_kwargs, lambda key, fresh: _jsonable(prepare_dataset(run_dir=str(run), **data_kwargs)), always_call=True)
 
     from deepinterestgr.evidence.stage import run_evidence
 
-    evidence_kwargs = _stage_kwargs(evidence)
+    evidence_kwargs = _stage_kwargs(evidence, accepts=run_evidence)
     run_stage("evidence", evidence_kwargs, lambda key, fresh: _jsonable(run_evidence(run_dir=str(run), **evidence_kwargs)))
 
     results: dict[str, Any] = {}
@@ -211,9 +211,23 @@ def load_yaml(path: str | Path) -> dict:
     return loaded
 
 
-def _stage_kwargs(section: dict | str | None) -> dict:
+def _stage_kwargs(section: dict | str | None, accepts=None) -> dict:
+    """The stage's keyword arguments; with `accepts` (the stage function), an unknown key is an error naming the
+    YAML file and the close matches (a bare TypeError from the call would name neither)."""
     loaded = load_yaml(section) if isinstance(section, str) else dict(section or {})
     loaded.pop("run_dir", None)  # the experiment's run_dir wins over one in a stage file
+    if accepts is not None:
+        import difflib
+        import inspect
+
+        known = [k for k in inspect.signature(accepts).parameters if k != "run_dir"]
+        for key in loaded:
+            if key not in known:
+                where = section if isinstance(section, str) else f"the {accepts.__name__} options"
+                close = difflib.get_close_matches(key, known, n=2)
+                hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+                raise ValueError(f"{where}: unknown option {key!r} for {accepts.__name__}.{hint} "
+                                 f"Options: {', '.join(known)}")
     return loaded
 
 

@@ -300,6 +300,17 @@ def _unknown_plugin_in_evidence_config(tmp: Path):
     return lambda: run_pipeline(str(tmp / "run"), data=data, evidence=str(config))
 
 
+def _unknown_option_in_evidence_config(tmp: Path):
+    """A misspelt option key (not a plugin name) in the pipeline's evidence YAML."""
+    from deepinterestgr.pipeline import run_pipeline
+
+    root = copy_fixture("letter", tmp)
+    config = tmp / "evidence.yaml"
+    config.write_text("text_encodr: minilm-packaged\n")
+    data = {"reader": "letter", "data_root": str(root), "kcore": 0, "min_interactions": 1}
+    return lambda: run_pipeline(str(tmp / "run"), data=data, evidence=str(config))
+
+
 def _unknown_plugin_in_registry(tmp: Path):
     return lambda: create("quantizer", "rq-vea")
 
@@ -363,6 +374,12 @@ def rl_quality(tmp: Path, quality: torch.Tensor, *, cut: bool = False):
     return lambda: PolicyModule.load_reward_inputs(policy, tmp)
 
 
+def _rl_quality_corrupt_manifest(tmp: Path):
+    action = rl_quality(tmp, torch.rand(3))
+    (tmp / "evidence" / "manifest.json").write_text('{"stage": "evidence", "files": {"quality.safe')
+    return action
+
+
 def _torn_cache_line(tmp: Path):
     """A writer killed mid-line can cut a multi-byte character in half: the line is torn, the rest is kept."""
     from deepinterestgr.evidence.cache import BranchCache
@@ -417,6 +434,9 @@ CASES = [
     # --- evidence
     Case("config-unknown-plugin-evidence", _unknown_plugin_in_evidence_config,
          Raises(RegistryError, ["no intent_miner plugin named 'zero-shot-minr'", "Did you mean 'zero-shot-miner'"])),
+    Case("config-unknown-option-evidence", _unknown_option_in_evidence_config,
+         Raises(ValueError, [r"evidence\.yaml: unknown option 'text_encodr' for run_evidence",
+                             "Did you mean 'text_encoder'"])),
     Case("config-unknown-plugin-registry", _unknown_plugin_in_registry,
          Raises(RegistryError, ["no quantizer plugin named 'rq-vea'", "Did you mean 'rq-vae'"])),
     Case("evidence-cache-torn-multibyte-line", _torn_cache_line,
@@ -445,6 +465,8 @@ CASES = [
                                 r"first item ids \[1, 2\]", "rerun the `evidence` stage"])),
     Case("rl-quality-truncated-without-manifest", lambda t: rl_quality(t, torch.rand(3), cut=True),
          Raises(ArtifactError, [r"quality\.safetensors: unreadable", "rerun the `evidence` stage"])),
+    Case("rl-quality-manifest-corrupt", _rl_quality_corrupt_manifest,
+         Raises(ArtifactError, [r"evidence/manifest\.json: corrupt manifest", "Rerun the `evidence` stage"])),
     Case("rl-quality-wrong-length", lambda t: rl_quality(t, torch.rand(4)),
          Raises(ArtifactError, [r"quality\.safetensors: expected key 'quality' of shape \[3\]", "evidence"])),
     # --- SID table
@@ -462,7 +484,8 @@ CASES = [
     Case("sequences-kcore-short-users-lenient", lambda t: _kcore_leaves_short_users(t, False),
          Counted(lambda dm: dm.skipped_users, 1, lambda dm: dm.split.users == ["0", "1", "2"])),
     Case("sequences-kcore-short-users-strict", lambda t: _kcore_leaves_short_users(t, True),
-         Raises(ArtifactError, [SEQ + r":4: user '3' has 2 items", "leave-one-out needs 3"])),
+         Raises(ArtifactError, [SEQ + r":4: user '3' has 2 items", "leave-one-out needs 3",
+                                "min_interactions >= 3", "strict: false"])),
     Case("sequences-negative-item-id", lambda t: sequences_run(t, [*GOOD_USERS, '{"user": "c", "items": [1, -2, 3]}']),
          Raises(ArtifactError, [SEQ + r":3: item id -2 is outside", "Rerun the `quantize` stage"])),
     Case("sequences-item-id-out-of-range",

@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from deepinterestgr.registry.init_config import RecordsInitArgs
+
 
 class PrefixDecoding(NamedTuple):
     """The default incremental-decoding state: the encoder state and the decoded prefix [B', t]."""
@@ -26,7 +28,7 @@ class PrefixDecoding(NamedTuple):
     prefix: torch.Tensor
 
 
-class Generator(nn.Module, ABC):
+class Generator(RecordsInitArgs, nn.Module, ABC):
     vocab_size: int
     sid_length: int  # S = tokens per SID
 

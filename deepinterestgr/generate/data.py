@@ -154,7 +154,10 @@ class SequenceDataModule(LightningDataModule):
                 )
             if len(items) < MIN_SEQUENCE_LENGTH:
                 if self.strict:
-                    raise ArtifactError(f"{path}:{lineno}: user {row.get('user')!r} has {len(items)} items; leave-one-out needs {MIN_SEQUENCE_LENGTH}")
+                    raise ArtifactError(
+                        f"{path}:{lineno}: user {row.get('user')!r} has {len(items)} items; leave-one-out needs "
+                        f"{MIN_SEQUENCE_LENGTH}. Rerun the `data` stage with min_interactions >= {MIN_SEQUENCE_LENGTH}, "
+                        "or set strict: false to skip and count such users.")
                 self.skipped_users += 1
                 continue
             sequences.append(items)

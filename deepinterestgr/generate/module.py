@@ -24,6 +24,7 @@ from deepinterestgr.generate.metrics import retrieval_collection
 from deepinterestgr.generate.search import constrained_beam_search
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
+from deepinterestgr.registry.init_config import plugin_hparams_as_configs
 from deepinterestgr.training import StepSeed
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class GeneratorModule(LightningModule):
         # load_from_checkpoint can rebuild it; its weights are in the state dict. Evaluation knobs are left out:
         # `test --ckpt_path` re-applies checkpoint hparams over the command line, and these must follow the command.
         self.save_hyperparameters(ignore=["beam_size", "dump_test_results"])
+        plugin_hparams_as_configs(self, "generator")  # checkpoints hold configs, never pickled objects
         self.generator = generator
         self.beam_size = beam_size
         self.dump_test_results = dump_test_results

@@ -8,6 +8,8 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from deepinterestgr.registry.init_config import RecordsInitArgs
+
 
 class QuantizerOutput(NamedTuple):
     """Output of `Quantizer.forward` on a batch of B input vectors.
@@ -24,7 +26,7 @@ class QuantizerOutput(NamedTuple):
     metrics: dict[str, torch.Tensor]
 
 
-class Quantizer(nn.Module, ABC):
+class Quantizer(RecordsInitArgs, nn.Module, ABC):
     """Maps item vectors [B, D] to L codes per item. Keyword-only constructors.
 
     `trainable = False` quantizers (residual k-means) learn in `fit(x)` on the whole table instead of by gradient.

@@ -24,6 +24,7 @@ from deepinterestgr.quantize.base import Quantizer
 from deepinterestgr.quantize.datamodule import EmbeddingDataModule
 from deepinterestgr.quantize.fusion import CMSAFusion
 from deepinterestgr.quantize.metrics import code_table_metrics
+from deepinterestgr.registry.init_config import plugin_hparams_as_configs
 from deepinterestgr.training import StepSeed
 
 __all__ = ["EmbeddingDataModule", "QuantizerModule", "quantize_config_hash"]
@@ -60,6 +61,7 @@ class QuantizerModule(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        plugin_hparams_as_configs(self, "quantizer")  # checkpoints hold configs, never pickled objects
         self.quantizer = quantizer
         self.optimizer_factory = optimizer
         self.fusion: CMSAFusion | None = None

@@ -15,8 +15,8 @@ constrained beam search and Recall/NDCG@K; `test` writes `<run>/rl/metrics_test.
 from __future__ import annotations
 
 import copy
-import json
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from safetensors.torch import load_file
 from torchmetrics import MetricCollection
 
-from deepinterestgr.artifacts import MANIFEST, ArtifactError, atomic_write_json, read_jsonl, sha256_file
+from deepinterestgr.artifacts import MANIFEST, ArtifactError, atomic_write_json, read_jsonl, read_manifest, sha256_file
 from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.metrics import retrieval_metrics
 from deepinterestgr.generate.module import GeneratorModule
@@ -37,6 +37,7 @@ from deepinterestgr.generate.trie import SIDTrie
 from deepinterestgr.rl.grpo import group_advantages, grpo_loss
 from deepinterestgr.rl.rewards.base import Reward, RewardBatch
 from deepinterestgr.rl.rewards.composite import CompositeReward
+from deepinterestgr.registry.init_config import plugin_hparams_as_configs
 from deepinterestgr.training import StepSeed
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,9 @@ class PolicyModule(LightningModule):
             raise TypeError(f"reward must be a deepinterestgr Reward, got {type(reward).__name__}")
         if candidates == "sample" and "ranks" in reward.requires:
             raise ValueError(f"{type(reward).__name__} needs beam ranks; use candidates='beam'")
-        # the reward keeps its class_path in hparams (CLI) so load_from_checkpoint rebuilds it
+        # the reward keeps its class_path config in hparams so load_from_checkpoint rebuilds it (weights_only)
         self.save_hyperparameters()
+        plugin_hparams_as_configs(self, "reward")
         self.reward = reward
         self.optimizer_factory = optimizer
         self.policy: Generator | None = None
@@ -127,9 +129,16 @@ class PolicyModule(LightningModule):
 
     def load_policy(self, checkpoint: str | Path, *, tokenizer: SIDTokenizer | None = None) -> None:
         """Policy and frozen reference from a GeneratorModule checkpoint; checks it matches the run's SID table."""
-        # weights_only=False: a generator checkpoint written by this project's `generate` stage keeps its generator
-        # plugin (an object, or the CLI's class_path config) in hparams, which the weights-only unpickler refuses
-        generator_module = GeneratorModule.load_from_checkpoint(str(checkpoint), map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint is a file users pass around; never unpickle code from it. Fits through the CLI
+        # (`dig fit`, the pipeline) store the generator as its class_path config, which loads this way.
+        try:
+            generator_module = GeneratorModule.load_from_checkpoint(str(checkpoint), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise ArtifactError(
+                f"{checkpoint}: holds pickled Python objects, which are not loaded (weights_only=True: unpickling can "
+                "run arbitrary code). GeneratorModule checkpoints written by this project store their generator as a "
+                "class_path config; retrain with `dig fit` / the pipeline, or re-save the checkpoint from trusted code."
+            ) from e
         loaded = generator_module.tokenizer
         if loaded is None:
             raise ArtifactError(f"{checkpoint}: no SID tokenizer in this checkpoint; is it a GeneratorModule checkpoint?")
@@ -364,7 +373,7 @@ def check_against_manifest(path: Path) -> None:
     manifest_path = path.parent / MANIFEST
     if not manifest_path.is_file():
         return
-    entry = json.loads(manifest_path.read_text(encoding="utf-8")).get("files", {}).get(path.name)
+    entry = read_manifest(path.parent, path.parent.name).get("files", {}).get(path.name)  # names a corrupt one
     if entry is not None and sha256_file(path) != entry.get("sha256"):
         raise ArtifactError(f"{path}: content does not match {manifest_path} (truncated or edited). Rerun that stage.")
 

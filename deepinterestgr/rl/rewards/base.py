@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from deepinterestgr.registry.init_config import RecordsInitArgs
+
 
 @dataclass
 class RewardBatch:
@@ -39,7 +41,7 @@ class RewardBatch:
         return self.generated_items == self.target_items[:, None]
 
 
-class Reward(ABC):
+class Reward(RecordsInitArgs, ABC):
     """Maps a `RewardBatch` to rewards [B, G] (float32)."""
 
     higher_is_better: ClassVar[bool] = True

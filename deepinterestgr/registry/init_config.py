@@ -1,0 +1,63 @@
+"""Plugins remember their constructor arguments, so modules store them as configs rather than pickled objects.
+
+LightningCLI writes a plugin argument into a checkpoint's hyper-parameters as `{"class_path", "init_args"}`; a module
+built in plain Python would pickle the plugin object instead, and such a checkpoint only loads with
+`weights_only=False` (arbitrary code on unpickling). Plugin base classes inherit `RecordsInitArgs`; modules call
+`plugin_hparams_as_configs` after `save_hyperparameters`, and every checkpoint loads with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+
+class RecordsInitArgs:
+    """Records the arguments the most-derived `__init__` was called with (`init_config()` returns them)."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in cls.__dict__:
+            return
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def recording_init(self, *args, **kw):
+            init(self, *args, **kw)
+            if type(self) is cls:  # only the outermost constructor's view is the one that rebuilds the object
+                bound = inspect.signature(init).bind(self, *args, **kw)
+                bound.apply_defaults()
+                object.__setattr__(self, "_init_args", dict(list(bound.arguments.items())[1:]))
+
+        cls.__init__ = recording_init
+
+    def init_config(self) -> dict[str, Any]:
+        """`{"class_path", "init_args"}` that rebuilds this object (nested plugins as configs too)."""
+        cls = type(self)
+        args = {k: _as_config(v) for k, v in getattr(self, "_init_args", {}).items()}
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": args}
+
+
+def _as_config(value: Any) -> Any:
+    if isinstance(value, RecordsInitArgs):
+        return value.init_config()
+    if isinstance(value, dict):
+        return {k: _as_config(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_config(v) for v in value]
+    return value
+
+
+def plugin_hparams_as_configs(module, *names: str) -> None:
+    """Replace plugin objects among `module.hparams[names]` by their configs, and mark the hyper-parameters for
+    Lightning's CLI instantiator (which rebuilds nested class_path configs in `load_from_checkpoint`)."""
+    changed = False
+    for name in names:
+        value = module.hparams.get(name)
+        if isinstance(value, RecordsInitArgs):
+            module.hparams[name] = value.init_config()
+            changed = True
+    if changed:
+        module.hparams["_class_path"] = f"{type(module).__module__}.{type(module).__qualname__}"
+        module.hparams["_instantiator"] = "lightning.pytorch.cli.instantiate_module"

@@ -69,22 +69,33 @@ def _lightning_args(stage: TrainStage, run: Path, stage_name: str) -> list[str]:
 
 
 def _fit_and_test(stage: TrainStage, run: Path, stage_name: str, *, key: str, fresh: bool) -> dict[str, Any]:
-    """`dig fit` then `dig test` on the best checkpoint, in-process. Resumes an interrupted fit of the same config
-    (same `key`) from its `last.ckpt`; `fresh` (from `--from`) always starts over."""
+    """`dig fit` then `dig test` on the best checkpoint. Resumes an interrupted fit of the same config (same `key`)
+    from its `last.ckpt`; `fresh` (from `--from`) always starts over.
+
+    Single-process fits run in this process. A multi-process trainer (DDP over several devices) that Lightning must
+    launch itself runs as `dig fit` / `dig test` subprocesses: Lightning starts ranks 1.. by re-running the command
+    line, and only a plain `dig fit` re-runs into the same place on every rank (a re-run `dig pipeline` would not).
+    """
     from deepinterestgr.cli.lightning import run_lightning
 
     stage_dir = run / stage_name
     args = _lightning_args(stage, run, stage_name)
+    probe = run_lightning(args, run=False)  # parse + instantiate only, to see how the trainer will run
+    launches_ranks = probe.trainer.world_size > 1 and not probe.trainer.strategy.cluster_environment.creates_processes_externally
     last = resumable_checkpoint(stage_dir, key, fresh=fresh)
     fit_args = ["fit", *args] + (["--ckpt_path", str(last)] if last is not None else [])
     start = time.perf_counter()
-    cli = run_lightning(fit_args)
-    fit_seconds = time.perf_counter() - start
-    best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
-    last_now = stage_dir / "checkpoints" / "last.ckpt"
-    ckpt = best or (str(last_now) if last_now.exists() else None)
-    results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, verbose=False)
-    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    if launches_ranks:
+        metrics, ckpt = _fit_and_test_in_subprocesses(fit_args, args, stage_dir)
+        fit_seconds = time.perf_counter() - start
+    else:
+        cli = run_lightning(fit_args)
+        fit_seconds = time.perf_counter() - start
+        best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
+        last_now = stage_dir / "checkpoints" / "last.ckpt"
+        ckpt = best or (str(last_now) if last_now.exists() else None)
+        results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, verbose=False)
+        metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     summary = {"metrics": metrics, "checkpoint": ckpt, "fit_seconds": round(fit_seconds, 1)}
     atomic_write_json(stage_dir / "pipeline_metrics.json", summary)
     files = ["pipeline_metrics.json"]
@@ -92,6 +103,29 @@ def _fit_and_test(stage: TrainStage, run: Path, stage_name: str, *, key: str, fr
         files.append(str(Path(ckpt).relative_to(stage_dir)))
     write_manifest(stage_dir, stage_name, files, metrics=metrics)
     return summary
+
+
+def _fit_and_test_in_subprocesses(fit_args: list[str], args: list[str], stage_dir: Path) -> tuple[dict, str | None]:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "deepinterestgr.cli.main"]
+    for sub in (fit_args, None):
+        if sub is None:  # test the best checkpoint (the modules' checkpoint callback names it best.ckpt)
+            best, last = stage_dir / "checkpoints" / "best.ckpt", stage_dir / "checkpoints" / "last.ckpt"
+            ckpt = str(best if best.exists() else last) if (best.exists() or last.exists()) else None
+            sub = ["test", *args] + (["--ckpt_path", ckpt] if ckpt else [])
+            (stage_dir / "metrics_test.json").unlink(missing_ok=True)  # never read a previous run's metrics
+        print(f"[{stage_dir.name}] multi-process trainer: running `dig {sub[0]}` in a subprocess", flush=True)
+        proc = subprocess.run([*command, *sub])
+        if proc.returncode != 0:
+            raise RuntimeError(f"`dig {sub[0]}` of the {stage_dir.name} stage failed (exit {proc.returncode}); "
+                               f"its output is above. Rerun the pipeline to resume from {stage_dir / 'checkpoints'}.")
+    metrics_file = stage_dir / "metrics_test.json"
+    if not metrics_file.exists():
+        raise ArtifactError(f"{metrics_file}: `dig test` wrote no metrics; rerun the `{stage_dir.name}` stage")
+    written = json.loads(metrics_file.read_text(encoding="utf-8"))
+    return {k: float(v) for k, v in written.items() if k.startswith("test/")}, ckpt
 
 
 def run_pipeline(

@@ -97,6 +97,18 @@ def test_ddp_two_cpu_processes_fit_and_test(tmp_path):
     metrics = json.loads((run / "generate" / "metrics_test.json").read_text())
     assert metrics["num_users"] == metrics["num_users_evaluated"] == 25 and 0.0 <= metrics["test/recall@10"] <= 1.0
 
+    # the checkpoint trained on 2 processes loads on 1, and `dig test` there gives the same metrics as on 2
+    single = ["test", "-c", str(REPO / "configs/trainer/generate_cpu.yaml"), "-c", str(REPO / "configs/model/generator_t5_tiny.yaml"),
+              "-c", str(REPO / "configs/data/sequences_tiny.yaml"), "--data.run_dir", str(run), *TRAINER,
+              "--trainer.default_root_dir", str(tmp_path / "root1"),
+              "--ckpt_path", str(run / "generate/checkpoints/last.ckpt")]
+    proc = subprocess.run([sys.executable, "-m", "deepinterestgr.cli.main", *single], capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = json.loads((run / "generate" / "metrics_test.json").read_text())
+    keys = [k for k in metrics if k.startswith("test/")]
+    assert keys and {k: one[k] for k in keys} == {k: metrics[k] for k in keys}
+
 
 def test_learns_a_deterministic_next_item_pattern(tmp_path):
     """Users walk item chains i -> i+1: training through the CLI must reach near-perfect constrained-search recall

@@ -87,3 +87,27 @@ def test_results_table_reads_prefixed_metrics():
                                   "baselines": {"most-popular": {"test": {"recall@5": 0.1}}}})
     assert "| generator        |    0.5000 |" in table and "0.2500 |" in table
     assert "| most-popular     |    0.1000 |" in table
+
+
+@pytest.mark.slow
+def test_multi_process_trainer_runs_its_stage_as_dig_subprocesses(tmp_path, capsys, monkeypatch):
+    """A DDP trainer inside the pipeline: Lightning re-runs the command line for rank 1, so the stage runs as
+    `dig fit` / `dig test` subprocesses (2 CPU processes, gloo) and the pipeline reads their checkpoint and metrics."""
+    import yaml
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    exp_path = _experiment(tmp_path)
+    exp = yaml.safe_load(exp_path.read_text())
+    exp["generate"]["overrides"] += ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    exp_path.write_text(yaml.safe_dump(exp))
+    assert main(["pipeline", "-c", str(exp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[generate] multi-process trainer: running `dig fit` in a subprocess" in out
+    assert "[generate] done" in out
+    run = tmp_path / "run"
+    written = json.loads((run / "generate" / "metrics_test.json").read_text())
+    assert written["num_users_evaluated"] == written["num_users"] > 0
+    summary = json.loads((run / "generate" / "pipeline_metrics.json").read_text())
+    assert summary["metrics"]["test/ndcg@10"] == written["test/ndcg@10"]
+    assert summary["checkpoint"].endswith(("best.ckpt", "last.ckpt"))

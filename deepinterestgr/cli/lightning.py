@@ -59,9 +59,10 @@ class DigLightningCLI(LightningCLI):
 
 def run_lightning(args: Sequence[str], *, run: bool = True) -> DigLightningCLI:
     """Run `dig <subcommand> ...` in-process (used by the pipeline and tests); returns the CLI (trainer, model, datamodule)."""
-    # LightningCLI warns when sys.argv holds arguments besides `args` (e.g. those of `dig pipeline`)
+    # sys.argv must read as this very command while the CLI runs: LightningCLI warns when it holds other arguments
+    # (e.g. those of `dig pipeline`), and Lightning's DDP launcher starts ranks 1.. by re-running sys.argv
     saved = sys.argv
-    sys.argv = [saved[0] if saved else "dig"]
+    sys.argv = [saved[0] if saved else "dig", *args]
     try:
         return DigLightningCLI(args=args, run=run)
     finally:

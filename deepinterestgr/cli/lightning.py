@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from lightning.pytorch import LightningDataModule, LightningModule
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
 log = logging.getLogger(__name__)
@@ -56,14 +57,16 @@ class DigLightningCLI(LightningCLI):
             **kwargs,
         )
 
+    def parse_arguments(self, parser, args) -> None:
+        # Lightning warns when `args` is given while sys.argv holds other arguments. Here that is by design: the
+        # pipeline and scripts pass `args` and keep their own command line in sys.argv, which must stay untouched
+        # because Lightning's DDP launcher starts ranks 1.. by re-running sys.argv.
+        if isinstance(args, (dict, Namespace)):
+            self.config = parser.parse_object(args)
+        else:
+            self.config = parser.parse_args(args)
+
 
 def run_lightning(args: Sequence[str], *, run: bool = True) -> DigLightningCLI:
     """Run `dig <subcommand> ...` in-process (used by the pipeline and tests); returns the CLI (trainer, model, datamodule)."""
-    # sys.argv must read as this very command while the CLI runs: LightningCLI warns when it holds other arguments
-    # (e.g. those of `dig pipeline`), and Lightning's DDP launcher starts ranks 1.. by re-running sys.argv
-    saved = sys.argv
-    sys.argv = [saved[0] if saved else "dig", *args]
-    try:
-        return DigLightningCLI(args=args, run=run)
-    finally:
-        sys.argv = saved
+    return DigLightningCLI(args=args, run=run)

@@ -197,3 +197,18 @@ def test_edited_quality_file_is_caught_by_its_manifest(tiny_run, tmp_path):
     dm = SequenceDataModule(str(run), max_history=6, batch_size=8, eval_batch_size=8)
     with pytest.raises(ArtifactError, match="does not match"):
         _trainer(fast_dev_run=True).fit(module, datamodule=dm)
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_policy_metrics_keep_every_k_apart(split):
+    """A first batch with no hit below rank 5 made torchmetrics' compute groups merge @5 with @10 (Beauty reported
+    R@5 == R@10): the policy's collections must keep computing each metric from its own state."""
+    module = PolicyModule(init_checkpoint="unused.ckpt", reward=CompositeReward(weights={"exact": 1.0}))
+    metrics = getattr(module, f"{split}_metrics")
+    ranked = torch.arange(20).repeat(4, 1)  # items 0..19 in rank order for 4 users
+    metrics.update(ranked, torch.tensor([0, 50, 51, 52]))  # one hit at rank 0, no hit at ranks 1..9
+    metrics.update(ranked, torch.tensor([7, 60, 61, 62]))  # one hit at rank 7: inside @10 only
+    values = {k.split("/")[-1]: float(v) for k, v in metrics.compute().items()}
+    assert values["recall@5"] == pytest.approx(1 / 8) and values["recall@10"] == pytest.approx(2 / 8)
+    assert values["ndcg@5"] == pytest.approx(1 / 8)
+    assert values["ndcg@10"] == pytest.approx((1 + 1 / torch.log2(torch.tensor(9.0)).item()) / 8)

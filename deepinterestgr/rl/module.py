@@ -25,11 +25,10 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import OptimizerCallable
 from safetensors.torch import load_file
-from torchmetrics import MetricCollection
 
 from deepinterestgr.artifacts import MANIFEST, ArtifactError, atomic_write_json, read_jsonl, read_manifest, sha256_file
 from deepinterestgr.generate.base import Generator
-from deepinterestgr.generate.metrics import retrieval_metrics
+from deepinterestgr.generate.metrics import retrieval_collection
 from deepinterestgr.generate.module import GeneratorModule
 from deepinterestgr.generate.search import SearchResult, constrained_beam_search, constrained_sample
 from deepinterestgr.generate.tokenizer import SIDTokenizer
@@ -105,8 +104,10 @@ class PolicyModule(LightningModule):
         self.reward_extras: dict[str, Any] = {}
         self.item_quality: torch.Tensor | None = None
         self._trie: SIDTrie | None = None
-        self.val_metrics = MetricCollection(retrieval_metrics(tuple(ks)), prefix="val/")
-        self.test_metrics = MetricCollection(retrieval_metrics(tuple(ks)), prefix="test/")
+        # compute groups off (retrieval_collection): they merged Recall@5/@10 and NDCG@5/@10 whenever the first batch
+        # had no hit below rank 5, after which every @5 metric reported its @10 twin (seen on Beauty)
+        self.val_metrics = retrieval_collection(tuple(ks), prefix="val/")
+        self.test_metrics = retrieval_collection(tuple(ks), prefix="test/")
 
     # ----------------------------------------------------------------------------------------------- loading
     def _run_dir(self) -> Path | None:

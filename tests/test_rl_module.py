@@ -94,6 +94,7 @@ def test_fit_then_test_writes_rl_metrics(tiny_run, tmp_path):
     run_lightning(["test", *args, "--ckpt_path", str(best)])
     metrics = json.loads((tiny_run / "rl" / "metrics_test.json").read_text())
     assert {"test/recall@5", "test/ndcg@10"} <= set(metrics) and metrics["candidates"] == "sample"
+    assert metrics["reward"] == {"class_path": "deepinterestgr.rl.rewards.matching.ExactMatchReward", "init_args": {}}
     assert 0 <= metrics["test/ndcg@10"] <= metrics["test/recall@10"] <= 1
     # the policy checkpoint reloads on its own (architecture from the recorded init checkpoint)
     reloaded = PolicyModule.load_from_checkpoint(str(best), map_location="cpu")

@@ -339,7 +339,7 @@ class PolicyModule(LightningModule):
             atomic_write_json(path, {
                 **values,
                 "beam_size": self.hparams.beam_size,
-                "reward": repr(self.reward),
+                "reward": self.reward.init_config(),  # class_path + init_args: which reward produced these numbers
                 "group_size": self.hparams.group_size,
                 "candidates": self.hparams.candidates,
                 "init_checkpoint": str(self.init_checkpoint_path),

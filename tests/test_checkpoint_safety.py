@@ -73,3 +73,24 @@ def test_policy_refuses_a_checkpoint_that_needs_unpickling(tmp_path):
     policy = PolicyModule(init_checkpoint=str(path), reward=CompositeReward(weights={"exact": 1.0}))
     with pytest.raises(ArtifactError, match=r"pickled.ckpt: holds pickled Python objects.*weights_only=True"):
         policy.load_policy(path)
+
+
+def test_init_args_are_those_of_the_outermost_constructor():
+    from deepinterestgr.registry.init_config import RecordsInitArgs
+
+    class Parent(RecordsInitArgs):
+        def __init__(self, *, alpha: float = 1.0, **extra) -> None:
+            self.alpha = alpha
+
+    class Inherits(Parent):  # no __init__ of its own: the parent's signature is the one called
+        pass
+
+    class Narrows(Parent):
+        def __init__(self, *, beta: int = 3) -> None:
+            super().__init__(alpha=2.0)
+            self.beta = beta
+
+    assert Inherits(alpha=0.3).init_config()["init_args"] == {"alpha": 0.3}
+    assert Narrows(beta=5).init_config()["init_args"] == {"beta": 5}
+    assert Parent(alpha=0.5, gamma=7).init_config()["init_args"] == {"alpha": 0.5, "gamma": 7}
+    assert Inherits().init_config()["class_path"].endswith("Inherits")

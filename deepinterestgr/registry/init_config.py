@@ -24,11 +24,11 @@ class RecordsInitArgs:
 
         @functools.wraps(init)
         def recording_init(self, *args, **kw):
+            # the outermost constructor records first (inner super().__init__ calls see it and skip); a subclass
+            # without its own __init__ runs its parent's wrapper, which binds the very signature being called
+            if "_init_args" not in self.__dict__:
+                object.__setattr__(self, "_init_args", _bound_arguments(init, self, args, kw))
             init(self, *args, **kw)
-            if type(self) is cls:  # only the outermost constructor's view is the one that rebuilds the object
-                bound = inspect.signature(init).bind(self, *args, **kw)
-                bound.apply_defaults()
-                object.__setattr__(self, "_init_args", dict(list(bound.arguments.items())[1:]))
 
         cls.__init__ = recording_init
 
@@ -37,6 +37,19 @@ class RecordsInitArgs:
         cls = type(self)
         args = {k: _as_config(v) for k, v in getattr(self, "_init_args", {}).items()}
         return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": args}
+
+
+def _bound_arguments(init, obj, args: tuple, kwargs: dict) -> dict[str, Any]:
+    bound = inspect.signature(init).bind(obj, *args, **kwargs)
+    bound.apply_defaults()
+    out: dict[str, Any] = {}
+    for name, value in list(bound.arguments.items())[1:]:
+        kind = bound.signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            out.update(value)  # **kwargs are passed on by name: record them by name
+        elif kind is not inspect.Parameter.VAR_POSITIONAL:
+            out[name] = value
+    return out
 
 
 def _as_config(value: Any) -> Any:

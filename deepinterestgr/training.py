@@ -47,7 +47,7 @@ class EpochBatchSampler(Sampler[list[int]]):
     With `lengths`, batches are length-bucketed: examples are shuffled, cut into pools of `pool_batches` batches,
     each pool sorted by length and split into batches, then all batches are shuffled (random at the batch level,
     homogeneous within a batch, so padding trimmed per batch costs less compute). Without, a plain shuffle.
-    Lightning calls `set_epoch` before every epoch; `skip_next` drops the first batches of the next epoch (resume).
+    Lightning calls `set_epoch` before every epoch; `skip_next` drops the first batches of one epoch (resume).
     """
 
     def __init__(self, num_examples: int, *, batch_size: int, seed: int = 0, lengths: torch.Tensor | None = None,
@@ -63,13 +63,14 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.pool = batch_size * pool_batches
         self.epoch = 0
         self.served = 0  # batches handed out in the current epoch
-        self._skip = 0
+        self._skip: tuple[int, int] | None = None  # (epoch, batches) to drop when that epoch is iterated
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def skip_next(self, batches: int) -> None:
-        self._skip = max(0, int(batches))
+    def skip_next(self, batches: int, *, epoch: int) -> None:
+        """Drop the first `batches` batches when `epoch` is iterated next (a resumed, interrupted epoch)."""
+        self._skip = (int(epoch), max(0, int(batches)))
 
     def __len__(self) -> int:
         return (self.num_examples + self.batch_size - 1) // self.batch_size
@@ -87,7 +88,8 @@ class EpochBatchSampler(Sampler[list[int]]):
         return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
     def __iter__(self) -> Iterator[list[int]]:
-        skip, self._skip = self._skip, 0
+        skip = self._skip[1] if self._skip is not None and self._skip[0] == self.epoch else 0
+        self._skip = None
         self.served = skip
         for batch in self.batches(self.epoch)[skip:]:
             self.served += 1
@@ -114,10 +116,10 @@ class ResumableDataLoader(DataLoader):
         if state.get("seed", sampler.seed) != sampler.seed:
             raise ValueError(f"the checkpoint's data order was drawn with seed {state['seed']}, this run uses "
                              f"{sampler.seed}; resume with the same seed_everything or start a new fit")
+        # Lightning resumes a checkpoint written inside an epoch in that epoch (the skip applies) and one written at
+        # its end in the next epoch (it does not)
         sampler.set_epoch(int(state["epoch"]))
-        served = int(state["served"])
-        # a checkpoint written after the epoch's last batch resumes at the next epoch: nothing to skip
-        sampler.skip_next(served if served < len(sampler) else 0)
+        sampler.skip_next(int(state["served"]), epoch=int(state["epoch"]))
 
 
 class StepSeed(Callback):

@@ -2,10 +2,11 @@
 # GRPO reward comparison from ONE trained generator: exact-match reward vs the paper's reward with QARM, same
 # checkpoint, seed and step budget, run side by side (1 thread each). Writes <out>/rl_<kind>/run/rl/metrics_test.json.
 #   benchmarks/rl_rewards.sh runs/combos/beauty/text_only/seed42 <beauty evidence>/quality.safetensors /tmp/rl_cmp
+# KINDS=qarm runs one of them; STEPS sets the budget (default 200).
 # (QARM needs item quality q_i; a text-only run has none, so it is taken from an evidence run with a quality judge
 # on the same catalog.)
 set -euo pipefail
-SRC=$(realpath "$1"); QUALITY=$(realpath "$2"); OUT=$(realpath -m "$3"); STEPS=${STEPS:-200}
+SRC=$(realpath "$1"); QUALITY=$(realpath "$2"); OUT=$(realpath -m "$3"); STEPS=${STEPS:-200}; KINDS=${KINDS:-"exact qarm"}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 one() {
   local kind=$1 run=$OUT/rl_$1/run extra=""
@@ -22,5 +23,6 @@ one() {
    > "$OUT/rl_$kind.log" 2>&1
 }
 mkdir -p "$OUT"
-one exact & one qarm & wait
-for kind in exact qarm; do echo "== $kind"; cat "$OUT/rl_$kind/run/rl/metrics_test.json"; done
+for kind in $KINDS; do one "$kind" & done
+wait
+for kind in $KINDS; do echo "== $kind"; cat "$OUT/rl_$kind/run/rl/metrics_test.json"; done

@@ -7,6 +7,7 @@ randomness a fit consumes after that point:
   `ResumableDataLoader`, skips the batches of the interrupted epoch that were already trained on;
 - the RNG draws inside a step (dropout, sampled candidates): `StepSeed` reseeds torch/python/numpy from
   (seed, global step) before every training batch, so no draw depends on what ran before the interruption.
+`resumable_checkpoint` decides whether a stage's `last.ckpt` belongs to the fit about to run (same config key).
 """
 
 from __future__ import annotations

@@ -7,10 +7,8 @@ test files hold the finer cases; this table is the cross-stage inventory the rel
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from safetensors.torch import save_file
 
 from deepinterestgr.artifacts import ArtifactError, atomic_write_jsonl, verify_manifest, write_manifest
 from deepinterestgr.data.readers.base import DataFormatError
+from deepinterestgr.data.testing import copy_dataset, gzip_files, replace_line
 from deepinterestgr.registry import create, get_registry
 from deepinterestgr.registry.host import RegistryError
 
@@ -56,22 +55,12 @@ class Case:
 
 # ------------------------------------------------------------------------------------------------ helpers
 def copy_fixture(folder: str, tmp: Path, *, gz: bool = False) -> Path:
-    root = tmp / folder
-    shutil.copytree(FIXTURES / folder, root)
-    if folder == "letter":
+    root = copy_dataset(FIXTURES / folder, tmp / folder)
+    if folder == "letter":  # stored under another name so that no *.inter.json file sits in the repository
         (root / "Mini.inter.fixture").rename(root / "Mini.inter.json")
     if gz:
-        for f in list(root.iterdir()):
-            with open(f, "rb") as fin, gzip.open(f.with_name(f.name + ".gz"), "wb") as fout:
-                shutil.copyfileobj(fin, fout)
-            f.unlink()
+        gzip_files(root)
     return root
-
-
-def replace_line(path: Path, lineno: int, data: bytes) -> None:
-    lines = path.read_bytes().splitlines(keepends=True)
-    lines[lineno - 1] = data
-    path.write_bytes(b"".join(lines))
 
 
 def read(reader: str, root: Path, *, strict: bool, **kwargs) -> Callable[[], Any]:

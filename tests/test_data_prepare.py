@@ -3,7 +3,6 @@ loaders, and the table of bad inputs: each must fail naming file and line (stric
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from deepinterestgr.data.readers.base import DataFormatError
 from deepinterestgr.data.readers.minionerec import parse_id_list
 from deepinterestgr.data.schema import Interaction, Item, RawDataset, UserSequence
 from deepinterestgr.data.split import eval_examples, leave_one_out, train_examples
+from deepinterestgr.data.testing import copy_dataset, replace_line
 from deepinterestgr.registry import create
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
@@ -158,20 +158,10 @@ def test_shipped_configs_parse_as_prepare_dataset_arguments(name):
 
 # ------------------------------------------------------------------------------------------------ bad inputs
 def _copy(folder: str, tmp_path: Path, gz: bool = False) -> Path:
-    root = tmp_path / folder
-    shutil.copytree(FIXTURES / folder, root)
-    if gz:
-        for f in list(root.iterdir()):
-            with open(f, "rb") as fin, gzip.open(f.with_name(f.name + ".gz"), "wb") as fout:
-                shutil.copyfileobj(fin, fout)
-            f.unlink()
-    return root
+    return copy_dataset(FIXTURES / folder, tmp_path / folder, gz=gz)
 
 
-def _replace_line(path: Path, lineno: int, data: bytes) -> None:
-    lines = path.read_bytes().splitlines(keepends=True)
-    lines[lineno - 1] = data
-    path.write_bytes(b"".join(lines))
+_replace_line = replace_line
 
 
 def _truncated_gzip(tmp_path):

@@ -40,3 +40,33 @@ def check_reader_contract(reader_cls: type[DatasetReader], empty_dir: str | Path
         return None
     check_raw_dataset(raw)
     return raw
+
+
+def copy_dataset(src: str | Path, dst: str | Path, *, gz: bool = False) -> Path:
+    """Copy a dataset folder (e.g. a test fixture) to `dst`; with `gz`, every file is gzip-compressed (`name.gz`)."""
+    import shutil
+
+    root = Path(dst)
+    shutil.copytree(src, root)
+    if gz:
+        gzip_files(root)
+    return root
+
+
+def gzip_files(folder: str | Path) -> None:
+    """Replace every file of `folder` by its gzip-compressed `name.gz` (the raw Amazon dumps ship compressed)."""
+    import gzip
+    import shutil
+
+    for f in list(Path(folder).iterdir()):
+        with open(f, "rb") as fin, gzip.open(f.with_name(f.name + ".gz"), "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        f.unlink()
+
+
+def replace_line(path: str | Path, lineno: int, data: bytes) -> None:
+    """Overwrite line `lineno` (1-based) of a file with raw bytes: injects a malformed record for bad-input tests."""
+    path = Path(path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[lineno - 1] = data
+    path.write_bytes(b"".join(lines))

@@ -4,7 +4,6 @@ loaders, and the table of bad inputs: each must fail naming file and line (stric
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -161,9 +160,6 @@ def _copy(folder: str, tmp_path: Path, gz: bool = False) -> Path:
     return copy_dataset(FIXTURES / folder, tmp_path / folder, gz=gz)
 
 
-_replace_line = replace_line
-
-
 def _truncated_gzip(tmp_path):
     root = _copy("amazon2014", tmp_path, gz=True)
     f = root / "reviews_Mini_5.json.gz"
@@ -173,19 +169,19 @@ def _truncated_gzip(tmp_path):
 
 def _invalid_utf8(tmp_path):
     root = _copy("p5", tmp_path)
-    _replace_line(root / "Mini.txt", 3, b"3 3 \xff\xfe 5\n")
+    replace_line(root / "Mini.txt", 3, b"3 3 \xff\xfe 5\n")
     return "p5", root, {}, r"Mini\.txt:3"
 
 
 def _corrupt_json_line(tmp_path):
     root = _copy("amazon2018", tmp_path)
-    _replace_line(root / "Mini_5.json", 4, b'{"reviewerID": "u2", "asin"\n')
+    replace_line(root / "Mini_5.json", 4, b'{"reviewerID": "u2", "asin"\n')
     return "amazon2018", root, {}, r"Mini_5\.json:4"
 
 
 def _missing_field(tmp_path):
     root = _copy("amazon2023", tmp_path)
-    _replace_line(root / "Mini.jsonl", 2, json.dumps({"parent_asin": "A", "timestamp": 1}).encode() + b"\n")
+    replace_line(root / "Mini.jsonl", 2, json.dumps({"parent_asin": "A", "timestamp": 1}).encode() + b"\n")
     return "amazon2023", root, {}, r"Mini\.jsonl:2"
 
 
@@ -224,7 +220,7 @@ def _corrupt_csv_row(tmp_path):
 
 def _non_integer_p5_item(tmp_path):
     root = _copy("p5", tmp_path)
-    _replace_line(root / "Mini.txt", 2, b"2 1 2 three 4\n")
+    replace_line(root / "Mini.txt", 2, b"2 1 2 three 4\n")
     return "p5", root, {}, r"Mini\.txt:2"
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule

@@ -71,6 +71,40 @@ def test_gpt_config_trains_one_step(tmp_path):
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
 
+def test_renormalized_loss_is_the_catalog_softmax_and_rl_inherits_it(tmp_path):
+    from deepinterestgr.cli.lightning import run_lightning
+    from deepinterestgr.rl.module import PolicyModule
+    from deepinterestgr.rl.rewards import CompositeReward
+
+    run = write_tiny_run(tmp_path / "run")
+    cli = run_lightning(["fit", "-c", str(REPO / "configs/model/generator_t5_tiny.yaml"),
+                         "-c", str(REPO / "configs/data/sequences_tiny.yaml"), "--data.run_dir", str(run), *TRAINER,
+                         "--model.init_args.renormalize", "true", "--trainer.max_epochs", "1",
+                         "--trainer.default_root_dir", str(tmp_path / "root")])
+    model, dm = cli.model.eval(), cli.datamodule
+    batch = dm.make_batch("train", list(range(8)))
+    with torch.no_grad():
+        loss = model._loss(batch)
+        logits = model.generator(batch["history"], batch["history_mask"], batch["target"])
+    # by hand: per step, softmax over the tokens that continue the target's prefix to some catalog SID
+    items = dm.tokenizer.item_tokens
+    expected = []
+    for row, target in enumerate(batch["target"]):
+        for t in range(len(target)):
+            same_prefix = (items[:, :t] == target[:t]).all(-1)
+            allowed = torch.unique(items[same_prefix, t])
+            expected.append(torch.logsumexp(logits[row, t, allowed], 0) - logits[row, t, target[t]])
+    torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-5, atol=1e-5)
+
+    policy = PolicyModule(init_checkpoint=str(run / "generate" / "checkpoints" / "last.ckpt"),
+                          reward=CompositeReward(weights={"exact": 1.0}))
+    policy.load_policy(policy.hparams.init_checkpoint)
+    assert policy.renormalize is True
+
+    with pytest.raises(ValueError, match="label_smoothing"):
+        type(model)(generator=model.generator, renormalize=True, label_smoothing=0.1)
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_fit_and_test(tmp_path):
     """gloo DDP on CPU: training shards, validation/test see every user once, metrics summed over ranks."""

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.reference import hf_constrained_beam_search
-from deepinterestgr.generate.search import constrained_beam_search, constrained_sample
+from deepinterestgr.generate.search import constrained_beam_search, constrained_sample, sid_log_probs
 from deepinterestgr.generate.t5 import T5SIDGenerator
 from deepinterestgr.generate.testing import random_sid_table
 from deepinterestgr.generate.tokenizer import SIDTokenizer
@@ -104,7 +104,8 @@ def test_sampling_is_reproducible_with_a_seeded_rng():
     assert torch.equal(a.items, b.items)
 
 
-def test_matches_transformers_generate_reference():
+@pytest.mark.parametrize("renormalize", [False, True])
+def test_matches_transformers_generate_reference(renormalize):
     torch.manual_seed(0)
     tok = SIDTokenizer(random_sid_table(num_items=300, num_levels=3, codebook_size=8, seed=2))
     gen = T5SIDGenerator(d_model=32, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16, d_ff=64, dropout=0.0,
@@ -112,11 +113,38 @@ def test_matches_transformers_generate_reference():
     hist = torch.randint(0, 300, (6, 7), generator=torch.Generator().manual_seed(1))
     hist[0, :5] = -1
     enc = tok.encode_history(hist)
-    ours = constrained_beam_search(gen, SIDTrie.from_tokenizer(tok), enc.tokens, enc.mask, beam_size=12)
-    ref = hf_constrained_beam_search(gen, tok, enc.tokens, enc.mask, beam_size=12)
+    trie = SIDTrie.from_tokenizer(tok)
+    ours = constrained_beam_search(gen, trie, enc.tokens, enc.mask, beam_size=12, renormalize=renormalize)
+    ref = hf_constrained_beam_search(gen, tok, enc.tokens, enc.mask, beam_size=12, renormalize=renormalize)
     assert torch.equal(ours.items, ref.items)
     assert torch.allclose(ours.scores, ref.scores, atol=1e-4)
     assert (ours.items >= 0).all()
+    # the teacher-forced log-probs of the found SIDs are their search scores
+    b, k, s = ours.tokens.shape
+    per_token = sid_log_probs(gen, trie, enc.tokens.repeat_interleave(k, 0), enc.mask.repeat_interleave(k, 0),
+                              ours.tokens.flatten(0, 1), renormalize=renormalize)
+    assert torch.allclose(per_token.sum(-1).view(b, k), ours.scores, atol=1e-4)
+
+
+def test_renormalized_scores_are_a_distribution_over_the_catalog():
+    """With renormalize, exp(scores) over every catalog SID sums to 1 per user (each step sums to 1 over allowed)."""
+    tok, gen, trie, enc = _setup(30, 2, 3, 4)
+    everything = constrained_beam_search(gen, trie, enc.tokens, enc.mask, beam_size=30, renormalize=True)
+    assert (everything.items >= 0).all()
+    torch.testing.assert_close(everything.scores.exp().sum(-1), torch.ones(len(enc.tokens)), rtol=1e-5, atol=1e-5)
+    plain = constrained_beam_search(gen, trie, enc.tokens, enc.mask, beam_size=30)
+    assert (plain.scores.exp().sum(-1) < 1).all()  # vocabulary-normalised: mass is lost on non-catalog tokens
+
+
+def test_sid_log_probs_gives_padding_rows_zero_and_finite_gradients():
+    tok, _, trie, enc = _setup(20, 2, 3, 0)
+    gen = T5SIDGenerator(d_model=16, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=8, d_ff=16,
+                         vocab_size=tok.vocab_size, sid_length=tok.sid_length)
+    tokens = torch.stack([tok.item_tokens[3], torch.zeros_like(tok.item_tokens[3])])  # a catalog SID, a padding beam
+    logp = sid_log_probs(gen, trie, enc.tokens[:2], enc.mask[:2], tokens, renormalize=True)
+    assert (logp[0] < 0).any() and torch.equal(logp[1], torch.zeros_like(logp[1]))
+    logp.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in gen.parameters() if p.grad is not None)
 
 
 def test_empty_allowed_set_is_an_error_not_an_unconstrained_step():

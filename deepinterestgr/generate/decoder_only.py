@@ -34,6 +34,7 @@ class DecoderOnlySIDGenerator(Generator):
         d_ff: int = 512,
         dropout: float = 0.1,
         max_positions: int = 64,
+        item_buckets: int = 0,
         vocab_size: int | None = None,
         sid_length: int | None = None,
     ) -> None:
@@ -41,6 +42,7 @@ class DecoderOnlySIDGenerator(Generator):
         self.arch = dict(n_embd=d_model, n_layer=num_layers, n_head=num_heads, n_inner=d_ff,
                          resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
         self.max_positions = max_positions
+        self.item_buckets = item_buckets  # see HistoryItemEmbedding
         self._build_if_sized(vocab_size, sid_length)
 
     def build(self, *, vocab_size: int, sid_length: int) -> None:
@@ -50,7 +52,8 @@ class DecoderOnlySIDGenerator(Generator):
         config = GPT2Config(vocab_size=vocab_size, n_positions=self.max_positions + sid_length + 1,
                             bos_token_id=START, eos_token_id=START, tie_word_embeddings=True, use_cache=False, **self.arch)
         self.gpt = GPT2LMHeadModel(config)
-        self.history_embedding = HistoryItemEmbedding(self.gpt.transformer.wte, max_positions=self.max_positions)
+        self.history_embedding = HistoryItemEmbedding(self.gpt.transformer.wte, max_positions=self.max_positions,
+                                                      item_buckets=self.item_buckets)
         self.vocab_size, self.sid_length = vocab_size, sid_length
 
     def encode(self, history: torch.Tensor, history_mask: torch.Tensor) -> PrefixState:

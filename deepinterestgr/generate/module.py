@@ -43,15 +43,34 @@ class GeneratorModule(LightningModule):
         schedule: str = "inverse_sqrt",
         min_lr_ratio: float = 0.05,
         label_smoothing: float = 0.0,
+        renormalize: bool = False,
         beam_size: int = 20,
         ks: tuple[int, ...] = (5, 10),
         monitor: str = "val/ndcg@10",
         early_stopping_patience: int = 5,
         dump_test_results: bool = False,
     ) -> None:
+        """
+        Args:
+            generator: the SID generator plugin (`T5SIDGenerator`, `DecoderOnlySIDGenerator`, ...); sized from the SID
+                table at fit time.
+            lr, weight_decay: AdamW; no decay on norms, biases and 1-d parameters.
+            warmup_steps, schedule, min_lr_ratio: linear warmup then inverse_sqrt, cosine or constant; the LR never
+                falls below lr * min_lr_ratio.
+            label_smoothing: of the per-token cross-entropy (not with renormalize).
+            renormalize: each step's softmax runs over the tokens that continue the prefix to a catalog SID, in the
+                loss and in beam search / sampling / GRPO (as transformers' `renormalize_logits=True`); otherwise over
+                the whole vocabulary (TIGER, `prefix_allowed_tokens_fn`).
+            beam_size: constrained beam width for validation and test.
+            ks: the K of Recall@K / NDCG@K.
+            monitor, early_stopping_patience: metric for the best checkpoint and early stopping (0 = no stopping).
+            dump_test_results: write per-user top-K items and scores to `<run>/generate/results_test.jsonl`.
+        """
         super().__init__()
         if schedule not in ("inverse_sqrt", "cosine", "constant"):
             raise ValueError(f"schedule must be inverse_sqrt, cosine or constant; got {schedule!r}")
+        if renormalize and label_smoothing:
+            raise ValueError("label_smoothing would spread mass onto tokens that renormalize=True excludes; set one")
         # the generator stays in hparams (its class_path + init_args when built by the CLI) so that
         # load_from_checkpoint can rebuild it; its weights are in the state dict. Evaluation knobs are left out:
         # `test --ckpt_path` re-applies checkpoint hparams over the command line, and these must follow the command.
@@ -99,8 +118,12 @@ class GeneratorModule(LightningModule):
         return self.generator(history, history_mask, target)
 
     def _loss(self, batch: dict) -> torch.Tensor:
-        logits = self.generator(batch["history"], batch["history_mask"], batch["target"])
-        return F.cross_entropy(logits.float().flatten(0, 1), batch["target"].flatten(),
+        logits = self.generator(batch["history"], batch["history_mask"], batch["target"]).float()
+        if self.hparams.renormalize:
+            # catalog-normalised targets: each step's softmax runs over the tokens that continue the target's prefix to
+            # a catalog SID, so the model spends no capacity on memorising which SIDs exist (the trie knows)
+            logits = logits.masked_fill(~self.trie.path_masks(batch["target"]), torch.finfo(logits.dtype).min)
+        return F.cross_entropy(logits.flatten(0, 1), batch["target"].flatten(),
                                label_smoothing=self.hparams.label_smoothing)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -112,7 +135,7 @@ class GeneratorModule(LightningModule):
     def generate(self, history: torch.Tensor, history_mask: torch.Tensor, beam_size: int | None = None):
         """Constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K])."""
         return constrained_beam_search(self.generator, self.trie, history, history_mask,
-                                       beam_size=beam_size or self.beam_size)
+                                       beam_size=beam_size or self.beam_size, renormalize=self.hparams.renormalize)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         n = len(batch["target"])

@@ -35,7 +35,7 @@ def prefix_allowed_tokens(tokenizer: SIDTokenizer):
 @torch.no_grad()
 def hf_constrained_beam_search(
     generator: T5SIDGenerator, tokenizer: SIDTokenizer, history: torch.Tensor, history_mask: torch.Tensor, *,
-    beam_size: int = 20, allowed_fn=None,
+    beam_size: int = 20, allowed_fn=None, renormalize: bool = False,
 ) -> SearchResult:
     """transformers beam search (num_beams = num_return_sequences = K, length_penalty 0 so scores are sums of
     log-probs) constrained by `prefix_allowed_tokens_fn`. Same result type as `constrained_beam_search`."""
@@ -53,6 +53,7 @@ def hf_constrained_beam_search(
         length_penalty=0.0,
         early_stopping=True,
         prefix_allowed_tokens_fn=allowed_fn or prefix_allowed_tokens(tokenizer),
+        renormalize_logits=renormalize,
         output_scores=True,
         return_dict_in_generate=True,
         use_cache=True,

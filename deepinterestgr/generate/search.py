@@ -1,7 +1,9 @@
 """Constrained decoding over the batch x beam tensor: exact beam search and sampling that only emit catalog SIDs.
 
 Scores follow transformers' `prefix_allowed_tokens_fn`: log-softmax over the full vocabulary, then disallowed tokens
-set to -inf, so a beam's score is the model's sum of log-probabilities of its SID. Nothing here can prune a beam
+set to -inf, so a beam's score is the model's sum of log-probabilities of its SID. With `renormalize=True` (as
+`generate(..., renormalize_logits=True)`) each step's log-softmax runs over the allowed tokens only: the scores of a
+model trained on catalog-normalised targets (`GeneratorModule(renormalize=True)`). Nothing here can prune a beam
 (no top-k/top-p/temperature in beam search), and an empty allowed set raises instead of decoding unconstrained.
 """
 
@@ -21,6 +23,30 @@ class SearchResult(NamedTuple):
     items: torch.Tensor  # [B, K] long, item ids; -1 for padding beams
 
 
+def allowed_log_softmax(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """log-softmax over the allowed entries of the last dim; -inf elsewhere, and everywhere in rows with none allowed."""
+    x = logits.float().masked_fill(~allowed, float("-inf"))
+    lse = torch.logsumexp(x, dim=-1, keepdim=True)
+    return x - torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+
+
+def sid_log_probs(generator: Generator, trie: SIDTrie, history: torch.Tensor, history_mask: torch.Tensor,
+                  tokens: torch.Tensor, *, renormalize: bool = False) -> torch.Tensor:
+    """Teacher-forced per-token log-probs [B, S] of SIDs `tokens`, normalised as search scores them (differentiable).
+
+    With `renormalize`, rows that are not catalog SIDs (padding beams) get 0: callers mask them out.
+    """
+    if not renormalize:
+        return generator.sequence_log_probs(history, history_mask, tokens)
+    logits = generator(history, history_mask, tokens).float()
+    allowed = trie.path_masks(tokens, strict=False)
+    # finfo.min, not -inf: a row with nothing allowed must keep finite gradients
+    x = logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
+    logp = torch.log_softmax(x, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    on_path = allowed.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return torch.where(on_path, logp, torch.zeros_like(logp))
+
+
 def _check_depth(generator: Generator, trie: SIDTrie) -> int:
     depth = trie.depth
     if getattr(generator, "sid_length", depth) != depth:
@@ -30,7 +56,8 @@ def _check_depth(generator: Generator, trie: SIDTrie) -> int:
 
 @torch.no_grad()
 def constrained_beam_search(
-    generator: Generator, trie: SIDTrie, history: torch.Tensor, history_mask: torch.Tensor, *, beam_size: int = 20
+    generator: Generator, trie: SIDTrie, history: torch.Tensor, history_mask: torch.Tensor, *, beam_size: int = 20,
+    renormalize: bool = False,
 ) -> SearchResult:
     """Top-`beam_size` catalog SIDs per user by exact (width-K) beam search.
 
@@ -49,20 +76,24 @@ def constrained_beam_search(
     scores = nodes = None
     for t in range(depth):
         logits, decoding = generator.decode_step(decoding)
-        logp = torch.log_softmax(logits.float(), dim=-1).view(b, k, -1)
+        # ranked within the level's token range (no other token is allowed), normalised over the whole vocabulary
+        # or, with renormalize, over the allowed tokens
+        lo, hi = trie.token_window(t)
         if t == 0:
             # all K beams of a user share the empty prefix: expand one of them (else the same SID fills K beams)
-            logp = logp[:, 0].masked_fill(~trie.allowed_mask(0, trie.root((b,))), float("-inf"))
+            logp = _level_log_probs(logits.view(b, k, -1)[:, 0], trie.allowed_mask(0, trie.root((b,)), window=(lo, hi)),
+                                    lo, hi, renormalize)
             scores, flat = _topk_padded(logp, k)
             parent_nodes = trie.root((b, k))
             parent = torch.zeros_like(flat)
         else:
-            logp = logp.masked_fill(~trie.allowed_mask(t, nodes), float("-inf"))
-            cand = (scores.unsqueeze(-1) + logp).view(b, -1)  # [B, K*V]
+            logp = _level_log_probs(logits.view(b, k, -1), trie.allowed_mask(t, nodes, window=(lo, hi)), lo, hi,
+                                    renormalize)
+            cand = (scores.unsqueeze(-1) + logp).view(b, -1)  # [B, K*W]
             scores, flat = _topk_padded(cand, k)
-            parent = flat // trie.vocab_size
+            parent = flat // (hi - lo)
             parent_nodes = nodes.gather(1, parent)
-        tok = flat % trie.vocab_size
+        tok = flat % (hi - lo) + lo
         tokens = torch.cat([tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, t)), tok.unsqueeze(-1)], dim=-1)
         nodes = trie.step(t, parent_nodes, tok)
         nodes = torch.where(torch.isfinite(scores), nodes, torch.full_like(nodes, DEAD))
@@ -72,6 +103,13 @@ def constrained_beam_search(
     dead = nodes == DEAD
     tokens = tokens.masked_fill(dead.unsqueeze(-1), 0)
     return SearchResult(tokens, scores, trie.items_of_leaves(nodes))
+
+
+def _level_log_probs(logits: torch.Tensor, allowed: torch.Tensor, lo: int, hi: int, renormalize: bool) -> torch.Tensor:
+    """Log-probs [..., hi - lo] of the level's tokens; -inf where not allowed."""
+    if renormalize:
+        return allowed_log_softmax(logits[..., lo:hi], allowed)
+    return torch.log_softmax(logits.float(), dim=-1)[..., lo:hi].masked_fill(~allowed, float("-inf"))
 
 
 def _topk_padded(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,11 +133,13 @@ def constrained_sample(
     num_samples: int,
     temperature: float = 1.0,
     generator_rng: torch.Generator | None = None,
+    renormalize: bool = False,
 ) -> SearchResult:
     """`num_samples` SIDs per user sampled token by token from the model restricted to catalog SIDs.
 
     Sampling uses softmax(logits / temperature) renormalised over the allowed tokens; `scores` are the model's
-    (temperature-free, full-vocabulary) sum of log-probs of each sample, comparable with beam-search scores.
+    temperature-free sum of log-probs of each sample (full-vocabulary, or allowed-token with `renormalize`),
+    comparable with beam-search scores.
     Samples are in draw order (not sorted) and may repeat, as GRPO groups need.
     """
     if num_samples < 1 or temperature <= 0:
@@ -118,7 +158,7 @@ def constrained_sample(
         allowed = trie.allowed_mask(t, nodes)
         if not bool(allowed.any(-1).all()):
             raise RuntimeError(f"constrained_sample: empty allowed set at step {t}")
-        logp = torch.log_softmax(logits, dim=-1)
+        logp = allowed_log_softmax(logits, allowed) if renormalize else torch.log_softmax(logits, dim=-1)
         probs = torch.softmax((logits / temperature).masked_fill(~allowed, float("-inf")), dim=-1)
         tok = torch.multinomial(probs, 1, generator=generator_rng).squeeze(-1)
         scores = scores + logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1)

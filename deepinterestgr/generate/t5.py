@@ -14,20 +14,31 @@ from torch import nn
 from transformers import DynamicCache, EncoderDecoderCache, T5Config, T5ForConditionalGeneration
 
 from deepinterestgr.generate.base import Generator
+from deepinterestgr.generate.t5_beam_decoding import (BeamDecoding, beam_decode_step, extend_beam_decoding,
+                                                      start_beam_decoding)
 from deepinterestgr.generate.tokenizer import PAD, START
 
 
 class EncoderState(NamedTuple):
-    hidden: torch.Tensor  # [B, H, d_model]
-    mask: torch.Tensor  # [B, H] long (1 = attend)
+    """One row per user; `repeats` rows per user (beams, samples) are materialised only where a path needs them."""
+
+    hidden: torch.Tensor  # [B0, H, d_model]
+    mask: torch.Tensor  # [B0, H] long (1 = attend)
     cross_kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per decoder layer: cross-attention K, V [B0, heads, H, d_kv]
-    cross_repeats: int = 1  # B = B0 * cross_repeats: K/V are repeated only when the decoding cache is built
+    repeats: int = 1  # decoding rows per user: B = B0 * repeats
+
+    @property
+    def rows(self) -> int:
+        return self.hidden.shape[0] * self.repeats
+
+    def repeated(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(self.repeats, 0) if self.repeats > 1 else x
 
     def cross_cache(self) -> DynamicCache:
         """The cross-attention K/V as a transformers cache with B rows (one copy of the repeated tensors)."""
         cache = DynamicCache(list(self.cross_kv))
-        if self.cross_repeats > 1:
-            cache.batch_repeat_interleave(self.cross_repeats)
+        if self.repeats > 1:
+            cache.batch_repeat_interleave(self.repeats)
         return cache
 
 
@@ -39,19 +50,46 @@ class T5Decoding(NamedTuple):
 
 
 class HistoryItemEmbedding(nn.Module):
-    """[B, H, S] SID tokens -> [B, H, d]: sum of the item's token embeddings + embedding of its recency."""
+    """[B, H, S] SID tokens -> [B, H, d]: sum of the item's token embeddings + embedding of its recency.
 
-    def __init__(self, token_embedding: nn.Embedding, *, max_positions: int) -> None:
+    With `item_buckets > 0` each item also gets its own identity vector: the sum of two rows of a
+    `[item_buckets, d]` table, picked by two independent hashes of its whole SID. Code embeddings are shared by
+    every item with the same code, so alone they cannot memorise item-to-item transitions (what SASRec's item
+    table and the co-occurrence baseline live on); two hashes make a shared pair of rows rare without the
+    generator knowing the catalog size, and a cold item still gets a (hashed) vector.
+    """
+
+    _HASH_PRIME = 2_147_483_647  # 2^31 - 1: keys are reduced mod P first, so key * multiplier fits in int64
+    _HASH_MULTIPLIERS = (1_000_003, 998_244_353)
+
+    def __init__(self, token_embedding: nn.Embedding, *, max_positions: int, item_buckets: int = 0) -> None:
         super().__init__()
+        if item_buckets < 0:
+            raise ValueError(f"item_buckets must be >= 0, got {item_buckets}")
         self.token_embedding = token_embedding
         self.recency = nn.Embedding(max_positions, token_embedding.embedding_dim)
         self.max_positions = max_positions
+        self.item_buckets = item_buckets
+        if item_buckets:
+            self.item_hash = nn.Embedding(item_buckets, token_embedding.embedding_dim)
+            nn.init.normal_(self.item_hash.weight, std=0.5)
+
+    def hash_rows(self, history: torch.Tensor) -> torch.Tensor:
+        """[..., S] SID tokens -> [..., 2] rows of the item-identity table (one per hash)."""
+        vocab = self.token_embedding.num_embeddings
+        key = torch.zeros(history.shape[:-1], dtype=torch.long, device=history.device)
+        for s in range(history.shape[-1]):
+            key = (key * vocab + history[..., s].long()) % self._HASH_PRIME
+        return torch.stack([(key * m) % self._HASH_PRIME % self.item_buckets for m in self._HASH_MULTIPLIERS], -1)
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         h = history.shape[1]
         if h > self.max_positions:
             raise ValueError(f"history has {h} rows but the generator was built for max_positions={self.max_positions}")
         emb = (self.token_embedding(history) * (history != PAD).unsqueeze(-1)).sum(-2)
+        if self.item_buckets:
+            present = (history != PAD).any(-1, keepdim=True)
+            emb = emb + self.item_hash(self.hash_rows(history)).sum(-2) * present
         # rows are right-aligned (last row = most recent item), so recency = distance from the last row
         recency = torch.arange(h - 1, -1, -1, device=history.device)
         return emb + self.recency(recency)
@@ -71,13 +109,23 @@ class T5SIDGenerator(Generator):
         d_ff: int = 1024,
         dropout: float = 0.1,
         max_positions: int = 64,
+        item_buckets: int = 0,
         vocab_size: int | None = None,
         sid_length: int | None = None,
     ) -> None:
+        """
+        Args:
+            d_model, num_layers, num_decoder_layers, num_heads, d_kv, d_ff, dropout: the transformers T5 architecture
+                (encoder layers, decoder layers, heads x per-head width, feed-forward width).
+            max_positions: history rows the recency embedding covers (max_history, + 1 with user tokens).
+            item_buckets: rows of the hashed item-identity table added to each history item (0 = codes only).
+            vocab_size, sid_length: set from the SID table by GeneratorModule; given only when rebuilding.
+        """
         super().__init__()
         self.arch = dict(d_model=d_model, num_layers=num_layers, num_decoder_layers=num_decoder_layers,
                          num_heads=num_heads, d_kv=d_kv, d_ff=d_ff, dropout_rate=dropout)
         self.max_positions = max_positions
+        self.item_buckets = item_buckets
         self._build_if_sized(vocab_size, sid_length)
 
     def build(self, *, vocab_size: int, sid_length: int) -> None:
@@ -90,7 +138,8 @@ class T5SIDGenerator(Generator):
         # transformers initialises an untied T5 lm_head with std 1, i.e. initial logits of std ~sqrt(d_model) and a
         # starting loss ~3x ln(vocab); std d_model^-0.5 starts at unit-scale logits, as the tied-and-scaled head would
         nn.init.normal_(self.t5.lm_head.weight, std=self.arch["d_model"] ** -0.5)
-        self.history_embedding = HistoryItemEmbedding(self.t5.shared, max_positions=self.max_positions)
+        self.history_embedding = HistoryItemEmbedding(self.t5.shared, max_positions=self.max_positions,
+                                                      item_buckets=self.item_buckets)
         self.vocab_size, self.sid_length = vocab_size, sid_length
 
     def _require_built(self) -> None:
@@ -117,15 +166,14 @@ class T5SIDGenerator(Generator):
         return tuple(out)
 
     def repeat_state(self, state: EncoderState, n: int) -> EncoderState:
-        # K/V stay un-repeated here: the decoding cache repeats them once (repeating twice was a third of search time)
-        return EncoderState(state.hidden.repeat_interleave(n, 0), state.mask.repeat_interleave(n, 0), state.cross_kv,
-                            state.cross_repeats * n)
+        # nothing is copied here: the inference decoder reads one copy per user, the transformers path repeats once
+        return state._replace(repeats=state.repeats * n)
 
     def _decode(self, state: EncoderState, decoder_input_ids: torch.Tensor) -> torch.Tensor:
         # a fresh self-attention cache each call; the cross-attention cache is pre-filled, so T5 reuses it
         cache = EncoderDecoderCache(DynamicCache(), state.cross_cache())
-        out = self.t5.decoder(input_ids=decoder_input_ids, encoder_hidden_states=state.hidden,
-                              encoder_attention_mask=state.mask, cache=cache, use_cache=True)
+        out = self.t5.decoder(input_ids=decoder_input_ids, encoder_hidden_states=state.repeated(state.hidden),
+                              encoder_attention_mask=state.repeated(state.mask), cache=cache, use_cache=True)
         hidden = out.last_hidden_state
         if getattr(self.t5.config, "scale_decoder_outputs", False):
             hidden = hidden * (self.t5.model_dim**-0.5)
@@ -143,25 +191,37 @@ class T5SIDGenerator(Generator):
         return self.t5.lm_head(hidden)
 
     def next_token_logits(self, state: EncoderState, prefix: torch.Tensor) -> torch.Tensor:
-        start = prefix.new_full((state.hidden.shape[0], 1), START)
+        start = prefix.new_full((state.rows, 1), START)
         return self._decode(state, torch.cat([start, prefix], dim=1))[:, -1]
 
     # incremental decoding with a self-attention KV cache: one new token per step instead of the whole prefix
-    def start_decoding(self, state: EncoderState, empty_prefix: torch.Tensor) -> T5Decoding:
-        return T5Decoding(state, DynamicCache(), state.cross_cache(),
-                          empty_prefix.new_full((state.hidden.shape[0], 1), START))
+    def fast_decoding_applies(self) -> bool:
+        """Inference (eval mode, no gradients) decodes with `t5_beam_decoding`; training-mode calls keep dropout."""
+        return not self.training and not torch.is_grad_enabled()
 
-    def decode_step(self, decoding: T5Decoding) -> tuple[torch.Tensor, T5Decoding]:
+    def start_decoding(self, state: EncoderState, empty_prefix: torch.Tensor) -> T5Decoding | BeamDecoding:
+        if self.fast_decoding_applies():
+            return start_beam_decoding(self.t5, state.cross_kv, state.mask, rows_per_user=state.repeats, start_token=START,
+                                       max_steps=self.sid_length)
+        return T5Decoding(state, DynamicCache(), state.cross_cache(), empty_prefix.new_full((state.rows, 1), START))
+
+    def decode_step(self, decoding: T5Decoding | BeamDecoding) -> tuple[torch.Tensor, T5Decoding | BeamDecoding]:
+        if isinstance(decoding, BeamDecoding):
+            return beam_decode_step(self.t5, decoding)
         state = decoding.state
         cache = EncoderDecoderCache(decoding.self_cache, decoding.cross_cache)
-        out = self.t5.decoder(input_ids=decoding.next_input, encoder_hidden_states=state.hidden,
-                              encoder_attention_mask=state.mask, cache=cache, use_cache=True)
+        # encoder states are only read for their shape here (the cross-attention cache is filled), but need B rows
+        out = self.t5.decoder(input_ids=decoding.next_input, encoder_hidden_states=state.repeated(state.hidden),
+                              encoder_attention_mask=state.repeated(state.mask), cache=cache, use_cache=True)
         hidden = out.last_hidden_state[:, -1]
         if getattr(self.t5.config, "scale_decoder_outputs", False):
             hidden = hidden * (self.t5.model_dim**-0.5)
         return self.t5.lm_head(hidden), decoding
 
-    def extend_decoding(self, decoding: T5Decoding, parent: torch.Tensor, tokens: torch.Tensor) -> T5Decoding:
+    def extend_decoding(self, decoding: T5Decoding | BeamDecoding, parent: torch.Tensor,
+                        tokens: torch.Tensor) -> T5Decoding | BeamDecoding:
+        if isinstance(decoding, BeamDecoding):
+            return extend_beam_decoding(decoding, parent, tokens)
         decoding.self_cache.batch_select_indices(parent)
         return T5Decoding(decoding.state, decoding.self_cache, decoding.cross_cache, tokens.unsqueeze(-1))
 

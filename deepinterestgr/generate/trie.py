@@ -76,11 +76,22 @@ class SIDTrie:
     def root(self, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.zeros(shape, dtype=torch.long, device=self.device)
 
-    def allowed_mask(self, level: int, nodes: torch.Tensor) -> torch.Tensor:
+    def token_window(self, level: int) -> tuple[int, int]:
+        """[lo, hi): the token ids that occur at `level` (a SID tokenizer gives each level its own contiguous range),
+        so search can rank the level's tokens instead of the whole vocabulary."""
+        cache = self.__dict__.setdefault("_window_cache", {})
+        if level not in cache:
+            tokens = self.levels[level].child_token
+            cache[level] = (int(tokens.min()), int(tokens.max()) + 1)
+        return cache[level]
+
+    def allowed_mask(self, level: int, nodes: torch.Tensor, *, window: tuple[int, int] | None = None) -> torch.Tensor:
         """Bool [*nodes.shape, vocab_size]: tokens that extend each prefix node to a catalog SID. DEAD -> all False.
 
+        With `window=self.token_window(level)` the last dim covers only that token range (column j = token lo + j).
         Raises if a live node has no continuation: an empty allowed set must never become an unconstrained step.
         """
+        lo, hi = window if window is not None else (0, self.vocab_size)
         lvl = self.levels[level]
         flat = nodes.reshape(-1)
         live = flat != DEAD
@@ -93,9 +104,25 @@ class SIDTrie:
         # edge index of each (row, child): start[row] + rank of the child inside the row
         first = torch.cumsum(count, 0) - count
         edge = start[rows] + (torch.arange(len(rows), device=flat.device) - first[rows])
-        mask = torch.zeros(len(flat), self.vocab_size, dtype=torch.bool, device=flat.device)
-        mask[rows, lvl.child_token[edge]] = True
-        return mask.view(*nodes.shape, self.vocab_size)
+        tokens = lvl.child_token[edge] - lo
+        if window is not None and len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= hi - lo):
+            raise ValueError(f"SID trie level {level}: window {window} does not cover the level's tokens")
+        mask = torch.zeros(len(flat), hi - lo, dtype=torch.bool, device=flat.device)
+        mask[rows, tokens] = True
+        return mask.view(*nodes.shape, hi - lo)
+
+    def path_masks(self, tokens: torch.Tensor, *, strict: bool = True) -> torch.Tensor:
+        """Bool [..., S, vocab_size]: the allowed tokens at every step of SIDs `tokens` [..., S] (teacher forcing with
+        a catalog-normalised loss). A row that leaves the trie raises, or with strict=False gets no allowed tokens
+        from that step on (padding beams)."""
+        nodes = self.root(tokens.shape[:-1])
+        masks = []
+        for t in range(self.depth):
+            masks.append(self.allowed_mask(t, nodes))
+            nodes = self.step(t, nodes, tokens[..., t])
+            if strict and bool((nodes == DEAD).any()):
+                raise ValueError(f"path_masks: a target's first {t + 1} tokens are not a catalog SID prefix")
+        return torch.stack(masks, dim=-2)
 
     def step(self, level: int, nodes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Child node ids after appending `tokens` to prefixes `nodes` (same shapes); DEAD where not a valid edge."""

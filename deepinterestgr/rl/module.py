@@ -30,7 +30,7 @@ from deepinterestgr.artifacts import MANIFEST, ArtifactError, atomic_write_json,
 from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.metrics import retrieval_collection
 from deepinterestgr.generate.module import GeneratorModule
-from deepinterestgr.generate.search import SearchResult, constrained_beam_search, constrained_sample
+from deepinterestgr.generate.search import SearchResult, constrained_beam_search, constrained_sample, sid_log_probs
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
 from deepinterestgr.rl.grpo import group_advantages, grpo_loss
@@ -101,6 +101,7 @@ class PolicyModule(LightningModule):
         self.reference: Generator | None = None
         self.tokenizer: SIDTokenizer | None = None
         self.init_checkpoint_path: Path | None = None
+        self.renormalize = False  # set from the generator checkpoint by load_policy
         self.reward_extras: dict[str, Any] = {}
         self.item_quality: torch.Tensor | None = None
         self._trie: SIDTrie | None = None
@@ -153,6 +154,8 @@ class PolicyModule(LightningModule):
                 "`quantize` stage produced. Retrain the generator on this run, or point init_checkpoint at the right one."
             )
         self.tokenizer = loaded
+        # scores are normalised as the generator was trained: over the vocabulary, or over catalog continuations
+        self.renormalize = bool(generator_module.hparams.get("renormalize", False))
         self.policy = generator_module.generator
         self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
         self.init_checkpoint_path = Path(checkpoint)
@@ -248,11 +251,12 @@ class PolicyModule(LightningModule):
         try:
             g = self.hparams.group_size
             if self.hparams.candidates == "beam":
-                result = constrained_beam_search(self.policy, self.trie, history, history_mask, beam_size=g)
+                result = constrained_beam_search(self.policy, self.trie, history, history_mask, beam_size=g,
+                                                 renormalize=self.renormalize)
                 ranks = torch.arange(g, device=history.device).expand(history.shape[0], g)
             else:
                 result = constrained_sample(self.policy, self.trie, history, history_mask, num_samples=g,
-                                            temperature=self.hparams.temperature)
+                                            temperature=self.hparams.temperature, renormalize=self.renormalize)
                 ranks = None
         finally:
             self.policy.train(was_training)
@@ -285,9 +289,10 @@ class PolicyModule(LightningModule):
         tokens = result.tokens.flatten(0, 1)  # [B*G, S]
         history_g = history.repeat_interleave(g, dim=0)
         mask_g = history_mask.repeat_interleave(g, dim=0)
-        log_probs = self.policy.sequence_log_probs(history_g, mask_g, tokens)
+        log_probs = sid_log_probs(self.policy, self.trie, history_g, mask_g, tokens, renormalize=self.renormalize)
         with torch.no_grad():
-            ref_log_probs = self.reference.sequence_log_probs(history_g, mask_g, tokens)
+            ref_log_probs = sid_log_probs(self.reference, self.trie, history_g, mask_g, tokens,
+                                          renormalize=self.renormalize)
         out = grpo_loss(log_probs, log_probs.detach(), ref_log_probs, advantages.flatten(),
                         clip_eps=self.hparams.clip_eps, beta=self.hparams.beta,
                         mask=real.flatten()[:, None].expand_as(tokens))
@@ -312,7 +317,7 @@ class PolicyModule(LightningModule):
     # ----------------------------------------------------------------------------------------------- evaluation
     def generate(self, history: torch.Tensor, history_mask: torch.Tensor, beam_size: int | None = None) -> SearchResult:
         return constrained_beam_search(self.policy, self.trie, history, history_mask,
-                                       beam_size=beam_size or self.hparams.beam_size)
+                                       beam_size=beam_size or self.hparams.beam_size, renormalize=self.renormalize)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         result = self.generate(batch["history"], batch["history_mask"])

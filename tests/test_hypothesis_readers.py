@@ -98,3 +98,18 @@ def test_mutated_dataset_is_read_or_rejected_with_data_format_error(reader, data
         except DataFormatError:
             return
         assert prepared.items and prepared.sequences
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("where", ["header", "row"])
+def test_minionerec_stray_carriage_return_is_a_data_error_not_a_csv_crash(where, strict):
+    """Found by the fuzzer above: a bare '\\r' inside an unquoted CSV field made csv raise its own error."""
+    target = Path("test/Mini_5_2016-10-2018-11.csv")
+    lines = (FIXTURES / "minionerec" / target).read_bytes().split(b"\n")
+    k = 0 if where == "header" else 1
+    lines[k] = lines[k].rstrip(b"\r") + b"\r\x00"
+    raw = read_mutated("minionerec", "minionerec", target, b"\n".join(lines), strict)  # None: DataFormatError
+    if where == "header" or strict:
+        assert raw is None
+    else:  # a corrupt row is counted and skipped
+        assert raw is not None and raw.skips.counts["corrupt_line"] == 1

@@ -72,7 +72,10 @@ def extend_sequences(path: Path, sequences: dict[str, list[int]], problems: Prob
     header_line = next(lines, None)
     if header_line is None:
         raise DataFormatError(f"{path}: empty file; expected a CSV header {','.join(REQUIRED_COLUMNS)},...")
-    header = next(csv.reader([header_line[1]]))
+    try:
+        header = next(csv.reader([header_line[1]]))
+    except csv.Error as e:
+        raise DataFormatError(f"{path}:1: unreadable CSV header ({e}); expected {','.join(REQUIRED_COLUMNS)},...") from e
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise DataFormatError(
@@ -87,7 +90,7 @@ def extend_sequences(path: Path, sequences: dict[str, list[int]], problems: Prob
             target = int(row[col["item_id"]])
             if not user:
                 raise ValueError("empty user_id")
-        except (IndexError, ValueError, StopIteration) as e:
+        except (IndexError, ValueError, StopIteration, csv.Error) as e:
             problems.report("corrupt_line", where(path, lineno), f"bad sample row ({type(e).__name__}: {e})")
             continue
         sequence = sequences.get(user)

@@ -4,6 +4,8 @@ Same T5SIDGenerator weights, same inputs, same beam size; reports users/s of eac
 returned the same top-K items. Writes benchmarks/results/bench_beam_search.json.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_beam_search.py --users 64 --beam 20 --items 12101 --codebook 256
+    # Beauty's collision-free RQ-VAE SIDs, catalog-renormalised scores (the shipped Beauty generator settings)
+    OMP_NUM_THREADS=1 python benchmarks/bench_beam_search.py --sid-table runs/beauty/quantize --renormalize
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from deepinterestgr.generate.t5 import T5SIDGenerator  # noqa: E402
 from deepinterestgr.generate.testing import random_sid_table  # noqa: E402
 from deepinterestgr.generate.tokenizer import SIDTokenizer  # noqa: E402
 from deepinterestgr.generate.trie import SIDTrie  # noqa: E402
+from deepinterestgr.quantize.sid import SIDTable  # noqa: E402
 
 ARCHS = {
     "tiger": {},  # T5SIDGenerator defaults: 4+4 layers, d 128, 6 x 64 heads, d_ff 1024
@@ -43,6 +46,7 @@ def main() -> None:
     p.add_argument("--history", type=int, default=20)
     p.add_argument("--arch", choices=sorted(ARCHS), default="tiger")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--sid-table", help="a run's quantize/ folder: search its real SID trie instead of random codes")
     p.add_argument("--renormalize", action="store_true", help="score over allowed tokens (renormalize_logits=True)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each search; the median is reported")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_beam_search.json"))
@@ -50,7 +54,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    tok = SIDTokenizer(random_sid_table(num_items=args.items, num_levels=args.levels, codebook_size=args.codebook))
+    if args.sid_table:
+        table = SIDTable.load(args.sid_table)
+        args.items, args.levels, args.codebook = table.num_items, table.num_levels, table.codebook_size
+    else:
+        table = random_sid_table(num_items=args.items, num_levels=args.levels, codebook_size=args.codebook)
+    tok = SIDTokenizer(table)
     gen = T5SIDGenerator(**ARCHS[args.arch], dropout=0.0, vocab_size=tok.vocab_size, sid_length=tok.sid_length).eval()
     hist = torch.randint(0, args.items, (args.users, args.history))
     lengths = torch.randint(1, args.history + 1, (args.users,))
@@ -80,7 +89,8 @@ def main() -> None:
 
     result = {
         "arch": args.arch, "users": args.users, "beam": args.beam, "items": args.items, "levels": args.levels,
-        "codebook": args.codebook, "num_suffix": tok.num_suffix, "vocab": tok.vocab_size, "threads": args.threads,
+        "sid_table": args.sid_table or "random", "codebook": args.codebook, "num_suffix": tok.num_suffix,
+        "vocab": tok.vocab_size, "threads": args.threads,
         "repeats": args.repeats, "renormalize": args.renormalize,
         "trie_build_s": round(trie_build_s, 4),
         "ours_users_per_s": round(args.users / ours_s, 2), "reference_users_per_s": round(args.users / ref_s, 2),

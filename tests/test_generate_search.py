@@ -12,6 +12,7 @@ from deepinterestgr.generate.reference import hf_constrained_beam_search
 from deepinterestgr.generate.search import constrained_beam_search, constrained_sample, sid_log_probs
 from deepinterestgr.generate.t5 import T5SIDGenerator
 from deepinterestgr.generate.testing import random_sid_table
+from deepinterestgr.quantize.sid import assign_sids
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import DEAD, SIDTrie
 
@@ -166,3 +167,33 @@ def test_trie_rejects_duplicate_sids_and_walks_steps():
     assert trie.step(0, root, torch.tensor([3])).item() == DEAD
     assert trie.items_of_leaves(trie.step(1, node, torch.tensor([4]))).tolist() == [1]
     assert trie.contains(torch.tensor([[1, 3], [1, 4]])).tolist() == [True, False]
+
+
+@pytest.mark.parametrize("search", ["beam", "sample"])
+def test_renormalized_search_skips_a_forced_last_step(search):
+    """Collision-free SIDs: the suffix level is always END, probability 1 after renormalisation, so no model call."""
+    torch.manual_seed(0)
+    codes = torch.stack(torch.meshgrid(torch.arange(4), torch.arange(3), torch.arange(5), indexing="ij"), -1).view(-1, 3)
+    tok = SIDTokenizer(assign_sids(codes, codebook_size=5))
+    assert tok.num_suffix == 0
+    gen = T5SIDGenerator(d_model=32, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16, d_ff=64, dropout=0.0,
+                         vocab_size=tok.vocab_size, sid_length=tok.sid_length).eval()
+    calls = []
+    step = gen.decode_step
+    gen.decode_step = lambda decoding: (calls.append(1), step(decoding))[1]
+    enc = tok.encode_history(torch.randint(0, len(codes), (5, 6), generator=torch.Generator().manual_seed(1)))
+    trie = SIDTrie.from_tokenizer(tok)
+    if search == "beam":
+        ours = constrained_beam_search(gen, trie, enc.tokens, enc.mask, beam_size=12, renormalize=True)
+        ref = hf_constrained_beam_search(gen, tok, enc.tokens, enc.mask, beam_size=12, renormalize=True)
+        assert torch.equal(ours.items, ref.items)
+        assert torch.allclose(ours.scores, ref.scores, atol=1e-4)
+    else:
+        ours = constrained_sample(gen, trie, enc.tokens, enc.mask, num_samples=4, renormalize=True,
+                                  generator_rng=torch.Generator().manual_seed(3))
+        assert trie.contains(ours.tokens).all() and (ours.tokens[..., -1] == tok.end_token).all()
+        k = ours.tokens.shape[1]
+        per_token = sid_log_probs(gen, trie, enc.tokens.repeat_interleave(k, 0), enc.mask.repeat_interleave(k, 0),
+                                  ours.tokens.flatten(0, 1), renormalize=True)
+        assert torch.allclose(per_token.sum(-1).view_as(ours.scores), ours.scores, atol=1e-5)
+    assert len(calls) == tok.sid_length - 1

@@ -75,20 +75,26 @@ def constrained_beam_search(
     tokens = history.new_zeros(b, k, 0)
     scores = nodes = None
     for t in range(depth):
-        logits, decoding = generator.decode_step(decoding)
         # ranked within the level's token range (no other token is allowed), normalised over the whole vocabulary
         # or, with renormalize, over the allowed tokens
         lo, hi = trie.token_window(t)
         if t == 0:
             # all K beams of a user share the empty prefix: expand one of them (else the same SID fills K beams)
+            logits, decoding = generator.decode_step(decoding)
             logp = _level_log_probs(logits.view(b, k, -1)[:, 0], trie.allowed_mask(0, trie.root((b,)), window=(lo, hi)),
                                     lo, hi, renormalize)
             scores, flat = _topk_padded(logp, k)
             parent_nodes = trie.root((b, k))
             parent = torch.zeros_like(flat)
         else:
-            logp = _level_log_probs(logits.view(b, k, -1), trie.allowed_mask(t, nodes, window=(lo, hi)), lo, hi,
-                                    renormalize)
+            allowed = trie.allowed_mask(t, nodes, window=(lo, hi))
+            if renormalize and t == depth - 1 and _forced(allowed):
+                # every beam has one continuation (the suffix level of a collision-free table: END), whose
+                # renormalised probability is 1: the model call would change no score
+                logp = torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, float("-inf"))
+            else:
+                logits, decoding = generator.decode_step(decoding)
+                logp = _level_log_probs(logits.view(b, k, -1), allowed, lo, hi, renormalize)
             cand = (scores.unsqueeze(-1) + logp).view(b, -1)  # [B, K*W]
             scores, flat = _topk_padded(cand, k)
             parent = flat // (hi - lo)
@@ -103,6 +109,11 @@ def constrained_beam_search(
     dead = nodes == DEAD
     tokens = tokens.masked_fill(dead.unsqueeze(-1), 0)
     return SearchResult(tokens, scores, trie.items_of_leaves(nodes))
+
+
+def _forced(allowed: torch.Tensor) -> bool:
+    """Whether no row has a choice: at most one allowed token each."""
+    return bool((allowed.sum(-1) <= 1).all())
 
 
 def _level_log_probs(logits: torch.Tensor, allowed: torch.Tensor, lo: int, hi: int, renormalize: bool) -> torch.Tensor:
@@ -153,15 +164,18 @@ def constrained_sample(
     tokens = history.new_zeros(b * n, 0)
     scores = torch.zeros(b * n, device=history.device)
     for t in range(depth):
-        logits, decoding = generator.decode_step(decoding)
-        logits = logits.float()
         allowed = trie.allowed_mask(t, nodes)
         if not bool(allowed.any(-1).all()):
             raise RuntimeError(f"constrained_sample: empty allowed set at step {t}")
-        logp = allowed_log_softmax(logits, allowed) if renormalize else torch.log_softmax(logits, dim=-1)
-        probs = torch.softmax((logits / temperature).masked_fill(~allowed, float("-inf")), dim=-1)
-        tok = torch.multinomial(probs, 1, generator=generator_rng).squeeze(-1)
-        scores = scores + logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
+        if renormalize and t == depth - 1 and _forced(allowed):
+            tok = allowed.long().argmax(-1)  # the only continuation, renormalised probability 1 (see beam search)
+        else:
+            logits, decoding = generator.decode_step(decoding)
+            logits = logits.float()
+            logp = allowed_log_softmax(logits, allowed) if renormalize else torch.log_softmax(logits, dim=-1)
+            probs = torch.softmax((logits / temperature).masked_fill(~allowed, float("-inf")), dim=-1)
+            tok = torch.multinomial(probs, 1, generator=generator_rng).squeeze(-1)
+            scores = scores + logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
         nodes = trie.step(t, nodes, tok)
         tokens = torch.cat([tokens, tok.unsqueeze(-1)], dim=-1)
         if t + 1 < depth:

@@ -67,3 +67,17 @@ def test_training_mode_and_gradients_keep_the_transformers_path():
         assert isinstance(gen.start_decoding(state, empty), T5Decoding)  # dropout applies while training
     gen.eval()
     assert isinstance(gen.start_decoding(state, empty), T5Decoding)  # gradients need the autograd-tracked path
+
+
+def test_fast_decoding_runs_under_bf16_autocast():
+    """bf16-mixed evaluation: projections run in bf16, the cache and biases follow them."""
+    from deepinterestgr.generate.search import constrained_beam_search
+    from deepinterestgr.generate.trie import SIDTrie
+
+    tok, gen, _, enc = _setup(1)
+    trie = SIDTrie.from_tokenizer(tok)
+    fp32 = constrained_beam_search(gen, trie, enc.tokens, enc.mask, beam_size=6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = constrained_beam_search(gen, trie, enc.tokens, enc.mask, beam_size=6)
+    assert (bf16.items >= 0).all() and torch.isfinite(bf16.scores).all()
+    assert (bf16.items[:, 0] == fp32.items[:, 0]).float().mean() >= 0.5  # bf16 rounding may swap close beams

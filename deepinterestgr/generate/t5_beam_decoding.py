@@ -60,8 +60,9 @@ def beam_decode_step(t5: T5ForConditionalGeneration, decoding: BeamDecoding) -> 
         sa = sa_layer.SelfAttention
         h = sa_layer.layer_norm(x)
         q = sa.q(h).view(n, sa.n_heads, 1, sa.key_value_proj_dim)
-        k = torch.cat([sk, sa.k(h).view(n, sa.n_heads, 1, -1)], dim=2)
-        v = torch.cat([sv, sa.v(h).view(n, sa.n_heads, 1, -1)], dim=2)
+        k, v = sa.k(h).view(n, sa.n_heads, 1, -1), sa.v(h).view(n, sa.n_heads, 1, -1)
+        if t:  # nothing cached before the first step
+            k, v = torch.cat([sk.to(k.dtype), k], dim=2), torch.cat([sv.to(v.dtype), v], dim=2)
         new_self_kv.append((k, v))
         attn = torch.softmax(q @ k.transpose(-1, -2) + bias, dim=-1)  # [N, heads, 1, t+1]
         x = x + sa.o((attn @ v).reshape(n, -1))

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
 from collections.abc import Sequence
 
-from lightning.pytorch import LightningDataModule, LightningModule
 from jsonargparse import Namespace
+from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 log = logging.getLogger(__name__)

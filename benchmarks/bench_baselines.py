@@ -22,6 +22,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from deepinterestgr.artifacts import atomic_write_json  # noqa: E402
 from deepinterestgr.baselines import run_baselines, run_baselines_on_sequences  # noqa: E402
@@ -57,6 +58,16 @@ def table(records: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _value(text: str):
+    """A KEY=VALUE setting's value: int, float (1e-3 included, which YAML 1.1 reads as a string) or YAML."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -68,8 +79,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sasrec-max-epochs", type=int, default=50)
     parser.add_argument("--sasrec-max-minutes", type=float, default=None,
                         help="stop SASRec training after this long and score its best checkpoint so far")
+    parser.add_argument("--sasrec", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="SASRec settings, e.g. max_len=50 dropout=0.5 lr=1e-3 batch_size=128 patience=10")
+    parser.add_argument("--protocol", default="train", choices=["train", "train+valid"],
+                        help="train: every model fitted on items[:-2] (TIGER's); train+valid: count models refitted "
+                             "on items[:-1] for test (a table of its own)")
     parser.add_argument("--results", type=Path, default=RESULTS / "baselines_beauty.json")
     args = parser.parse_args(argv)
+    sasrec_kwargs = {k: _value(v) for k, _, v in (a.partition("=") for a in args.sasrec)}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
 
@@ -82,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         sequences, num_items = beauty_sequences(args.data_root)
         records = run_baselines_on_sequences(sequences, num_items=num_items, out_dir=args.out, methods=args.methods,
                                              seed=args.seed, sasrec_max_epochs=args.sasrec_max_epochs,
-                                             sasrec_max_minutes=args.sasrec_max_minutes)
+                                             sasrec_max_minutes=args.sasrec_max_minutes, sasrec_kwargs=sasrec_kwargs,
+                                             protocol=args.protocol)
         source = str(args.data_root / "Beauty" / "Beauty.inter.json")
     print(table(records))
     previous = json.loads(args.results.read_text()) if args.results.exists() else {}

@@ -35,11 +35,22 @@ def test_most_popular_rejects_ids_outside_catalog():
         MostPopular().fit([[0, 1], [7]], num_items=5)
 
 
-def test_split_view_fits_on_everything_before_the_target():
+def test_split_view_fits_every_split_on_the_train_part_by_default():
     seqs = _seqs([0, 1, 2, 3, 4], [5, 6, 7])
     valid, test = split_view(seqs, "valid", max_history=2), split_view(seqs, "test", max_history=2)
     assert valid.fit_sequences == [[0, 1, 2], [5]] and valid.targets == [3, 6] and valid.histories == [[1, 2], [5]]
-    assert test.fit_sequences == [[0, 1, 2, 3], [5, 6]] and test.targets == [4, 7] and test.histories == [[2, 3], [5, 6]]
+    # TIGER's protocol: the test history reads the valid item, but nothing is fitted on it
+    assert test.fit_sequences == [[0, 1, 2], [5]] and test.targets == [4, 7] and test.histories == [[2, 3], [5, 6]]
+
+
+def test_split_view_train_plus_valid_protocol_refits_test_on_everything_before_the_target():
+    seqs = _seqs([0, 1, 2, 3, 4], [5, 6, 7])
+    valid = split_view(seqs, "valid", max_history=2, protocol="train+valid")
+    test = split_view(seqs, "test", max_history=2, protocol="train+valid")
+    assert valid.fit_sequences == [[0, 1, 2], [5]]
+    assert test.fit_sequences == [[0, 1, 2, 3], [5, 6]] and test.histories == [[2, 3], [5, 6]]
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        split_view(seqs, "test", protocol="everything")
 
 
 # ---------------------------------------------------------------- co-occurrence

@@ -137,3 +137,9 @@ def test_evidence_config_parses(path):
 @pytest.mark.parametrize("path", [p for p in ALL_YAML if _kind(p) == "prepare"], ids=lambda p: p.name)
 def test_prepare_config_parses(path):
     _parse_stage_config(("data", "prepare"), path, "--run_dir", "runs/x")
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "trainer").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_trainer_fragment_sets_its_seed(path):
+    # a fragment without its own seed inherits whatever PL_GLOBAL_SEED an earlier in-process stage left behind
+    assert isinstance((yaml.safe_load(path.read_text()) or {}).get("seed_everything"), int), path

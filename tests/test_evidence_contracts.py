@@ -25,3 +25,4 @@ def test_every_builtin_evidence_plugin_is_registered():
     assert set(registry.list("quality_judge")) >= {"llm-judge", "rule-judge"}
     assert set(registry.list("cmsa_branch")) >= {"vlm-captioner", "label-captioner", "timm-image-encoder",
                                                  "efficientnet-lite0-packaged"}
+    assert set(registry.list("collaborative_source")) >= {"cooccurrence-svd"}

@@ -1,9 +1,14 @@
 """Leave-one-out views of the sequences and full-ranking Recall@K / NDCG@K of a recommender's top-K lists.
 
-Split protocol (as in BASELINES.md): a count-based model is fitted on everything before the target it predicts:
-for the valid target on items[:-2] of every user, for the test target on items[:-1] (train + valid targets). A
-model with an early-stopping rule (SASRec) is trained once on items[:-2] and selects on valid. Histories are the
-last `max_history` items before the target.
+Split protocols (BASELINES.md). One protocol holds for every row of a table, generator included:
+
+- ``"train"`` (the default, TIGER's): every model is fitted on items[:-2] of every user, for both splits; the test
+  history items[:-1] reads the valid item but nothing is fitted on it.
+- ``"train+valid"``: for the test split, count models are refitted on items[:-1] (train + valid targets). It only
+  makes sense in its own labelled table where every method, the generator included, is refitted the same way.
+
+Models with an early-stopping rule (SASRec) train once on items[:-2] and select on valid. Histories are the last
+`max_history` items before the target.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from deepinterestgr.data.split import eval_examples
 from deepinterestgr.generate.metrics import retrieval_metrics
 
 SPLITS = ("valid", "test")
+PROTOCOLS = ("train", "train+valid")
 DEFAULT_KS = (5, 10)
 
 
@@ -30,10 +36,13 @@ class SplitView(NamedTuple):
     targets: list[int]
 
 
-def split_view(sequences: Sequence[UserSequence], split: str, *, max_history: int = 20) -> SplitView:
-    """The fit data and (history, target) pairs of `split` ("valid" or "test"); see the module doc."""
+def split_view(sequences: Sequence[UserSequence], split: str, *, max_history: int = 20,
+               protocol: str = "train") -> SplitView:
+    """The fit data and (history, target) pairs of `split` ("valid" or "test") under `protocol`; see the module doc."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     examples = eval_examples(sequences, split)  # validates the split name and >= 3 items per user
-    cut = 2 if split == "valid" else 1
+    cut = 1 if split == "test" and protocol == "train+valid" else 2
     return SplitView(
         fit_sequences=[list(s.items[:-cut]) for s in sequences],
         histories=[list(e.history[-max_history:]) for e in examples],

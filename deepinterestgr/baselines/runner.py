@@ -14,7 +14,7 @@ from pathlib import Path
 
 from deepinterestgr.artifacts import atomic_write_json
 from deepinterestgr.baselines.cooccurrence import CoOccurrence
-from deepinterestgr.baselines.evaluation import DEFAULT_KS, evaluate, split_view
+from deepinterestgr.baselines.evaluation import DEFAULT_KS, PROTOCOLS, evaluate, split_view
 from deepinterestgr.baselines.popularity import MostPopular
 from deepinterestgr.data.schema import UserSequence
 
@@ -26,25 +26,37 @@ SELECT_ON = "ndcg@10"  # valid metric every tuned baseline is selected on
 # Valid-tuned on Beauty (see benchmarks/bench_baselines.py); the grid is searched again on every run.
 COOCCURRENCE_GRID = {"recency_decay": (0.2, 0.3, 0.5, 0.7), "cooccurrence_weight": (0.0, 0.05, 0.1)}
 
-PROTOCOL = {
-    "split": "chronological leave-one-out: last item = test target, second-to-last = valid target",
-    "ranking": "full ranking over all catalog items; history items not masked",
-    "max_history": MAX_HISTORY,
-    "count_models_fit_on": "valid: items[:-2] of every user; test: items[:-1] (everything before the test target)",
+FIT_ON = {
+    "train": "items[:-2] of every user for both splits (TIGER's protocol; the test history reads the valid item)",
+    "train+valid": "valid: items[:-2] of every user; test: count models refitted on items[:-1] (train + valid)",
 }
 
 
-def _most_popular(sequences: Sequence[UserSequence], num_items: int, **_) -> dict:
+def protocol_record(protocol: str = "train") -> dict:
+    """The protocol block every baseline record (and the generator's benchmark rows) carries."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    return {
+        "name": protocol,
+        "split": "chronological leave-one-out: last item = test target, second-to-last = valid target",
+        "ranking": "full ranking over all catalog items; history items not masked",
+        "max_history": MAX_HISTORY,
+        "fit_on": FIT_ON[protocol],
+    }
+
+
+def _most_popular(sequences: Sequence[UserSequence], num_items: int, *, protocol: str = "train", **_) -> dict:
     result: dict = {"params": {}}
     for split in ("valid", "test"):
-        view = split_view(sequences, split, max_history=MAX_HISTORY)
+        view = split_view(sequences, split, max_history=MAX_HISTORY, protocol=protocol)
         result[split] = evaluate(MostPopular().fit(view.fit_sequences, num_items=num_items), view)
     return result
 
 
-def _cooccurrence(sequences: Sequence[UserSequence], num_items: int, *, cooccurrence_grid: dict | None = None, **_) -> dict:
+def _cooccurrence(sequences: Sequence[UserSequence], num_items: int, *, cooccurrence_grid: dict | None = None,
+                  protocol: str = "train", **_) -> dict:
     grid = cooccurrence_grid or COOCCURRENCE_GRID
-    valid = split_view(sequences, "valid", max_history=MAX_HISTORY)
+    valid = split_view(sequences, "valid", max_history=MAX_HISTORY, protocol=protocol)
     tried = []
     for values in itertools.product(*grid.values()):
         params = dict(zip(grid, values))
@@ -52,19 +64,24 @@ def _cooccurrence(sequences: Sequence[UserSequence], num_items: int, *, cooccurr
         log.info("cooccurrence %s valid %s", params, metrics)
         tried.append({"params": params, "valid": metrics})
     best = max(tried, key=lambda t: t["valid"][SELECT_ON])
-    test = split_view(sequences, "test", max_history=MAX_HISTORY)
+    test = split_view(sequences, "test", max_history=MAX_HISTORY, protocol=protocol)
     model = CoOccurrence(**best["params"]).fit(test.fit_sequences, num_items=num_items)
     return {"params": {"last_n": model.last_n, **best["params"]}, "valid": best["valid"], "test": evaluate(model, test),
             "tuning": tried, "selected_on": f"valid {SELECT_ON}"}
 
 
 def _sasrec(sequences: Sequence[UserSequence], num_items: int, *, out_dir: Path, seed: int, sasrec_max_epochs: int,
-            sasrec_max_minutes: float | None = None, sasrec_kwargs: dict | None = None, **_) -> dict:
+            sasrec_max_minutes: float | None = None, sasrec_kwargs: dict | None = None, protocol: str = "train",
+            **_) -> dict:
     from deepinterestgr.baselines.sasrec import fit_sasrec  # imports Lightning: only when SASRec is asked for
 
-    valid = split_view(sequences, "valid", max_history=MAX_HISTORY)
-    test = split_view(sequences, "test", max_history=MAX_HISTORY)
+    if protocol != "train":
+        raise ValueError("SASRec trains once on items[:-2] and early-stops on valid: only protocol 'train' applies")
     kwargs = {"max_len": MAX_HISTORY, **(sasrec_kwargs or {})}
+    # SASRec reads as much history as it was built for (max_len 50 in the tuned setting)
+    valid = split_view(sequences, "valid", max_history=kwargs["max_len"])
+    test = split_view(sequences, "test", max_history=kwargs["max_len"])
+    fit_kwargs = {k: kwargs.pop(k) for k in ("patience", "batch_size") if k in kwargs}
     result = fit_sasrec(
         train_sequences=valid.fit_sequences,  # items[:-2]: training never sees a valid or test target
         valid=(valid.histories, valid.targets),
@@ -74,9 +91,10 @@ def _sasrec(sequences: Sequence[UserSequence], num_items: int, *, out_dir: Path,
         seed=seed,
         max_epochs=sasrec_max_epochs,
         max_minutes=sasrec_max_minutes,
+        **fit_kwargs,
         **kwargs,
     )
-    return {"params": {**kwargs, "max_epochs": sasrec_max_epochs, "max_minutes": sasrec_max_minutes},
+    return {"params": {**kwargs, **fit_kwargs, "max_epochs": sasrec_max_epochs, "max_minutes": sasrec_max_minutes},
             "valid": result.valid, "test": result.test, "epochs": result.epochs, "stopped_by": result.stopped_by,
             "best_checkpoint": result.best_checkpoint, "selected_on": "valid ndcg@10 (early stop)",
             "trained_on": "items[:-2] of every user"}
@@ -93,9 +111,12 @@ def run_baselines_on_sequences(
     methods: Sequence[str] = ("most-popular", "cooccurrence"),
     seed: int = 42,
     sasrec_max_epochs: int = 50,
+    protocol: str = "train",
     **method_kwargs,
 ) -> dict[str, dict]:
-    """Score `methods` on `sequences` (dense ids < num_items); write `<out_dir>/<method>.json`; return the records."""
+    """Score `methods` on `sequences` (dense ids < num_items) under `protocol` ("train" or "train+valid", see
+    `deepinterestgr.baselines.evaluation`); write `<out_dir>/<method>.json`; return the records."""
+    protocol_block = protocol_record(protocol)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; known: {sorted(METHODS)}")
@@ -104,9 +125,9 @@ def run_baselines_on_sequences(
     for method in methods:
         start = time.perf_counter()
         record = METHODS[method](sequences, num_items, out_dir=out_dir, seed=seed, sasrec_max_epochs=sasrec_max_epochs,
-                                 **method_kwargs)
+                                 protocol=protocol, **method_kwargs)
         record = {"method": method, "seed": seed, "users": len(sequences), "items": num_items, "ks": list(DEFAULT_KS),
-                  "protocol": PROTOCOL, **record, "wall_time_s": round(time.perf_counter() - start, 2)}
+                  "protocol": protocol_block, **record, "wall_time_s": round(time.perf_counter() - start, 2)}
         atomic_write_json(out_dir / f"{method}.json", record)
         log.info("%s: valid %s test %s (%.1f s)", method, record["valid"], record["test"], record["wall_time_s"])
         records[method] = record

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from deepinterestgr.baselines.base import check_sequences
 from deepinterestgr.baselines.evaluation import DEFAULT_KS
 from deepinterestgr.generate.metrics import retrieval_metrics
+from deepinterestgr.training import EpochBatchSampler
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +218,13 @@ def fit_sasrec(
     L.seed_everything(seed, workers=True, verbose=False)
     model = SASRec(num_items=num_items, **model_kwargs)
     max_len = model.max_len
+    train_set = TrainSequences(train_sequences, max_len=max_len)
+    # length-bucketed batches (shuffled at the batch level): Beauty histories average ~7 items, so a batch padded to
+    # its longest member (up to max_len 50) would spend most of the encoder on padding
+    lengths = torch.tensor([min(len(s) - 1, max_len) for s in train_set.sequences])
     train_loader = DataLoader(
-        TrainSequences(train_sequences, max_len=max_len), batch_size=batch_size, shuffle=True, collate_fn=_collate
+        train_set, batch_sampler=EpochBatchSampler(len(train_set), batch_size=batch_size, seed=seed, lengths=lengths),
+        collate_fn=_collate,
     )
     valid_loader = DataLoader(EvalExamples(*valid, max_len=max_len), batch_size=eval_batch_size, collate_fn=_collate)
     test_loader = DataLoader(EvalExamples(*test, max_len=max_len), batch_size=eval_batch_size, collate_fn=_collate)

@@ -10,7 +10,7 @@ def list_plugins_command(kind: str | None = None, pattern: str = "*") -> None:
 
     Args:
         kind: only this kind (one of dataset_reader, cmsa_branch, intent_miner, quality_judge, text_encoder,
-            quantizer, generator, reward).
+            collaborative_source, quantizer, generator, reward).
         pattern: fnmatch pattern on plugin names, e.g. "rq*".
     """
     registry = get_registry()

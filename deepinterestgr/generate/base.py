@@ -53,6 +53,26 @@ class Generator(RecordsInitArgs, nn.Module, ABC):
         logits = self(history, history_mask, target).float()
         return torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
 
+    # ------------------------------------------------------------------------------------ item-level scores
+    # Optional (`has_item_scores`): a user vector from the encoder and an item vector from an item's SID tokens, so
+    # items that share every code but the last can still be told apart at the output (dense re-ranking of the beam,
+    # LIGER-style). Code embeddings alone are shared by every item with that code.
+    has_item_scores: bool = False
+
+    def teacher_forced(self, history: torch.Tensor, history_mask: torch.Tensor,
+                       target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Teacher-forced logits [B, S, vocab] and, when `has_item_scores`, user vectors [B, d] from the same
+        encoder pass (None otherwise)."""
+        return self(history, history_mask, target), None
+
+    def user_vectors(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        """One vector [B, d] per user for item-level scores `user_vectors @ item_vectors.T`."""
+        raise NotImplementedError(f"{type(self).__name__} has no item-level scores")
+
+    def item_vectors(self, item_tokens: torch.Tensor) -> torch.Tensor:
+        """One vector [N, d] per item from its SID tokens [N, S]."""
+        raise NotImplementedError(f"{type(self).__name__} has no item-level scores")
+
     # ------------------------------------------------------------------------------------ incremental decoding
     # Search drives decoding through these three calls. The defaults re-run `next_token_logits` on the whole prefix;
     # a generator with a KV cache overrides them (T5SIDGenerator) so each step costs one token. A decoding state is

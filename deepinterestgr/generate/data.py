@@ -22,6 +22,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from deepinterestgr.artifacts import ArtifactError, read_jsonl
+from deepinterestgr.data.split import VALID_SAMPLE_SEED, validation_sample
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.quantize.sid import SIDTable
 from deepinterestgr.training import EpochBatchSampler, ResumableDataLoader, global_seed
@@ -105,6 +106,7 @@ class SequenceDataModule(LightningDataModule):
         num_user_buckets: int = 0,
         sid_table_dir: str | None = None,
         val_max_users: int | None = None,
+        val_sample_seed: int = VALID_SAMPLE_SEED,
         length_bucketing: bool = True,
         strict: bool = False,
     ) -> None:
@@ -118,6 +120,7 @@ class SequenceDataModule(LightningDataModule):
         self.num_user_buckets = num_user_buckets
         self.sid_table_dir = Path(sid_table_dir) if sid_table_dir else self.run_dir / "quantize"
         self.val_max_users = val_max_users
+        self.val_sample_seed = val_sample_seed
         self.length_bucketing = length_bucketing
         self.strict = strict
         self.tokenizer: SIDTokenizer | None = None
@@ -190,20 +193,27 @@ class SequenceDataModule(LightningDataModule):
             "user_index": examples[:, 0],
         }
 
-    def num_examples(self, split: str) -> int:
+    def example_indices(self, split: str) -> torch.Tensor:
+        """Rows of `split.examples[split]` this datamodule serves: all of them, except that `val_max_users` caps the
+        valid split to a seeded random sample of users (`validation_sample`; the same users for every method)."""
         n = len(self.split.examples[split])
-        return min(n, self.val_max_users) if split == "valid" and self.val_max_users else n
+        sample = validation_sample(n, self.val_max_users, seed=self.val_sample_seed) if split == "valid" else None
+        return torch.arange(n) if sample is None else torch.tensor(sample, dtype=torch.long)
+
+    def num_examples(self, split: str) -> int:
+        return len(self.example_indices(split))
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        n = self.num_examples(split)
+        rows = self.example_indices(split)
+        n = len(rows)
         order, sampler = None, None
         if not shuffle:
             # evaluation order does not change metrics; similar lengths per batch make trimmed batches shorter
-            order = torch.sort(self.split.examples[split][:n, 1].clamp(max=self.max_history), stable=True).indices
+            order = rows[torch.sort(self.split.examples[split][rows, 1].clamp(max=self.max_history), stable=True).indices]
             rank, world = self._world()
             if world > 1:  # every user exactly once over all ranks (a padded DistributedSampler repeats users)
                 sampler = UnrepeatedDistributedSampler(_ExampleIndex(n, order), num_replicas=world, rank=rank)

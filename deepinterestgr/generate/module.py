@@ -21,6 +21,7 @@ from deepinterestgr.artifacts import atomic_write_json, atomic_write_jsonl
 from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.data import SequenceDataModule  # noqa: F401  (importing this module lets the CLI name it)
 from deepinterestgr.generate.metrics import retrieval_collection
+from deepinterestgr.generate.rerank import item_log_probs, rerank
 from deepinterestgr.generate.search import constrained_beam_search
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
@@ -44,6 +45,8 @@ class GeneratorModule(LightningModule):
         min_lr_ratio: float = 0.05,
         label_smoothing: float = 0.0,
         renormalize: bool = False,
+        item_loss_weight: float = 0.0,
+        rerank_weight: float = 0.0,
         beam_size: int = 20,
         ks: tuple[int, ...] = (5, 10),
         monitor: str = "val/ndcg@10",
@@ -61,6 +64,12 @@ class GeneratorModule(LightningModule):
             renormalize: each step's softmax runs over the tokens that continue the prefix to a catalog SID, in the
                 loss and in beam search / sampling / GRPO (as transformers' `renormalize_logits=True`); otherwise over
                 the whole vocabulary (TIGER, `prefix_allowed_tokens_fn`).
+            item_loss_weight: weight of a full-catalog softmax loss on the generator's item-level scores (user vector ·
+                item vector, `T5SIDGenerator(item_scores=True)`), added to the SID loss: item vectors are tied with the
+                history input, so SASRec-style item memory trains both ends. 0 = SID loss only.
+            rerank_weight: at validation/test, beam candidates are re-ranked by beam score + rerank_weight x item
+                log-probability (`deepinterestgr.generate.rerank`); 0 = the beam's own order. Select it on valid
+                (`benchmarks/bench_beauty_quality.py` sweeps it on one beam search).
             beam_size: constrained beam width for validation and test.
             ks: the K of Recall@K / NDCG@K.
             monitor, early_stopping_patience: metric for the best checkpoint and early stopping (0 = no stopping).
@@ -71,16 +80,23 @@ class GeneratorModule(LightningModule):
             raise ValueError(f"schedule must be inverse_sqrt, cosine or constant; got {schedule!r}")
         if renormalize and label_smoothing:
             raise ValueError("label_smoothing would spread mass onto tokens that renormalize=True excludes; set one")
+        if (item_loss_weight or rerank_weight) and not getattr(generator, "has_item_scores", False):
+            raise ValueError(f"item_loss_weight / rerank_weight need a generator with item-level scores; "
+                             f"{type(generator).__name__} has none (T5SIDGenerator: set item_scores: true)")
+        if item_loss_weight < 0 or rerank_weight < 0:
+            raise ValueError(f"item_loss_weight and rerank_weight must be >= 0, got {item_loss_weight}, {rerank_weight}")
         # the generator stays in hparams (its class_path + init_args when built by the CLI) so that
         # load_from_checkpoint can rebuild it; its weights are in the state dict. Evaluation knobs are left out:
         # `test --ckpt_path` re-applies checkpoint hparams over the command line, and these must follow the command.
-        self.save_hyperparameters(ignore=["beam_size", "dump_test_results"])
+        self.save_hyperparameters(ignore=["beam_size", "rerank_weight", "dump_test_results"])
         plugin_hparams_as_configs(self, "generator")  # checkpoints hold configs, never pickled objects
         self.generator = generator
         self.beam_size = beam_size
+        self.rerank_weight = rerank_weight
         self.dump_test_results = dump_test_results
         self.tokenizer: SIDTokenizer | None = None
         self._trie: SIDTrie | None = None
+        self._item_tokens: torch.Tensor | None = None
         self.val_metrics = retrieval_collection(tuple(ks), prefix="val/")
         self.test_metrics = retrieval_collection(tuple(ks), prefix="test/")
         self._test_rows: list[dict] = []
@@ -90,6 +106,7 @@ class GeneratorModule(LightningModule):
         """Attach the SID tokenizer and build the generator's vocabulary-sized layers from it."""
         self.tokenizer = tokenizer
         self._trie = None
+        self._item_tokens = None
         self.generator.build(vocab_size=tokenizer.vocab_size, sid_length=tokenizer.sid_length)
 
     def configure_model(self) -> None:
@@ -117,25 +134,57 @@ class GeneratorModule(LightningModule):
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.generator(history, history_mask, target)
 
-    def _loss(self, batch: dict) -> torch.Tensor:
-        logits = self.generator(batch["history"], batch["history_mask"], batch["target"]).float()
+    @property
+    def item_tokens(self) -> torch.Tensor:
+        """SID tokens [N, S] of every catalog item, on the module's device."""
+        if self._item_tokens is None or self._item_tokens.device != self.device:
+            self._item_tokens = self.tokenizer.item_tokens.to(self.device)
+        return self._item_tokens
+
+    def _losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        """{"loss": total, "sid_loss": ..., "item_loss": ... (with item_loss_weight)}."""
+        logits, users = self.generator.teacher_forced(batch["history"], batch["history_mask"], batch["target"])
+        logits = logits.float()
         if self.hparams.renormalize:
             # catalog-normalised targets: each step's softmax runs over the tokens that continue the target's prefix to
             # a catalog SID, so the model spends no capacity on memorising which SIDs exist (the trie knows)
             logits = logits.masked_fill(~self.trie.path_masks(batch["target"]), torch.finfo(logits.dtype).min)
-        return F.cross_entropy(logits.flatten(0, 1), batch["target"].flatten(),
-                               label_smoothing=self.hparams.label_smoothing)
+        sid_loss = F.cross_entropy(logits.flatten(0, 1), batch["target"].flatten(),
+                                   label_smoothing=self.hparams.label_smoothing)
+        if not self.hparams.item_loss_weight:
+            return {"loss": sid_loss}
+        item_logits = users.float() @ self.generator.item_vectors(self.item_tokens).float().T
+        item_loss = F.cross_entropy(item_logits, batch["target_item"])
+        return {"loss": sid_loss + self.hparams.item_loss_weight * item_loss, "sid_loss": sid_loss, "item_loss": item_loss}
+
+    def _loss(self, batch: dict) -> torch.Tensor:
+        return self._losses(batch)["loss"]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["target"]))
-        return loss
+        losses = self._losses(batch)
+        n = len(batch["target"])
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=n)
+        for name in ("sid_loss", "item_loss"):
+            if name in losses:
+                self.log(f"train/{name}", losses[name], batch_size=n)
+        return losses["loss"]
 
     # ----------------------------------------------------------------------------------------------- evaluation
-    def generate(self, history: torch.Tensor, history_mask: torch.Tensor, beam_size: int | None = None):
-        """Constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K])."""
-        return constrained_beam_search(self.generator, self.trie, history, history_mask,
-                                       beam_size=beam_size or self.beam_size, renormalize=self.hparams.renormalize)
+    def generate(self, history: torch.Tensor, history_mask: torch.Tensor, beam_size: int | None = None,
+                 rerank_weight: float | None = None):
+        """Constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K]), re-ranked by item-level
+        scores when `rerank_weight` (default: the module's) is > 0."""
+        result = constrained_beam_search(self.generator, self.trie, history, history_mask,
+                                         beam_size=beam_size or self.beam_size, renormalize=self.hparams.renormalize)
+        weight = self.rerank_weight if rerank_weight is None else rerank_weight
+        if weight:
+            result = rerank(result, self.item_log_probs(history, history_mask), weight)
+        return result
+
+    @torch.no_grad()
+    def item_log_probs(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        """Item-level log-probabilities [B, N] over the whole catalog (generators with item-level scores)."""
+        return item_log_probs(self.generator, self.item_tokens, history, history_mask)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         n = len(batch["target"])

@@ -82,17 +82,21 @@ class HistoryItemEmbedding(nn.Module):
             key = (key * vocab + history[..., s].long()) % self._HASH_PRIME
         return torch.stack([(key * m) % self._HASH_PRIME % self.item_buckets for m in self._HASH_MULTIPLIERS], -1)
 
+    def item_vectors(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[..., S] SID tokens -> [..., d] the item's vector without recency (zero for an all-PAD row)."""
+        emb = (self.token_embedding(tokens) * (tokens != PAD).unsqueeze(-1)).sum(-2)
+        if self.item_buckets:
+            present = (tokens != PAD).any(-1, keepdim=True)
+            emb = emb + self.item_hash(self.hash_rows(tokens)).sum(-2) * present
+        return emb
+
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         h = history.shape[1]
         if h > self.max_positions:
             raise ValueError(f"history has {h} rows but the generator was built for max_positions={self.max_positions}")
-        emb = (self.token_embedding(history) * (history != PAD).unsqueeze(-1)).sum(-2)
-        if self.item_buckets:
-            present = (history != PAD).any(-1, keepdim=True)
-            emb = emb + self.item_hash(self.hash_rows(history)).sum(-2) * present
         # rows are right-aligned (last row = most recent item), so recency = distance from the last row
         recency = torch.arange(h - 1, -1, -1, device=history.device)
-        return emb + self.recency(recency)
+        return self.item_vectors(history) + self.recency(recency)
 
 
 class T5SIDGenerator(Generator):
@@ -110,6 +114,7 @@ class T5SIDGenerator(Generator):
         dropout: float = 0.1,
         max_positions: int = 64,
         item_buckets: int = 0,
+        item_scores: bool = False,
         vocab_size: int | None = None,
         sid_length: int | None = None,
     ) -> None:
@@ -119,6 +124,9 @@ class T5SIDGenerator(Generator):
                 (encoder layers, decoder layers, heads x per-head width, feed-forward width).
             max_positions: history rows the recency embedding covers (max_history, + 1 with user tokens).
             item_buckets: rows of the hashed item-identity table added to each history item (0 = codes only).
+            item_scores: add item-level scores: a user vector (a projection of the encoder's newest position) dotted
+                with each item's input vector (its code embeddings + identity vector, tied with the history input),
+                for GeneratorModule's `item_loss_weight` / `rerank_weight`.
             vocab_size, sid_length: set from the SID table by GeneratorModule; given only when rebuilding.
         """
         super().__init__()
@@ -126,6 +134,7 @@ class T5SIDGenerator(Generator):
                          num_heads=num_heads, d_kv=d_kv, d_ff=d_ff, dropout_rate=dropout)
         self.max_positions = max_positions
         self.item_buckets = item_buckets
+        self.has_item_scores = item_scores
         self._build_if_sized(vocab_size, sid_length)
 
     def build(self, *, vocab_size: int, sid_length: int) -> None:
@@ -140,6 +149,10 @@ class T5SIDGenerator(Generator):
         nn.init.normal_(self.t5.lm_head.weight, std=self.arch["d_model"] ** -0.5)
         self.history_embedding = HistoryItemEmbedding(self.t5.shared, max_positions=self.max_positions,
                                                       item_buckets=self.item_buckets)
+        if self.has_item_scores:
+            d = self.arch["d_model"]
+            self.user_head = nn.Linear(d, d, bias=False)
+            nn.init.normal_(self.user_head.weight, std=d**-0.5)
         self.vocab_size, self.sid_length = vocab_size, sid_length
 
     def _require_built(self) -> None:
@@ -149,7 +162,7 @@ class T5SIDGenerator(Generator):
     def encode(self, history: torch.Tensor, history_mask: torch.Tensor) -> EncoderState:
         self._require_built()
         mask = history_mask.long()
-        hidden = self.t5.encoder(inputs_embeds=self.history_embedding(history), attention_mask=mask).last_hidden_state
+        hidden = self._encoder_hidden(history, mask)
         return EncoderState(hidden, mask, self._cross_kv(hidden))
 
     def _cross_kv(self, hidden: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
@@ -179,10 +192,39 @@ class T5SIDGenerator(Generator):
             hidden = hidden * (self.t5.model_dim**-0.5)
         return self.t5.lm_head(hidden)
 
+    def _encoder_hidden(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.t5.encoder(inputs_embeds=self.history_embedding(history), attention_mask=mask).last_hidden_state
+
+    def _user_vectors(self, hidden: torch.Tensor) -> torch.Tensor:
+        # the newest history row (right-aligned: always present); the encoder is bidirectional, so it reads them all
+        return self.user_head(hidden[:, -1])
+
+    def user_vectors(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        self._require_built()
+        if not self.has_item_scores:
+            raise NotImplementedError("T5SIDGenerator was built without item_scores: true")
+        return self._user_vectors(self._encoder_hidden(history, history_mask.long()))
+
+    def item_vectors(self, item_tokens: torch.Tensor) -> torch.Tensor:
+        self._require_built()
+        if not self.has_item_scores:
+            raise NotImplementedError("T5SIDGenerator was built without item_scores: true")
+        return self.history_embedding.item_vectors(item_tokens)
+
+    def teacher_forced(self, history: torch.Tensor, history_mask: torch.Tensor,
+                       target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self._require_built()
+        mask = history_mask.long()
+        hidden = self._encoder_hidden(history, mask)
+        users = self._user_vectors(hidden) if self.has_item_scores else None
+        return self._teacher_forced_logits(hidden, mask, target), users
+
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         self._require_built()
         mask = history_mask.long()
-        hidden = self.t5.encoder(inputs_embeds=self.history_embedding(history), attention_mask=mask).last_hidden_state
+        return self._teacher_forced_logits(self._encoder_hidden(history, mask), mask, target)
+
+    def _teacher_forced_logits(self, hidden: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         out = self.t5.decoder(input_ids=_shift_right(target), encoder_hidden_states=hidden, encoder_attention_mask=mask,
                               use_cache=False)
         hidden = out.last_hidden_state

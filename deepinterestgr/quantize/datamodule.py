@@ -1,15 +1,19 @@
 """Evidence tensors -> batches of item vectors for the quantizer stage.
 
-Reads `<run>/evidence/text_embeddings.safetensors` (key "embeddings" [N, D]) and, with `use_image_features`,
-`<run>/evidence/image_features.safetensors` (key "features" [N, F]). Widths come from the files, never from a config.
+Reads `<run>/evidence/text_embeddings.safetensors` (key "embeddings" [N, D]); with `use_collaborative`,
+`<run>/evidence/collab_embeddings.safetensors` (key "embeddings" [N, C]) too, concatenated onto the text vector; with
+`use_image_features`, `<run>/evidence/image_features.safetensors` (key "features" [N, F]). Widths come from the files,
+never from a config.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset
@@ -21,6 +25,7 @@ log = logging.getLogger(__name__)
 
 TEXT_FILE, TEXT_KEY = "text_embeddings.safetensors", "embeddings"
 IMAGE_FILE, IMAGE_KEY = "image_features.safetensors", "features"
+COLLAB_FILE, COLLAB_KEY = "collab_embeddings.safetensors", "embeddings"
 
 
 def load_evidence_tensor(path: Path, key: str) -> torch.Tensor:
@@ -48,7 +53,8 @@ def load_evidence_tensor(path: Path, key: str) -> torch.Tensor:
 
 
 class ItemVectors(Dataset):
-    """Rows of the item table as {"item_id": long, "text": [D], "image": [F] (only with image features)}."""
+    """Rows of the item table as {"item_id": long, "text": [D], "image": [F] (only with image features)}.
+    "text" is the quantizer's main input: the text embedding, or concat(text, collab) with `use_collaborative`."""
 
     def __init__(self, text: torch.Tensor, image: torch.Tensor | None) -> None:
         self.text, self.image = text, image
@@ -71,13 +77,22 @@ class EmbeddingDataModule(LightningDataModule):
         batch_size: items per training batch.
         num_workers: DataLoader workers (0 is right for in-memory tensors).
         use_image_features: also load the image branch's features (CMSA fusion in front of the quantizer).
+        use_collaborative: also load `evidence/collab_embeddings.safetensors` (the evidence stage's `collaborative`
+            role): the quantizer input becomes concat(L2norm(text), collaborative_weight * L2norm(collab)), or
+            L2norm(collab) alone when the run has no text embeddings (evidence ran with `text_encoder: null`).
+        collaborative_weight: scale of the collaborative half against the unit-norm text half (>= 0; 1 gives both
+            equal weight in the quantizer's distances; no effect without text embeddings).
     """
 
-    def __init__(self, *, run_dir: str, batch_size: int = 1024, num_workers: int = 0, use_image_features: bool = False) -> None:
+    def __init__(self, *, run_dir: str, batch_size: int = 1024, num_workers: int = 0, use_image_features: bool = False,
+                 use_collaborative: bool = False, collaborative_weight: float = 1.0) -> None:
         super().__init__()
+        if not (math.isfinite(collaborative_weight) and collaborative_weight >= 0):
+            raise ValueError(f"collaborative_weight must be a finite number >= 0, got {collaborative_weight}")
         self.save_hyperparameters()
         self.run_dir, self.batch_size, self.num_workers = Path(run_dir), int(batch_size), int(num_workers)
         self.use_image_features = bool(use_image_features)
+        self.use_collaborative, self.collaborative_weight = bool(use_collaborative), float(collaborative_weight)
         self.text: torch.Tensor | None = None
         self.image: torch.Tensor | None = None
 
@@ -87,12 +102,16 @@ class EmbeddingDataModule(LightningDataModule):
 
     @property
     def input_files(self) -> list[Path]:
-        return [self.evidence_dir / TEXT_FILE] + ([self.evidence_dir / IMAGE_FILE] if self.use_image_features else [])
+        """The evidence files the quantizer input is built from (their content is part of quantize's config hash)."""
+        text = self.evidence_dir / TEXT_FILE
+        files = [text] if not self.use_collaborative or text.exists() else []
+        files += [self.evidence_dir / COLLAB_FILE] if self.use_collaborative else []
+        return files + ([self.evidence_dir / IMAGE_FILE] if self.use_image_features else [])
 
     def setup(self, stage: str | None = None) -> None:
         if self.text is not None:
             return
-        self.text = load_evidence_tensor(self.evidence_dir / TEXT_FILE, TEXT_KEY)
+        self.text = self._load_vectors()
         if self.use_image_features:
             image = load_evidence_tensor(self.evidence_dir / IMAGE_FILE, IMAGE_KEY)
             if image.shape[0] != self.text.shape[0]:
@@ -103,6 +122,29 @@ class EmbeddingDataModule(LightningDataModule):
             self.image = image
         log.info("quantize data: %d items, text %d-d%s", self.num_items, self.text_dim,
                  f", image {self.image_dim}-d" if self.image is not None else "")
+
+    def _load_vectors(self) -> torch.Tensor:
+        """The text embeddings, or with `use_collaborative` the fusion described in the class docstring."""
+        text_path = self.evidence_dir / TEXT_FILE
+        if not self.use_collaborative:
+            if not text_path.exists() and (self.evidence_dir / COLLAB_FILE).exists():
+                raise ArtifactError(f"{text_path}: not found, but {COLLAB_FILE} is (evidence ran with text_encoder: "
+                                    "null): set data.use_collaborative: true (configs/data/embeddings_collab.yaml).")
+            return load_evidence_tensor(text_path, TEXT_KEY)
+        collab = F.normalize(load_evidence_tensor(self.evidence_dir / COLLAB_FILE, COLLAB_KEY), dim=1)
+        zero = int((collab.abs().sum(dim=1) == 0).sum())
+        if not text_path.exists():
+            log.info("quantize data: no %s, quantizing the collaborative embeddings alone (%d items have zero rows "
+                     "and will share codes)", TEXT_FILE, zero)
+            return collab
+        text = load_evidence_tensor(text_path, TEXT_KEY)
+        if text.shape[0] != collab.shape[0]:
+            raise ArtifactError(
+                f"{self.evidence_dir / COLLAB_FILE}: {collab.shape[0]} rows but {TEXT_FILE} has {text.shape[0]}; both "
+                "must have one row per item. Rerun the `evidence` stage (both come from one catalog there).")
+        log.info("quantize data: text %d-d + %.3g x collaborative %d-d (%d items without collaborative signal)",
+                 text.shape[1], self.collaborative_weight, collab.shape[1], zero)
+        return torch.cat([F.normalize(text, dim=1), self.collaborative_weight * collab], dim=1).contiguous()
 
     # widths the model reads in its own setup (never typed by users)
     @property
@@ -125,7 +167,7 @@ class EmbeddingDataModule(LightningDataModule):
             raise RuntimeError("EmbeddingDataModule.setup() has not run yet")
 
     def table(self) -> dict[str, torch.Tensor]:
-        """The whole item table, row = item_id: {"text": [N, D]} (+ {"image": [N, F]})."""
+        """The whole item table, row = item_id: {"text": [N, D]} (+ {"image": [N, F]}); "text" as in ItemVectors."""
         self._require_setup()
         return {"text": self.text} | ({"image": self.image} if self.image is not None else {})
 

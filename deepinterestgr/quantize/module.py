@@ -225,6 +225,9 @@ def quantize_config_hash(model: QuantizerModule, datamodule: EmbeddingDataModule
     """What determines the SID table: model and data settings, epochs, and the content of the input tensors."""
     model_hp = {k: v for k, v in dict(model.hparams).items() if k not in DERIVED_HPARAMS and not k.startswith("_")}
     data_hp = {k: v for k, v in dict(datamodule.hparams).items() if k not in ("num_workers",) and not k.startswith("_")}
+    if not data_hp.get("use_collaborative"):  # off: the hash of runs made before the option existed stays valid
+        data_hp.pop("use_collaborative", None)
+        data_hp.pop("collaborative_weight", None)
     inputs = {p.name: sha256_file(p) for p in datamodule.input_files if p.exists()}
     # Lightning fills an unset max_epochs (1000 when max_steps is unset too) only when fit starts: normalise it here,
     # so the hash computed before training equals the one recorded after it

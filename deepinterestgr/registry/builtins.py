@@ -45,6 +45,13 @@ def dig_register_text_encoder(register):
 
 
 @hookimpl
+def dig_register_collaborative_source(register):
+    from deepinterestgr.evidence.plugins import register_collaborative_sources
+
+    register_collaborative_sources(register)
+
+
+@hookimpl
 def dig_register_quantizer(register):
     from deepinterestgr.quantize.plugins import register_builtins
 

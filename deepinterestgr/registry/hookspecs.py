@@ -46,6 +46,11 @@ def dig_register_text_encoder(register: RegisterFn) -> None:
 
 
 @hookspec
+def dig_register_collaborative_source(register: RegisterFn) -> None:
+    """Register collaborative item-embedding sources (`deepinterestgr.evidence.contracts.CollaborativeSource`)."""
+
+
+@hookspec
 def dig_register_quantizer(register: RegisterFn) -> None:
     """Register quantizers (`deepinterestgr.quantize.base.Quantizer`)."""
 

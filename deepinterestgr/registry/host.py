@@ -21,6 +21,7 @@ KINDS: dict[str, str] = {
     "intent_miner": "deepinterestgr.evidence.contracts:IntentMiner",
     "quality_judge": "deepinterestgr.evidence.contracts:QualityJudge",
     "text_encoder": "deepinterestgr.evidence.contracts:TextEncoder",
+    "collaborative_source": "deepinterestgr.evidence.contracts:CollaborativeSource",
     "quantizer": "deepinterestgr.quantize.base:Quantizer",
     "generator": "deepinterestgr.generate.base:Generator",
     "reward": "deepinterestgr.rl.rewards.base:Reward",

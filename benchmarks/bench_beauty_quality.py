@@ -1,0 +1,287 @@
+"""Beauty quality table under one protocol: floors, SASRec (seeds) and generator variants, valid beside test.
+
+    python benchmarks/bench_beauty_quality.py --data-root ../shared/data
+
+Protocol (every row): Amazon 2014 Beauty 5-core, chronological leave-one-out, every model fitted on items[:-2] of
+every user; valid target items[-2] (history items[:-2]), test target items[-1] (history items[:-1], the valid item
+read, never fitted on); full ranking over all 12,101 items, history items not masked; all 22,363 users on both splits.
+Selection (co-occurrence weights, SASRec / generator checkpoints, the generator's re-ranking weight) is on valid
+only; test is quoted.
+
+Phases (each reuses what an earlier invocation left, so the command resumes):
+  sids       text-only run directory (data -> MiniLM evidence -> RQ-VAE SIDs) via `dig pipeline`; with
+             --collab-run, a second one whose SIDs quantize text ⊕ a co-occurrence SVD of the training sequences
+  floors     most-popular and co-occurrence (weights selected on valid) on the same split
+  sasrec     SASRec (full-softmax CE, max length 50, dropout, early stop on valid N@10), one fit per --sasrec-seeds
+  fit        each generator variant: `dig fit` capped at --max-time (best checkpoint on valid N@10 of a seeded
+             random sample of --val-max-users users)
+  evaluate   one constrained beam search per variant and split over all users; the re-ranking weight is picked on
+             valid from --weights and applied to test; a paired bootstrap over test users for the headline claim
+
+Writes benchmarks/results/beauty_quality.json: {"rows": [{"method", "variant", "protocol", "split", "seeds",
+"recall@5", "ndcg@5", "recall@10", "ndcg@10", "std": {...}, "fit_s"}, ...], "bootstrap": {...}, ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+COLUMNS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+PROTOCOL = "train"  # every model fitted on items[:-2]; see deepinterestgr.baselines.evaluation
+PUBLISHED = {  # reported rows on this exact data (BASELINES.md / LITERATURE.md), test split
+    "TIGER (paper)": (0.0454, 0.0321, 0.0648, 0.0384),
+    "ActionPiece (paper)": (0.0511, 0.0340, 0.0775, 0.0424),
+    "SASRec full-softmax CE, 3 seeds (public reproduction)": (0.0601, 0.0420, 0.0859, 0.0503),
+}
+SASREC_SETTINGS = {"max_len": 50, "hidden_size": 64, "num_blocks": 2, "num_heads": 1, "dropout": 0.5, "lr": 2e-3,
+                   "batch_size": 128, "patience": 10}
+VARIANTS = {  # name -> (model config, which SIDs)
+    "t5-small": ("configs/model/generator_t5_small.yaml", "text"),
+    "t5-items": ("configs/model/generator_t5_items.yaml", "text"),
+    "t5-items-collab": ("configs/model/generator_t5_items.yaml", "collab"),
+}
+log = logging.getLogger("bench_beauty_quality")
+
+
+def sh(*args: str, threads: int = 1) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "deepinterestgr.cli.main", *args], cwd=REPO, env=env, check=True)
+    return time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------------------------ phases
+def make_sids(args, kind: str) -> Path:
+    run = args.text_run if kind == "text" else args.collab_run
+    experiment = REPO / "benchmarks" / f"beauty_sids_{kind}.yaml"
+    sh("pipeline", "-c", str(experiment), "--run_dir", str(run), "--data-root", str(args.data_root))
+    return run
+
+
+def floors(args) -> dict[str, dict]:
+    from deepinterestgr.baselines import run_baselines
+
+    return run_baselines(str(args.text_run), methods=["most-popular", "cooccurrence"])
+
+
+def sasrec(args) -> list[dict]:
+    from deepinterestgr.baselines import run_baselines_on_sequences
+    from deepinterestgr.data.io import load_catalog, load_sequences
+
+    records = []
+    for seed in args.sasrec_seeds:
+        out = args.work / f"sasrec_seed{seed}"
+        done = out / "sasrec.json"
+        if done.exists():
+            records.append(json.loads(done.read_text()))
+            continue
+        rec = run_baselines_on_sequences(
+            load_sequences(str(args.text_run)), num_items=len(load_catalog(str(args.text_run))), out_dir=out,
+            methods=["sasrec"], seed=seed, sasrec_max_epochs=200, sasrec_max_minutes=args.sasrec_max_minutes,
+            sasrec_kwargs=dict(SASREC_SETTINGS))["sasrec"]
+        records.append(rec)
+    return records
+
+
+def variant_run(args, name: str) -> Path:
+    """Each variant trains in its own run directory whose data/ and quantize/ link to the SIDs it uses."""
+    _, sids = VARIANTS[name]
+    source = args.text_run if sids == "text" else args.collab_run
+    run = args.work / "generators" / name
+    run.mkdir(parents=True, exist_ok=True)
+    for part in ("data", "quantize"):
+        link = run / part
+        if not link.exists():
+            link.symlink_to((source / part).resolve(), target_is_directory=True)
+    return run
+
+
+def fit(args, name: str) -> dict:
+    config, _ = VARIANTS[name]
+    run = variant_run(args, name)
+    marker = run / "generate" / "fit_done.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    fit_s = sh("fit", "-c", "configs/trainer/generate_cpu.yaml", "-c", config, "-c", "configs/data/sequences.yaml",
+               "--data.run_dir", str(run), "--trainer.default_root_dir", str(run / "generate"),
+               "--trainer.enable_progress_bar", "false", "--trainer.max_time", args.max_time,
+               "--data.val_max_users", str(args.val_max_users), "--seed_everything", str(args.seed))
+    record = {"variant": name, "config": config, "fit_s": round(fit_s), "max_time": args.max_time, "seed": args.seed,
+              "val_max_users": args.val_max_users}
+    marker.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def evaluate(args, name: str) -> dict:
+    """Beam search once per split; select the re-ranking weight on valid; per-user test ranks for the bootstrap."""
+    from deepinterestgr.generate.data import SequenceDataModule
+    from deepinterestgr.generate.evaluation import collect_candidates, metrics_from_ranks, ranks
+    from deepinterestgr.generate.metrics import hit_ranks
+    from deepinterestgr.generate.module import GeneratorModule
+
+    run = variant_run(args, name)
+    cache = run / "generate" / f"evaluation_beam{args.beam}.pt"
+    module = GeneratorModule.load_from_checkpoint(run / "generate" / "checkpoints" / "best.ckpt", map_location="cpu")
+    if cache.exists():
+        cands = torch.load(cache, weights_only=False)
+    else:
+        dm = SequenceDataModule(str(run), max_history=20, eval_batch_size=256)
+        dm.setup("test")
+        cands = {split: collect_candidates(module, dm, split, beam_size=args.beam)._asdict() for split in ("valid", "test")}
+        torch.save(cands, cache)
+    from deepinterestgr.generate.evaluation import Candidates
+
+    cands = {split: Candidates(**c) for split, c in cands.items()}
+    has_items = cands["valid"].item_logp is not None
+    weights = args.weights if has_items else [0.0]
+    sweep = {w: {s: metrics_from_ranks(ranks(cands[s], w)) for s in ("valid", "test")} for w in weights}
+    best_w = max(weights, key=lambda w: sweep[w]["valid"]["ndcg@10"])
+    out = {"variant": name, "beam": args.beam, "selected_weight": best_w, "selected_on": "valid ndcg@10",
+           "sweep": {str(w): v for w, v in sweep.items()},
+           "test_ranks": ranks(cands["test"], best_w), "test_users": cands["test"].users}
+    out["valid"], out["test"] = sweep[best_w]["valid"], sweep[best_w]["test"]
+    out["beam_only"] = sweep[0.0] if 0.0 in sweep else None
+    if has_items:  # diagnostic: the generator's item-level scores ranking the whole catalog (not generative)
+        out["item_scores_only"] = {s: metrics_from_ranks(hit_ranks(cands[s].item_top, cands[s].targets))
+                                   for s in ("valid", "test")}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ table
+def row(method: str, variant: str, split: str, metrics: dict, *, seeds: list[int], fit_s=None, std=None) -> dict:
+    return {"method": method, "variant": variant, "protocol": PROTOCOL, "split": split, "seeds": seeds,
+            **{c: round(float(metrics[c]), 4) for c in COLUMNS}, "std": std or {}, "fit_s": fit_s}
+
+
+def mean_std(records: list[dict], split: str) -> tuple[dict, dict]:
+    t = torch.tensor([[r[split][c] for c in COLUMNS] for r in records], dtype=torch.float64)
+    std = t.std(0, unbiased=True) if len(records) > 1 else torch.zeros(len(COLUMNS), dtype=torch.float64)
+    return dict(zip(COLUMNS, t.mean(0).tolist())), {c: round(float(s), 4) for c, s in zip(COLUMNS, std)}
+
+
+def per_user_floor_ndcg(args, method_record: dict) -> torch.Tensor:
+    """Per-user test NDCG@10 of the co-occurrence floor with its valid-selected weights (for the bootstrap)."""
+    from deepinterestgr.baselines.cooccurrence import CoOccurrence
+    from deepinterestgr.baselines.evaluation import split_view
+    from deepinterestgr.data.io import load_catalog, load_sequences
+    from deepinterestgr.generate.evaluation import ndcg_per_user
+    from deepinterestgr.generate.metrics import hit_ranks
+
+    sequences = load_sequences(str(args.text_run))
+    view = split_view(sequences, "test", max_history=20, protocol=PROTOCOL)
+    params = {k: v for k, v in method_record["params"].items() if k != "last_n"}
+    model = CoOccurrence(**params).fit(view.fit_sequences, num_items=len(load_catalog(str(args.text_run))))
+    top = model.recommend(view.histories, k=10)
+    return ndcg_per_user(hit_ranks(top, torch.tensor(view.targets)))
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'method':<44}{'variant':<26}{'split':<7}" + "".join(f"{c:>10}" for c in COLUMNS) + f"{'fit s':>8}")
+    for r in rows:
+        print(f"{r['method']:<44}{r['variant']:<26}{r['split']:<7}" + "".join(f"{r[c]:>10.4f}" for c in COLUMNS)
+              + f"{(r['fit_s'] or 0):>8.0f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
+    p.add_argument("--work", type=Path, default=REPO / "runs" / "beauty_quality", help="run directories and fits")
+    p.add_argument("--phases", nargs="+", default=["sids", "floors", "sasrec", "fit", "evaluate"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--sasrec-seeds", type=int, nargs="+", default=[42, 2333, 6666])
+    p.add_argument("--sasrec-max-minutes", type=float, default=35.0)
+    p.add_argument("--seed", type=int, default=42, help="generator seed")
+    p.add_argument("--max-time", default="00:00:55:00", help="generator fit wall-clock cap, DD:HH:MM:SS")
+    p.add_argument("--val-max-users", type=int, default=3000, help="seeded random valid sample for checkpointing")
+    p.add_argument("--beam", type=int, default=20)
+    p.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
+    p.add_argument("--results", type=Path, default=RESULTS / "beauty_quality.json")
+    args = p.parse_args(argv)
+    args.text_run, args.collab_run = args.work / "sids_text", args.work / "sids_collab"
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+    if "sids" in args.phases:
+        for kind in sorted({VARIANTS[v][1] for v in args.variants}):
+            make_sids(args, kind)
+    if "fit" in args.phases:
+        for name in args.variants:
+            fit(args, name)
+    if "sasrec" in args.phases:
+        sasrec(args)
+    if "evaluate" not in args.phases:
+        return
+
+    rows: list[dict] = []
+    floor_records = floors(args)
+    for method, rec in floor_records.items():
+        for split in ("valid", "test"):
+            rows.append(row(method, "weights selected on valid" if method == "cooccurrence" else "-", split, rec[split],
+                            seeds=[], fit_s=rec["wall_time_s"]))
+    sas = sasrec(args)
+    for split in ("valid", "test"):
+        mean, std = mean_std(sas, split)
+        rows.append(row("sasrec", "2x64, CE, len 50, dropout 0.5", split, mean, seeds=[r["seed"] for r in sas],
+                        std=std, fit_s=round(sum(r["wall_time_s"] for r in sas) / len(sas))))
+    evaluations = {}
+    for name in args.variants:
+        marker = variant_run(args, name) / "generate" / "fit_done.json"
+        if not marker.exists():
+            log.warning("variant %s has no finished fit; skipped (run --phases fit first)", name)
+            continue
+        fit_record = json.loads(marker.read_text())
+        ev = evaluations[name] = evaluate(args, name)
+        for split in ("valid", "test"):
+            rows.append(row("generator", f"{name} (rerank w={ev['selected_weight']:g})", split, ev[split],
+                            seeds=[fit_record["seed"]], fit_s=fit_record["fit_s"]))
+            if ev["selected_weight"] and ev["beam_only"]:
+                rows.append(row("generator", f"{name} beam only (w=0)", split, ev["beam_only"][split],
+                                seeds=[fit_record["seed"]], fit_s=fit_record["fit_s"]))
+            if "item_scores_only" in ev:
+                rows.append(row("generator item scores, full ranking (diagnostic)", name, split,
+                                ev["item_scores_only"][split], seeds=[fit_record["seed"]], fit_s=fit_record["fit_s"]))
+
+    bootstrap = None
+    if evaluations:
+        from deepinterestgr.generate.evaluation import ndcg_per_user, paired_bootstrap
+
+        best = max(evaluations, key=lambda n: evaluations[n]["valid"]["ndcg@10"])  # chosen on valid
+        ev = evaluations[best]
+        floor = per_user_floor_ndcg(args, floor_records["cooccurrence"])
+        gen = torch.zeros_like(floor)
+        gen[ev["test_users"]] = ndcg_per_user(ev["test_ranks"])  # the generator serves users in length order
+        bootstrap = {"a": f"generator {best}", "b": "cooccurrence", "metric": "test ndcg@10 per user",
+                     **paired_bootstrap(gen, floor)}
+    print_table(rows)
+    for name, (r5, n5, r10, n10) in PUBLISHED.items():
+        print(f"{name:<44}{'published':<26}{'test':<7}{r5:>10.4f}{n5:>10.4f}{r10:>10.4f}{n10:>10.4f}")
+    if bootstrap:
+        print(f"paired bootstrap, test N@10, {bootstrap['a']} - {bootstrap['b']}: {bootstrap['mean_diff']:+.4f} "
+              f"(95% CI {bootstrap['ci95'][0]:+.4f} .. {bootstrap['ci95'][1]:+.4f}, {bootstrap['users']} users)")
+    result = {"dataset": "Beauty", "protocol": PROTOCOL, "rows": rows, "published_test": PUBLISHED,
+              "bootstrap": bootstrap, "sasrec_settings": SASREC_SETTINGS,
+              "generator_sweeps": {n: {k: v for k, v in e.items() if k not in ("test_ranks", "test_users")}
+                                   for n, e in evaluations.items()},
+              "threads": torch.get_num_threads(), "command": "python benchmarks/bench_beauty_quality.py "
+              + " ".join(sys.argv[1:])}
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.results}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Item-level scores of the T5 generator (user vector · tied item vector), their loss, and beam re-ranking."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deepinterestgr.generate.module import GeneratorModule
+from deepinterestgr.generate.rerank import rerank
+from deepinterestgr.generate.search import SearchResult
+from deepinterestgr.generate.t5 import T5SIDGenerator
+from deepinterestgr.generate.testing import random_sid_table
+from deepinterestgr.generate.tokenizer import SIDTokenizer
+
+torch.set_num_threads(1)
+
+
+def _module(**kwargs) -> GeneratorModule:
+    generator = T5SIDGenerator(d_model=16, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=8, d_ff=32,
+                               dropout=0.0, item_buckets=64, item_scores=True)
+    module = GeneratorModule(generator=generator, renormalize=True, **kwargs)
+    module.set_tokenizer(SIDTokenizer(random_sid_table(num_items=30, codebook_size=4, seed=1)))
+    return module
+
+
+def _batch(module: GeneratorModule, histories: list[list[int]], targets: list[int]) -> dict:
+    hist = torch.tensor([[-1] * (4 - len(h)) + h for h in histories])
+    encoded = module.tokenizer.encode_history(hist)
+    target_item = torch.tensor(targets)
+    return {"history": encoded.tokens, "history_mask": encoded.mask,
+            "target": module.tokenizer.items_to_tokens(target_item), "target_item": target_item}
+
+
+def test_item_vectors_are_the_history_input_without_recency():
+    module = _module(item_loss_weight=1.0)
+    gen, tokens = module.generator, module.item_tokens
+    vectors = gen.item_vectors(tokens)
+    assert vectors.shape == (30, 16)
+    with torch.no_grad():
+        one_row = gen.history_embedding(tokens[:, None, :])[:, 0]  # a one-item history: recency row 0 added
+        torch.testing.assert_close(one_row - gen.history_embedding.recency.weight[0], vectors)
+    # items whose codes collide still get different vectors (the hashed identity rows differ)
+    assert torch.cdist(vectors, vectors).add(torch.eye(30)).min() > 0
+
+
+def test_item_loss_learns_a_transition_the_codes_cannot_express():
+    torch.manual_seed(0)
+    module = _module(item_loss_weight=1.0, lr=1e-2)
+    # 3 -> 7 and 5 -> 11 for every user: item-level scores must rank those targets first after a short fit
+    batch = _batch(module, [[1, 3], [2, 3], [4, 5], [6, 5]] * 8, [7, 7, 11, 11] * 8)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    losses = module._losses(batch)
+    assert set(losses) == {"loss", "sid_loss", "item_loss"}
+    assert torch.isclose(losses["loss"], losses["sid_loss"] + losses["item_loss"])
+    first = float(losses["item_loss"].detach())
+    module.train()
+    for _ in range(150):
+        opt.zero_grad()
+        module._losses(batch)["loss"].backward()
+        opt.step()
+    module.eval()
+    assert float(module._losses(batch)["item_loss"]) < first / 5
+    top = module.item_log_probs(batch["history"][:4], batch["history_mask"][:4]).argmax(-1)
+    assert top.tolist() == [7, 7, 11, 11]
+
+
+def test_rerank_orders_by_beam_plus_weighted_item_score_and_keeps_padding_last():
+    result = SearchResult(tokens=torch.arange(8).view(1, 4, 2), scores=torch.tensor([[-1.0, -2.0, -3.0, float("-inf")]]),
+                          items=torch.tensor([[0, 1, 2, -1]]))
+    item_logp = torch.log(torch.tensor([[0.05, 0.05, 0.9]]))
+    assert rerank(result, item_logp, 0.0) is result
+    out = rerank(result, item_logp, 1.0)
+    # -1 + ln .05 = -4.0, -2 + ln .05 = -5.0, -3 + ln .9 = -3.1: item 2 moves to the top
+    assert out.items.tolist() == [[2, 0, 1, -1]]
+    assert out.tokens[0, 0].tolist() == [4, 5] and out.scores[0, -1] == float("-inf")
+    torch.testing.assert_close(out.scores[0, 0], torch.tensor(-3.0) + item_logp[0, 2])
+
+
+def test_generate_reranks_with_the_module_weight():
+    torch.manual_seed(0)
+    module = _module(item_loss_weight=1.0, rerank_weight=1.0).eval()
+    batch = _batch(module, [[1, 3], [4, 5]], [7, 11])
+    plain = module.generate(batch["history"], batch["history_mask"], beam_size=10, rerank_weight=0.0)
+    mixed = module.generate(batch["history"], batch["history_mask"], beam_size=10)
+    assert sorted(plain.items[0].tolist()) == sorted(mixed.items[0].tolist())  # same candidates, new order
+    logp = module.item_log_probs(batch["history"], batch["history_mask"])
+    expected = plain.scores + logp.gather(1, plain.items)
+    assert torch.allclose(mixed.scores, expected.sort(dim=1, descending=True).values, atol=1e-5)
+
+
+def test_item_options_need_a_generator_with_item_scores():
+    plain = T5SIDGenerator(d_model=16, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=8, d_ff=32)
+    with pytest.raises(ValueError, match="item_scores: true"):
+        GeneratorModule(generator=plain, item_loss_weight=1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        _module(item_loss_weight=-1.0)

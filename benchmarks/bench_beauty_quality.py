@@ -109,14 +109,19 @@ def variant_run(args, name: str) -> Path:
     return run
 
 
+def generate_configs(name: str) -> list[str]:
+    """The LightningCLI fragments a variant's generator fit composes (tests/test_configs.py parses them)."""
+    return ["configs/trainer/generate_cpu.yaml", VARIANTS[name][0], "configs/data/sequences.yaml"]
+
+
 def fit(args, name: str) -> dict:
     config, _ = VARIANTS[name]
     run = variant_run(args, name)
     marker = run / "generate" / "fit_done.json"
     if marker.exists():
         return json.loads(marker.read_text())
-    fit_s = sh("fit", "-c", "configs/trainer/generate_cpu.yaml", "-c", config, "-c", "configs/data/sequences.yaml",
-               "--data.run_dir", str(run), "--trainer.default_root_dir", str(run / "generate"),
+    fragments = [a for c in generate_configs(name) for a in ("-c", c)]
+    fit_s = sh("fit", *fragments, "--data.run_dir", str(run), "--trainer.default_root_dir", str(run / "generate"),
                "--trainer.enable_progress_bar", "false", "--trainer.max_time", args.max_time,
                "--data.val_max_users", str(args.val_max_users), "--seed_everything", str(args.seed))
     record = {"variant": name, "config": config, "fit_s": round(fit_s), "max_time": args.max_time, "seed": args.seed,

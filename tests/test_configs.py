@@ -5,6 +5,7 @@ class that no longer exists fails here, not in a user's run."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -58,10 +59,21 @@ def _grid_experiments() -> list[tuple[str, dict]]:
     ]
 
 
+def _quality_benchmark_experiments() -> list[tuple[str, dict]]:
+    """The SID experiments and generator variants of benchmarks/bench_beauty_quality.py."""
+    spec = importlib.util.spec_from_file_location("bench_beauty_quality", REPO / "benchmarks" / "bench_beauty_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sids = [(p.name, yaml.safe_load(p.read_text())) for p in sorted((REPO / "benchmarks").glob("beauty_sids_*.yaml"))]
+    return sids + [(f"bench_beauty_quality:{name}", {"generate": {"configs": bench.generate_configs(name)}})
+                   for name in bench.VARIANTS]
+
+
 def _compositions() -> list[tuple[str, list[str]]]:
-    """Every trainable-stage composition named by a shipped experiment or by the benchmark grid (deduplicated)."""
+    """Every trainable-stage composition named by a shipped experiment, the benchmark grid or the quality benchmark
+    (deduplicated)."""
     out, seen = [], set()
-    named = [(p.name, exp) for p, exp in _experiments()] + _grid_experiments()
+    named = [(p.name, exp) for p, exp in _experiments()] + _grid_experiments() + _quality_benchmark_experiments()
     for name, exp in named:
         for stage in ("quantize", "generate", "rl"):
             if exp.get(stage) and tuple(exp[stage]["configs"]) not in seen:

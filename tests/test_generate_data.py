@@ -86,3 +86,24 @@ def test_missing_sid_table_says_which_stage(tmp_path):
     atomic_write_jsonl(tmp_path / "data" / "sequences.jsonl", [{"user": "a", "items": [1, 2, 3]}])
     with pytest.raises(ArtifactError, match="quantize"):
         SequenceDataModule(str(tmp_path)).setup("fit")
+
+
+def test_val_max_users_is_a_seeded_random_sample_not_the_first_users(tmp_path):
+    from deepinterestgr.data.split import validation_sample
+
+    sequences = [[u % 10, (u + 1) % 10, (u + 2) % 10, (u + 3) % 10] for u in range(40)]
+    run = str(_run(tmp_path, sequences))
+
+    def served(**kwargs) -> list[int]:
+        dm = SequenceDataModule(run, max_history=3, eval_batch_size=4, val_max_users=10, **kwargs)
+        dm.setup("fit")
+        return sorted(u for b in dm.val_dataloader() for u in b["user_index"].tolist())
+
+    users = served()
+    assert len(users) == 10 and users != list(range(10))
+    assert users == served() == validation_sample(40, 10)  # the same users for every method and every run
+    assert served(val_sample_seed=1) != users
+    dm = SequenceDataModule(run, max_history=3, eval_batch_size=4, val_max_users=10)
+    dm.setup("fit")
+    assert sorted(u for b in dm.test_dataloader() for u in b["user_index"].tolist()) == list(range(40))  # test: all
+    assert validation_sample(40, None) is None and validation_sample(40, 40) is None

@@ -98,6 +98,32 @@ def test_same_config_and_seed_give_identical_sids_and_metrics(tmp_path, monkeypa
     assert metrics[0] == metrics[1] and metrics[0]
 
 
+def test_generate_rerun_in_a_fresh_process_gives_the_same_metrics(tmp_path, monkeypatch):
+    """The generator's seed is its own trainer fragment's: not what an earlier in-process stage left in
+    PL_GLOBAL_SEED (quantize runs with another seed here), so `dig pipeline --from generate` in a new process
+    reproduces the in-process result exactly."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    monkeypatch.chdir(REPO)
+    exp = yaml.safe_load(_experiment(tmp_path).read_text())
+    exp["quantize"]["overrides"] += ["--seed_everything", "7"]
+    exp["generate"]["configs"][0] = f"{REPO}/configs/trainer/generate_cpu.yaml"
+    exp["generate"]["overrides"] += ["--model.generator.init_args.dropout", "0.2", "--data.val_max_users", "10"]
+    exp["baselines"] = []
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    assert main(["pipeline", "-c", str(path)]) == 0
+    metrics_file = tmp_path / "run" / "generate" / "pipeline_metrics.json"
+    in_process = json.loads(metrics_file.read_text())["metrics"]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-m", "deepinterestgr.cli.main", "pipeline", "-c", str(path), "--from", "generate"],
+                   cwd=REPO, env=env, check=True, capture_output=True)
+    assert json.loads(metrics_file.read_text())["metrics"] == in_process and in_process
+
+
 def test_unknown_from_stage_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     with pytest.raises(ValueError, match="--from 'quantise': not a stage"):

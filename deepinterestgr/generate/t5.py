@@ -196,8 +196,10 @@ class T5SIDGenerator(Generator):
         return self.t5.encoder(inputs_embeds=self.history_embedding(history), attention_mask=mask).last_hidden_state
 
     def _user_vectors(self, hidden: torch.Tensor) -> torch.Tensor:
-        # the newest history row (right-aligned: always present); the encoder is bidirectional, so it reads them all
-        return self.user_head(hidden[:, -1])
+        # the newest history row (right-aligned: always present); the encoder is bidirectional, so it reads them all.
+        # Item vectors have components of size ~2 (four code rows + two identity rows), so unscaled dot products
+        # start with logits of std ~sqrt(d) * 2 and a first item loss far above ln(num_items); d^-1/2 starts near 1.
+        return self.user_head(hidden[:, -1]) * self.arch["d_model"] ** -0.5
 
     def user_vectors(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
         self._require_built()

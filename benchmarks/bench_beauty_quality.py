@@ -77,7 +77,8 @@ def floors(args) -> dict[str, dict]:
     return run_baselines(str(args.text_run), methods=["most-popular", "cooccurrence"])
 
 
-def sasrec(args) -> list[dict]:
+def sasrec(args, *, train: bool = True) -> list[dict]:
+    """One SASRec record per seed (trained unless `train` is False or an earlier invocation left it)."""
     from deepinterestgr.baselines import run_baselines_on_sequences
     from deepinterestgr.data.io import load_catalog, load_sequences
 
@@ -87,6 +88,9 @@ def sasrec(args) -> list[dict]:
         done = out / "sasrec.json"
         if done.exists():
             records.append(json.loads(done.read_text()))
+            continue
+        if not train:
+            log.warning("SASRec seed %d has no record under %s (run --phases sasrec); left out", seed, out)
             continue
         rec = run_baselines_on_sequences(
             load_sequences(str(args.text_run)), num_items=len(load_catalog(str(args.text_run))), out_dir=out,
@@ -104,7 +108,7 @@ def variant_run(args, name: str) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     for part in ("data", "quantize"):
         link = run / part
-        if not link.exists():
+        if not link.is_symlink() and not link.exists():
             link.symlink_to((source / part).resolve(), target_is_directory=True)
     return run
 
@@ -131,36 +135,42 @@ def fit(args, name: str) -> dict:
 
 
 def evaluate(args, name: str) -> dict:
-    """Beam search once per split; select the re-ranking weight on valid; per-user test ranks for the bootstrap."""
+    """Beam search once per split and beam width; select (beam, re-ranking weight) on valid; per-user test ranks."""
     from deepinterestgr.generate.data import SequenceDataModule
-    from deepinterestgr.generate.evaluation import collect_candidates, metrics_from_ranks, ranks
+    from deepinterestgr.generate.evaluation import (Candidates, collect_candidates, metrics_from_ranks, ranks,
+                                                    valid_curve)
     from deepinterestgr.generate.metrics import hit_ranks
     from deepinterestgr.generate.module import GeneratorModule
 
     run = variant_run(args, name)
-    cache = run / "generate" / f"evaluation_beam{args.beam}.pt"
     module = GeneratorModule.load_from_checkpoint(run / "generate" / "checkpoints" / "best.ckpt", map_location="cpu")
-    if cache.exists():
-        cands = torch.load(cache, weights_only=False)
-    else:
-        dm = SequenceDataModule(str(run), max_history=20, eval_batch_size=256)
-        dm.setup("test")
-        cands = {split: collect_candidates(module, dm, split, beam_size=args.beam)._asdict() for split in ("valid", "test")}
-        torch.save(cands, cache)
-    from deepinterestgr.generate.evaluation import Candidates
-
-    cands = {split: Candidates(**c) for split, c in cands.items()}
-    has_items = cands["valid"].item_logp is not None
-    weights = args.weights if has_items else [0.0]
-    sweep = {w: {s: metrics_from_ranks(ranks(cands[s], w)) for s in ("valid", "test")} for w in weights}
-    best_w = max(weights, key=lambda w: sweep[w]["valid"]["ndcg@10"])
-    out = {"variant": name, "beam": args.beam, "selected_weight": best_w, "selected_on": "valid ndcg@10",
-           "sweep": {str(w): v for w, v in sweep.items()},
-           "test_ranks": ranks(cands["test"], best_w), "test_users": cands["test"].users}
-    out["valid"], out["test"] = sweep[best_w]["valid"], sweep[best_w]["test"]
-    out["beam_only"] = sweep[0.0] if 0.0 in sweep else None
-    if has_items:  # diagnostic: the generator's item-level scores ranking the whole catalog (not generative)
-        out["item_scores_only"] = {s: metrics_from_ranks(hit_ranks(cands[s].item_top, cands[s].targets))
+    dm = None
+    sweep, candidates = {}, {}
+    for beam in args.beams:
+        cache = run / "generate" / f"evaluation_beam{beam}.pt"
+        if cache.exists():
+            cands = torch.load(cache, weights_only=False)
+        else:
+            if dm is None:
+                dm = SequenceDataModule(str(run), max_history=20, eval_batch_size=256)
+                dm.setup("test")
+            cands = {s: collect_candidates(module, dm, s, beam_size=beam)._asdict() for s in ("valid", "test")}
+            torch.save(cands, cache)
+        candidates[beam] = {s: Candidates(**c) for s, c in cands.items()}
+        weights = args.weights if candidates[beam]["valid"].item_logp is not None else [0.0]
+        for w in weights:
+            sweep[(beam, w)] = {s: metrics_from_ranks(ranks(candidates[beam][s], w)) for s in ("valid", "test")}
+    beam, weight = max(sweep, key=lambda bw: sweep[bw]["valid"]["ndcg@10"])
+    chosen = candidates[beam]
+    out = {"variant": name, "selected_beam": beam, "selected_weight": weight,
+           "selected_on": "valid ndcg@10 (all users)",
+           "sweep": [{"beam": b, "weight": w, **v} for (b, w), v in sweep.items()],
+           "test_ranks": ranks(chosen["test"], weight), "test_users": chosen["test"].users,
+           "valid": sweep[(beam, weight)]["valid"], "test": sweep[(beam, weight)]["test"],
+           "beam_only": sweep.get((beam, 0.0)),
+           "valid_ndcg10_vs_wall": valid_curve(run / "generate")}  # on the sampled valid users of checkpointing
+    if chosen["valid"].item_top is not None:  # diagnostic: item-level scores ranking the whole catalog (not generative)
+        out["item_scores_only"] = {s: metrics_from_ranks(hit_ranks(chosen[s].item_top, chosen[s].targets))
                                    for s in ("valid", "test")}
     return out
 
@@ -194,14 +204,39 @@ def per_user_floor_ndcg(args, method_record: dict) -> torch.Tensor:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'method':<44}{'variant':<26}{'split':<7}" + "".join(f"{c:>10}" for c in COLUMNS) + f"{'fit s':>8}")
+    print(f"{'method':<50}{'variant':<40}{'split':<7}" + "".join(f"{c:>10}" for c in COLUMNS) + f"{'fit s':>8}")
     for r in rows:
-        print(f"{r['method']:<44}{r['variant']:<26}{r['split']:<7}" + "".join(f"{r[c]:>10.4f}" for c in COLUMNS)
+        print(f"{r['method']:<50}{r['variant']:<40}{r['split']:<7}" + "".join(f"{r[c]:>10.4f}" for c in COLUMNS)
               + f"{(r['fit_s'] or 0):>8.0f}")
 
 
+def markdown_table(result: dict) -> str:
+    """The README's Beauty table from a results JSON: test beside valid, mean ± std where there are seeds."""
+
+    def cell(r: dict, c: str) -> str:
+        std = r["std"].get(c)
+        return f"{r[c]:.4f}" + (f" ± {std:.4f}" if std else "")
+
+    valid = {(r["method"], r["variant"]): r for r in result["rows"] if r["split"] == "valid"}
+    lines = ["| method | variant | seeds | R@5 | N@5 | R@10 | N@10 | valid N@10 | fit s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in (r for r in result["rows"] if r["split"] == "test"):
+        v = valid.get((r["method"], r["variant"]))
+        lines.append(f"| {r['method']} | {r['variant']} | {len(r['seeds']) or '-'} | "
+                     + " | ".join(cell(r, c) for c in COLUMNS)
+                     + f" | {cell(v, 'ndcg@10') if v else '-'} | {r['fit_s'] if r['fit_s'] is not None else '-'} |")
+    for name, values in result["published_test"].items():
+        lines.append(f"| {name} | published | | " + " | ".join(f"{x:.4f}" for x in values) + " | | |")
+    b = result.get("bootstrap")
+    if b:
+        lines.append("")
+        lines.append(f"Paired bootstrap over {b['users']:,} test users ({b['samples']} resamples), N@10 of {b['a']} minus "
+                     f"{b['b']}: {b['mean_diff']:+.4f} (95% CI {b['ci95'][0]:+.4f} .. {b['ci95'][1]:+.4f}).")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
     p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "beauty_quality", help="run directories and fits")
@@ -212,10 +247,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=42, help="generator seed")
     p.add_argument("--max-time", default="00:00:55:00", help="generator fit wall-clock cap, DD:HH:MM:SS")
     p.add_argument("--val-max-users", type=int, default=3000, help="seeded random valid sample for checkpointing")
-    p.add_argument("--beam", type=int, default=20)
+    p.add_argument("--beams", type=int, nargs="+", default=[20, 50], help="beam widths tried (selected on valid)")
     p.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
     p.add_argument("--results", type=Path, default=RESULTS / "beauty_quality.json")
+    p.add_argument("--markdown", action="store_true", help="print the README table of --results and exit")
     args = p.parse_args(argv)
+    if args.markdown:
+        print(markdown_table(json.loads(args.results.read_text())))
+        return
     args.text_run, args.collab_run = args.work / "sids_text", args.work / "sids_collab"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
@@ -237,8 +276,8 @@ def main(argv: list[str] | None = None) -> None:
         for split in ("valid", "test"):
             rows.append(row(method, "weights selected on valid" if method == "cooccurrence" else "-", split, rec[split],
                             seeds=[], fit_s=rec["wall_time_s"]))
-    sas = sasrec(args)
-    for split in ("valid", "test"):
+    sas = sasrec(args, train=False)
+    for split in ("valid", "test") if sas else ():
         mean, std = mean_std(sas, split)
         rows.append(row("sasrec", "2x64, CE, len 50, dropout 0.5", split, mean, seeds=[r["seed"] for r in sas],
                         std=std, fit_s=round(sum(r["wall_time_s"] for r in sas) / len(sas))))
@@ -251,10 +290,12 @@ def main(argv: list[str] | None = None) -> None:
         fit_record = json.loads(marker.read_text())
         ev = evaluations[name] = evaluate(args, name)
         for split in ("valid", "test"):
-            rows.append(row("generator", f"{name} (rerank w={ev['selected_weight']:g})", split, ev[split],
+            label = f"{name} (beam {ev['selected_beam']}, rerank w={ev['selected_weight']:g})"
+            rows.append(row("generator", label, split, ev[split],
                             seeds=[fit_record["seed"]], fit_s=fit_record["fit_s"]))
             if ev["selected_weight"] and ev["beam_only"]:
-                rows.append(row("generator", f"{name} beam only (w=0)", split, ev["beam_only"][split],
+                rows.append(row("generator", f"{name} (beam {ev['selected_beam']}, no rerank)", split,
+                                ev["beam_only"][split],
                                 seeds=[fit_record["seed"]], fit_s=fit_record["fit_s"]))
             if "item_scores_only" in ev:
                 rows.append(row("generator item scores, full ranking (diagnostic)", name, split,
@@ -273,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
                      **paired_bootstrap(gen, floor)}
     print_table(rows)
     for name, (r5, n5, r10, n10) in PUBLISHED.items():
-        print(f"{name:<44}{'published':<26}{'test':<7}{r5:>10.4f}{n5:>10.4f}{r10:>10.4f}{n10:>10.4f}")
+        print(f"{name:<50}{'published':<40}{'test':<7}{r5:>10.4f}{n5:>10.4f}{r10:>10.4f}{n10:>10.4f}")
     if bootstrap:
         print(f"paired bootstrap, test N@10, {bootstrap['a']} - {bootstrap['b']}: {bootstrap['mean_diff']:+.4f} "
               f"(95% CI {bootstrap['ci95'][0]:+.4f} .. {bootstrap['ci95'][1]:+.4f}, {bootstrap['users']} users)")
@@ -285,7 +326,8 @@ def main(argv: list[str] | None = None) -> None:
               + " ".join(sys.argv[1:])}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.results}")
+    print(f"wrote {args.results}\n")
+    print(markdown_table(result))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ events) and the test metrics to JSON:
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import subprocess
@@ -42,19 +41,9 @@ def dig(*args: str, threads: int) -> float:
 
 
 def valid_curve(run: Path) -> list[dict]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from deepinterestgr.generate.evaluation import valid_curve as curve
 
-    points = []
-    for path in sorted(glob.glob(str(run / "generate" / "lightning_logs" / "version_*" / "events*"))):
-        events = EventAccumulator(path)
-        events.Reload()
-        scalars = events.Tags()["scalars"]
-        if "val/ndcg@10" not in scalars or "train/loss" not in scalars:
-            continue
-        start = events.Scalars("train/loss")[0].wall_time
-        points += [{"step": e.step, "val_ndcg@10": round(e.value, 4), "wall_s": round(e.wall_time - start)}
-                   for e in events.Scalars("val/ndcg@10")]
-    return points
+    return curve(run / "generate")
 
 
 def main() -> None:

@@ -52,7 +52,8 @@ def reranked_items(c: Candidates, weight: float) -> torch.Tensor:
     """Candidates [U, B] ordered by beam score + weight * item log-prob (weight 0: the beam's order)."""
     if weight == 0 or c.item_logp is None:
         return c.items
-    score = torch.where(c.items >= 0, c.beam_scores + weight * c.item_logp, torch.full_like(c.beam_scores, float("-inf")))
+    padding = torch.full_like(c.beam_scores, float("-inf"))
+    score = torch.where(c.items >= 0, c.beam_scores + weight * c.item_logp, padding)
     return c.items.gather(1, score.argsort(dim=1, descending=True, stable=True))
 
 
@@ -87,3 +88,24 @@ def paired_bootstrap(a: torch.Tensor, b: torch.Tensor, *, samples: int = 2000, s
     means = diff[idx].mean(1)
     lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
     return {"mean_diff": float(diff.mean()), "ci95": [lo, hi], "samples": samples, "users": len(diff)}
+
+
+def valid_curve(stage_dir, *, tag: str = "val/ndcg@10") -> list[dict]:
+    """[{"step", "val_ndcg@10", "wall_s"}] of a fit's TensorBoard events under `<stage_dir>/lightning_logs/`, wall time
+    counted from its first logged training step (the quality-per-CPU-minute curve)."""
+    import glob
+    from pathlib import Path
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points = []
+    for path in sorted(glob.glob(str(Path(stage_dir) / "lightning_logs" / "version_*" / "events*"))):
+        events = EventAccumulator(path)
+        events.Reload()
+        scalars = events.Tags()["scalars"]
+        if tag not in scalars or "train/loss" not in scalars:
+            continue
+        start = events.Scalars("train/loss")[0].wall_time
+        points += [{"step": e.step, tag.replace("/", "_"): round(e.value, 4), "wall_s": round(e.wall_time - start)}
+                   for e in events.Scalars(tag)]
+    return points

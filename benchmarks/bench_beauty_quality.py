@@ -5,7 +5,8 @@
 Protocol (every row): Amazon 2014 Beauty 5-core, chronological leave-one-out, every model fitted on items[:-2] of
 every user; valid target items[-2] (history items[:-2]), test target items[-1] (history items[:-1], the valid item
 read, never fitted on); full ranking over all 12,101 items, history items not masked; all 22,363 users on both splits.
-Selection (co-occurrence weights, SASRec / generator checkpoints, the generator's re-ranking weight) is on valid
+Selection (co-occurrence weights, SASRec / generator checkpoints, the generator's beam width and re-ranking weight,
+and for every method the no-repeat rule: history items dropped from its list) is on valid
 only; test is quoted.
 
 Phases (each reuses what an earlier invocation left, so the command resumes):
@@ -159,15 +160,17 @@ def evaluate(args, name: str) -> dict:
         candidates[beam] = {s: Candidates(**c) for s, c in cands.items()}
         weights = args.weights if candidates[beam]["valid"].item_logp is not None else [0.0]
         for w in weights:
-            sweep[(beam, w)] = {s: metrics_from_ranks(ranks(candidates[beam][s], w)) for s in ("valid", "test")}
-    beam, weight = max(sweep, key=lambda bw: sweep[bw]["valid"]["ndcg@10"])
+            for ex in (False, True):
+                sweep[(beam, w, ex)] = {s: metrics_from_ranks(ranks(candidates[beam][s], w, exclude_history=ex))
+                                        for s in ("valid", "test")}
+    beam, weight, exclude = max(sweep, key=lambda key: sweep[key]["valid"]["ndcg@10"])
     chosen = candidates[beam]
-    out = {"variant": name, "selected_beam": beam, "selected_weight": weight,
+    out = {"variant": name, "selected_beam": beam, "selected_weight": weight, "selected_exclude_history": exclude,
            "selected_on": "valid ndcg@10 (all users)",
-           "sweep": [{"beam": b, "weight": w, **v} for (b, w), v in sweep.items()],
-           "test_ranks": ranks(chosen["test"], weight), "test_users": chosen["test"].users,
-           "valid": sweep[(beam, weight)]["valid"], "test": sweep[(beam, weight)]["test"],
-           "beam_only": sweep.get((beam, 0.0)),
+           "sweep": [{"beam": b, "weight": w, "exclude_history": ex, **v} for (b, w, ex), v in sweep.items()],
+           "test_ranks": ranks(chosen["test"], weight, exclude_history=exclude), "test_users": chosen["test"].users,
+           "valid": sweep[(beam, weight, exclude)]["valid"], "test": sweep[(beam, weight, exclude)]["test"],
+           "beam_only": sweep.get((beam, 0.0, exclude)),
            "valid_ndcg10_vs_wall": valid_curve(run / "generate")}  # on the sampled valid users of checkpointing
     if chosen["valid"].item_top is not None:  # diagnostic: item-level scores ranking the whole catalog (not generative)
         out["item_scores_only"] = {s: metrics_from_ranks(hit_ranks(chosen[s].item_top, chosen[s].targets))
@@ -190,16 +193,19 @@ def mean_std(records: list[dict], split: str) -> tuple[dict, dict]:
 def per_user_floor_ndcg(args, method_record: dict) -> torch.Tensor:
     """Per-user test NDCG@10 of the co-occurrence floor with its valid-selected weights (for the bootstrap)."""
     from deepinterestgr.baselines.cooccurrence import CoOccurrence
-    from deepinterestgr.baselines.evaluation import split_view
+    from deepinterestgr.baselines.evaluation import drop_history_items, split_view
     from deepinterestgr.data.io import load_catalog, load_sequences
     from deepinterestgr.generate.evaluation import ndcg_per_user
     from deepinterestgr.generate.metrics import hit_ranks
 
     sequences = load_sequences(str(args.text_run))
     view = split_view(sequences, "test", max_history=20, protocol=PROTOCOL)
-    params = {k: v for k, v in method_record["params"].items() if k != "last_n"}
+    params = {k: v for k, v in method_record["params"].items() if k not in ("last_n", "exclude_history")}
     model = CoOccurrence(**params).fit(view.fit_sequences, num_items=len(load_catalog(str(args.text_run))))
-    top = model.recommend(view.histories, k=10)
+    if method_record["params"].get("exclude_history"):
+        top = drop_history_items(model.recommend(view.histories, k=10 + 20), view.histories, 10)
+    else:
+        top = model.recommend(view.histories, k=10)
     return ndcg_per_user(hit_ranks(top, torch.tensor(view.targets)))
 
 
@@ -274,12 +280,15 @@ def main(argv: list[str] | None = None) -> None:
     floor_records = floors(args)
     for method, rec in floor_records.items():
         for split in ("valid", "test"):
-            rows.append(row(method, "weights selected on valid" if method == "cooccurrence" else "-", split, rec[split],
+            no_repeat = ", no repeats" if rec["params"].get("exclude_history") else ""
+            variant = ("weights selected on valid" if method == "cooccurrence" else "-") + no_repeat
+            rows.append(row(method, variant, split, rec[split],
                             seeds=[], fit_s=rec["wall_time_s"]))
     sas = sasrec(args, train=False)
     for split in ("valid", "test") if sas else ():
         mean, std = mean_std(sas, split)
-        rows.append(row("sasrec", "2x64, CE, len 50, dropout 0.5", split, mean, seeds=[r["seed"] for r in sas],
+        no_repeat = ", no repeats" if all(r["params"].get("exclude_history") for r in sas) else ""
+        rows.append(row("sasrec", f"2x64, CE, len 50, dropout 0.5{no_repeat}", split, mean, seeds=[r["seed"] for r in sas],
                         std=std, fit_s=round(sum(r["wall_time_s"] for r in sas) / len(sas))))
     evaluations = {}
     for name in args.variants:
@@ -290,11 +299,12 @@ def main(argv: list[str] | None = None) -> None:
         fit_record = json.loads(marker.read_text())
         ev = evaluations[name] = evaluate(args, name)
         for split in ("valid", "test"):
-            label = f"{name} (beam {ev['selected_beam']}, rerank w={ev['selected_weight']:g})"
+            no_repeat = ", no repeats" if ev["selected_exclude_history"] else ""
+            label = f"{name} (beam {ev['selected_beam']}, rerank w={ev['selected_weight']:g}{no_repeat})"
             rows.append(row("generator", label, split, ev[split],
                             seeds=[fit_record["seed"]], fit_s=fit_record["fit_s"]))
             if ev["selected_weight"] and ev["beam_only"]:
-                rows.append(row("generator", f"{name} (beam {ev['selected_beam']}, no rerank)", split,
+                rows.append(row("generator", f"{name} (beam {ev['selected_beam']}, no rerank{no_repeat})", split,
                                 ev["beam_only"][split],
                                 seeds=[fit_record["seed"]], fit_s=fit_record["fit_s"]))
             if "item_scores_only" in ev:

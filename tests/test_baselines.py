@@ -200,7 +200,10 @@ def test_run_baselines_writes_one_json_per_method(tmp_path):
         assert on_disk["wall_time_s"] >= 0 and on_disk["users"] == 15 and on_disk["items"] == 10
     assert records["cooccurrence"]["test"]["recall@5"] == 1.0 and records["cooccurrence"]["test"]["ndcg@5"] == 1.0
     # popularity top 5 = items 0..4 in id order; cycle-a test targets 4, 0, 1, 2, 3 (ranks 4, 0, 1, 2, 3), twice each
-    popular = records["most-popular"]["test"]
+    plain = records["most-popular"]["by_exclude_history"]["false"]
+    chosen = records["most-popular"]["params"]["exclude_history"]
+    assert records["most-popular"]["valid"] == records["most-popular"]["by_exclude_history"][str(chosen).lower()]["valid"]
+    popular = plain["test"]
     assert popular["recall@5"] == pytest.approx(10 / 15)
     assert popular["ndcg@5"] == pytest.approx(2 * sum(1 / math.log2(r + 2) for r in range(5)) / 15)
 
@@ -231,3 +234,20 @@ def test_sasrec_trimmed_batches_score_like_padded_ones():
     padded = torch.tensor([[0, 0, 0, 0, 2, 3], [0, 0, 0, 4, 5, 6]])
     with torch.no_grad():
         torch.testing.assert_close(model(batch.inputs)[:, -1], model(padded)[:, -1])
+
+
+def test_drop_history_items_skips_seen_items_and_pads():
+    from deepinterestgr.baselines.evaluation import drop_history_items
+
+    top = torch.tensor([[3, 1, 2, 0], [5, 4, 6, 7]])
+    assert drop_history_items(top, [[1, 3], []], 2).tolist() == [[2, 0], [5, 4]]
+    assert drop_history_items(top, [[3, 1, 2], [5]], 3).tolist() == [[0, -1, -1], [4, 6, 7]]
+
+
+def test_exclude_history_is_selected_on_valid_for_the_count_baselines(tmp_path):
+    # every user's next item is never one it has seen, and popularity alone would repeat the history
+    seqs = _seqs(*([[0, 1, 2, 3]] * 6 + [[0, 1, 4, 5]] * 2))
+    records = run_baselines_on_sequences(seqs, num_items=12, out_dir=tmp_path)
+    assert records["most-popular"]["params"]["exclude_history"] is True
+    assert all("exclude_history" in t["params"] for t in records["cooccurrence"]["tuning"])
+    assert records["most-popular"]["test"]["recall@5"] > 0

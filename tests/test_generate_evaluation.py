@@ -46,3 +46,13 @@ def test_paired_bootstrap_ci_brackets_a_real_difference_and_covers_zero_without_
     b = a[torch.randperm(4000, generator=g)]  # same distribution, unpaired noise
     same = paired_bootstrap(a, b, samples=500)
     assert same["ci95"][0] <= 0 <= same["ci95"][1]
+
+
+def test_exclude_history_drops_history_items_and_moves_the_rest_up():
+    c = _candidates()._replace(history_items=torch.tensor([[3, -1], [9, 5]]))
+    assert reranked_items(c, 0.0, exclude_history=True).tolist() == [[-1, 1, 2], [-1, 4, -1]]
+    assert ranks(c, 0.0, exclude_history=True).tolist() == [1, 0]  # item 3 / 5 no longer take rank 0
+    import pytest
+
+    with pytest.raises(ValueError, match="without history items"):
+        ranks(_candidates(), 0.0, exclude_history=True)

@@ -94,3 +94,22 @@ def test_item_options_need_a_generator_with_item_scores():
         GeneratorModule(generator=plain, item_loss_weight=1.0)
     with pytest.raises(ValueError, match=">= 0"):
         _module(item_loss_weight=-1.0)
+
+
+def test_exclude_items_moves_history_items_behind_the_rest():
+    from deepinterestgr.generate.rerank import exclude_items
+
+    result = SearchResult(tokens=torch.arange(8).view(1, 4, 2), scores=torch.tensor([[-1.0, -2.0, -3.0, -4.0]]),
+                          items=torch.tensor([[0, 1, 2, 3]]))
+    out = exclude_items(result, torch.tensor([[1, -1, 3]]))
+    assert out.items.tolist() == [[0, 2, -1, -1]] and out.tokens[0, 1].tolist() == [4, 5]
+    assert out.scores[0, :2].tolist() == [-1.0, -3.0] and torch.isinf(out.scores[0, 2:]).all()
+
+
+def test_generate_with_exclude_history_never_returns_a_history_item():
+    torch.manual_seed(0)
+    module = _module(item_loss_weight=1.0).eval()
+    batch = _batch(module, [[1, 3], [4, 5]], [7, 11])
+    res = module.generate(batch["history"], batch["history_mask"], beam_size=10, exclude_history=True)
+    for row, hist in zip(res.items.tolist(), ([1, 3], [4, 5])):
+        assert not set(row) & set(hist)

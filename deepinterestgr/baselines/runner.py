@@ -14,7 +14,7 @@ from pathlib import Path
 
 from deepinterestgr.artifacts import atomic_write_json
 from deepinterestgr.baselines.cooccurrence import CoOccurrence
-from deepinterestgr.baselines.evaluation import DEFAULT_KS, PROTOCOLS, evaluate, split_view
+from deepinterestgr.baselines.evaluation import DEFAULT_KS, PROTOCOLS, SPLITS, evaluate, split_view
 from deepinterestgr.baselines.popularity import MostPopular
 from deepinterestgr.data.schema import UserSequence
 
@@ -45,12 +45,17 @@ def protocol_record(protocol: str = "train") -> dict:
     }
 
 
+EXCLUDE_HISTORY = (False, True)  # the no-repeat rule: a model option every method selects on valid
+
+
 def _most_popular(sequences: Sequence[UserSequence], num_items: int, *, protocol: str = "train", **_) -> dict:
-    result: dict = {"params": {}}
-    for split in ("valid", "test"):
-        view = split_view(sequences, split, max_history=MAX_HISTORY, protocol=protocol)
-        result[split] = evaluate(MostPopular().fit(view.fit_sequences, num_items=num_items), view)
-    return result
+    views = {split: split_view(sequences, split, max_history=MAX_HISTORY, protocol=protocol) for split in SPLITS}
+    models = {split: MostPopular().fit(view.fit_sequences, num_items=num_items) for split, view in views.items()}
+    by_exclude = {ex: {split: evaluate(models[split], views[split], exclude_history=ex) for split in SPLITS}
+                  for ex in EXCLUDE_HISTORY}
+    exclude = max(EXCLUDE_HISTORY, key=lambda ex: by_exclude[ex]["valid"][SELECT_ON])
+    return {"params": {"exclude_history": exclude}, **by_exclude[exclude], "selected_on": f"valid {SELECT_ON}",
+            "by_exclude_history": {str(ex).lower(): v for ex, v in by_exclude.items()}}
 
 
 def _cooccurrence(sequences: Sequence[UserSequence], num_items: int, *, cooccurrence_grid: dict | None = None,
@@ -60,13 +65,17 @@ def _cooccurrence(sequences: Sequence[UserSequence], num_items: int, *, cooccurr
     tried = []
     for values in itertools.product(*grid.values()):
         params = dict(zip(grid, values))
-        metrics = evaluate(CoOccurrence(**params).fit(valid.fit_sequences, num_items=num_items), valid)
-        log.info("cooccurrence %s valid %s", params, metrics)
-        tried.append({"params": params, "valid": metrics})
+        model = CoOccurrence(**params).fit(valid.fit_sequences, num_items=num_items)
+        for exclude in EXCLUDE_HISTORY:
+            metrics = evaluate(model, valid, exclude_history=exclude)
+            log.info("cooccurrence %s exclude_history=%s valid %s", params, exclude, metrics)
+            tried.append({"params": {**params, "exclude_history": exclude}, "valid": metrics})
     best = max(tried, key=lambda t: t["valid"][SELECT_ON])
     test = split_view(sequences, "test", max_history=MAX_HISTORY, protocol=protocol)
-    model = CoOccurrence(**best["params"]).fit(test.fit_sequences, num_items=num_items)
-    return {"params": {"last_n": model.last_n, **best["params"]}, "valid": best["valid"], "test": evaluate(model, test),
+    params = {k: v for k, v in best["params"].items() if k != "exclude_history"}
+    model = CoOccurrence(**params).fit(test.fit_sequences, num_items=num_items)
+    return {"params": {"last_n": model.last_n, **best["params"]}, "valid": best["valid"],
+            "test": evaluate(model, test, exclude_history=best["params"]["exclude_history"]),
             "tuning": tried, "selected_on": f"valid {SELECT_ON}"}
 
 
@@ -94,10 +103,29 @@ def _sasrec(sequences: Sequence[UserSequence], num_items: int, *, out_dir: Path,
         **fit_kwargs,
         **kwargs,
     )
-    return {"params": {**kwargs, **fit_kwargs, "max_epochs": sasrec_max_epochs, "max_minutes": sasrec_max_minutes},
-            "valid": result.valid, "test": result.test, "epochs": result.epochs, "stopped_by": result.stopped_by,
+    record = {"params": {**kwargs, **fit_kwargs, "max_epochs": sasrec_max_epochs, "max_minutes": sasrec_max_minutes},
+              "valid": result.valid, "test": result.test}
+    select_sasrec_exclude_history(record, result.best_checkpoint, valid, test)
+    return {**record, "epochs": result.epochs, "stopped_by": result.stopped_by,
             "best_checkpoint": result.best_checkpoint, "selected_on": "valid ndcg@10 (early stop)",
             "trained_on": "items[:-2] of every user"}
+
+
+def select_sasrec_exclude_history(record: dict, checkpoint: str, valid, test) -> dict:
+    """Score a trained SASRec with the no-repeat rule too and keep, in `record` (valid/test/params), whichever is
+    better on valid: a model option selected like the checkpoint. `valid`/`test` are the SplitViews it was scored on."""
+    from deepinterestgr.baselines.evaluation import score_top_k
+    from deepinterestgr.baselines.sasrec import SASRec, sasrec_top_k
+
+    model = SASRec.load_from_checkpoint(checkpoint, map_location="cpu")
+    excluded = {split: score_top_k(sasrec_top_k(model, view.histories, k=max(DEFAULT_KS), exclude_history=True),
+                                   view.targets) for split, view in (("valid", valid), ("test", test))}
+    plain = {"valid": record["valid"], "test": record["test"]}
+    exclude = excluded["valid"][SELECT_ON] > plain["valid"][SELECT_ON]
+    record.update(excluded if exclude else plain)
+    record["params"]["exclude_history"] = exclude
+    record["by_exclude_history"] = {"false": plain, "true": excluded}
+    return record
 
 
 METHODS: dict[str, Callable[..., dict]] = {"most-popular": _most_popular, "cooccurrence": _cooccurrence, "sasrec": _sasrec}

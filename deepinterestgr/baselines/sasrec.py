@@ -268,12 +268,22 @@ def _stop_reason(early_stop: EarlyStopping, trainer: L.Trainer, max_epochs: int)
     return "max_epochs" if trainer.current_epoch >= max_epochs else "time limit"
 
 
-def sasrec_top_k(model: SASRec, histories: Sequence[Sequence[int]], *, k: int, batch_size: int = 1024) -> torch.Tensor:
-    """Top-k item ids [U, k] of a trained SASRec for arbitrary histories (oldest first)."""
+def sasrec_top_k(model: SASRec, histories: Sequence[Sequence[int]], *, k: int, batch_size: int = 1024,
+                 exclude_history: bool = False) -> torch.Tensor:
+    """Top-k item ids [U, k] of a trained SASRec for arbitrary histories (oldest first); with `exclude_history`, the
+    items of the (last max_len) history are never recommended."""
     check_sequences(histories, model.num_items, what="SASRec histories")
     model.eval()
     out = []
     for b in range(0, len(histories), batch_size):
-        inputs = torch.stack([left_pad(h, model.max_len) for h in histories[b : b + batch_size]])
-        out.append(model.top_k(inputs.to(model.device), k).cpu())
+        inputs = torch.stack([left_pad(h, model.max_len) for h in histories[b : b + batch_size]]).to(model.device)
+        if not exclude_history:
+            out.append(model.top_k(inputs, k).cpu())
+            continue
+        with torch.no_grad():
+            logits = model.item_logits(model(inputs)[:, -1])
+        seen = torch.zeros_like(logits, dtype=torch.bool)
+        rows, cols = (inputs != PAD).nonzero(as_tuple=True)
+        seen[rows, inputs[rows, cols] - 1] = True
+        out.append(logits.masked_fill(seen, float("-inf")).topk(k, dim=-1).indices.cpu())
     return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)

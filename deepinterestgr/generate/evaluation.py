@@ -24,6 +24,7 @@ class Candidates(NamedTuple):
     item_top: torch.Tensor | None  # [U, K] item-level top-K over the whole catalog (a diagnostic, not generative)
     targets: torch.Tensor  # [U]
     users: torch.Tensor  # [U] row of each user in sequences.jsonl
+    history_items: torch.Tensor | None = None  # [U, H] the items the generator read (-1 = padding)
 
 
 @torch.no_grad()
@@ -33,9 +34,11 @@ def collect_candidates(module, datamodule, split: str, *, beam_size: int, top_k:
     module.eval()
     has_items = bool(getattr(module.generator, "has_item_scores", False))
     loader = datamodule.val_dataloader() if split == "valid" else datamodule.test_dataloader()
+    max_rows = datamodule.tokenizer.history_rows(datamodule.max_history)  # batches are trimmed: pad to one width
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in Candidates._fields}
     for batch in tqdm(loader, desc=f"beam search ({split}, beam {beam_size})", disable=not progress):
-        result = module.generate(batch["history"], batch["history_mask"], beam_size=beam_size, rerank_weight=0.0)
+        result = module.generate(batch["history"], batch["history_mask"], beam_size=beam_size, rerank_weight=0.0,
+                                 exclude_history=False)
         parts["items"].append(result.items)
         parts["beam_scores"].append(result.scores)
         if has_items:
@@ -44,22 +47,32 @@ def collect_candidates(module, datamodule, split: str, *, beam_size: int, top_k:
             parts["item_top"].append(logp.topk(top_k, dim=-1).indices)
         parts["targets"].append(batch["target_item"])
         parts["users"].append(batch["user_index"])
+        hist = module.history_items(batch["history"], batch["history_mask"])
+        parts["history_items"].append(torch.nn.functional.pad(hist, (max_rows - hist.shape[1], 0), value=-1))
     cat = {k: torch.cat(v) if v else None for k, v in parts.items()}
     return Candidates(**cat)
 
 
-def reranked_items(c: Candidates, weight: float) -> torch.Tensor:
-    """Candidates [U, B] ordered by beam score + weight * item log-prob (weight 0: the beam's order)."""
-    if weight == 0 or c.item_logp is None:
-        return c.items
-    padding = torch.full_like(c.beam_scores, float("-inf"))
-    score = torch.where(c.items >= 0, c.beam_scores + weight * c.item_logp, padding)
-    return c.items.gather(1, score.argsort(dim=1, descending=True, stable=True))
+def reranked_items(c: Candidates, weight: float, *, exclude_history: bool = False) -> torch.Tensor:
+    """Candidates [U, B] ordered by beam score + weight * item log-prob (weight 0: the beam's order), history items
+    removed (-1) with `exclude_history`."""
+    items = c.items
+    if weight and c.item_logp is not None:
+        padding = torch.full_like(c.beam_scores, float("-inf"))
+        score = torch.where(c.items >= 0, c.beam_scores + weight * c.item_logp, padding)
+        items = c.items.gather(1, score.argsort(dim=1, descending=True, stable=True))
+    if exclude_history:
+        if c.history_items is None:
+            raise ValueError("these candidates were collected without history items; collect them again")
+        seen = (items.unsqueeze(-1) == c.history_items.unsqueeze(1)).any(-1)
+        items = items.masked_fill(seen, -1)  # hit_ranks skips padding: later items move up
+    return items
 
 
-def ranks(c: Candidates, weight: float = 0.0) -> torch.Tensor:
-    """0-based rank [U] of each user's target after re-ranking with `weight`; -1 when not among the candidates."""
-    return hit_ranks(reranked_items(c, weight), c.targets)
+def ranks(c: Candidates, weight: float = 0.0, *, exclude_history: bool = False) -> torch.Tensor:
+    """0-based rank [U] of each user's target after re-ranking with `weight` (and the no-repeat rule); -1 when not
+    among the candidates."""
+    return hit_ranks(reranked_items(c, weight, exclude_history=exclude_history), c.targets)
 
 
 def metrics_from_ranks(rank: torch.Tensor, ks: Sequence[int] = (5, 10)) -> dict[str, float]:

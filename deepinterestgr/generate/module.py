@@ -21,7 +21,7 @@ from deepinterestgr.artifacts import atomic_write_json, atomic_write_jsonl
 from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.data import SequenceDataModule  # noqa: F401  (importing this module lets the CLI name it)
 from deepinterestgr.generate.metrics import retrieval_collection
-from deepinterestgr.generate.rerank import item_log_probs, rerank
+from deepinterestgr.generate.rerank import exclude_items, item_log_probs, rerank
 from deepinterestgr.generate.search import constrained_beam_search
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
@@ -47,6 +47,7 @@ class GeneratorModule(LightningModule):
         renormalize: bool = False,
         item_loss_weight: float = 0.0,
         rerank_weight: float = 0.0,
+        exclude_history: bool = False,
         beam_size: int = 20,
         ks: tuple[int, ...] = (5, 10),
         monitor: str = "val/ndcg@10",
@@ -70,6 +71,9 @@ class GeneratorModule(LightningModule):
             rerank_weight: at validation/test, beam candidates are re-ranked by beam score + rerank_weight x item
                 log-probability (`deepinterestgr.generate.rerank`); 0 = the beam's own order. Select it on valid
                 (`benchmarks/bench_beauty_quality.py` sweeps it on one beam search).
+            exclude_history: at validation/test, drop the user's history items from the ranked list (they become
+                padding at its end): a no-repeat rule, for catalogs where a target is (almost) never a history item
+                (5-core Amazon: never). Select it on valid.
             beam_size: constrained beam width for validation and test.
             ks: the K of Recall@K / NDCG@K.
             monitor, early_stopping_patience: metric for the best checkpoint and early stopping (0 = no stopping).
@@ -88,11 +92,12 @@ class GeneratorModule(LightningModule):
         # the generator stays in hparams (its class_path + init_args when built by the CLI) so that
         # load_from_checkpoint can rebuild it; its weights are in the state dict. Evaluation knobs are left out:
         # `test --ckpt_path` re-applies checkpoint hparams over the command line, and these must follow the command.
-        self.save_hyperparameters(ignore=["beam_size", "rerank_weight", "dump_test_results"])
+        self.save_hyperparameters(ignore=["beam_size", "rerank_weight", "exclude_history", "dump_test_results"])
         plugin_hparams_as_configs(self, "generator")  # checkpoints hold configs, never pickled objects
         self.generator = generator
         self.beam_size = beam_size
         self.rerank_weight = rerank_weight
+        self.exclude_history = exclude_history
         self.dump_test_results = dump_test_results
         self.tokenizer: SIDTokenizer | None = None
         self._trie: SIDTrie | None = None
@@ -171,15 +176,22 @@ class GeneratorModule(LightningModule):
 
     # ----------------------------------------------------------------------------------------------- evaluation
     def generate(self, history: torch.Tensor, history_mask: torch.Tensor, beam_size: int | None = None,
-                 rerank_weight: float | None = None):
+                 rerank_weight: float | None = None, exclude_history: bool | None = None):
         """Constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K]), re-ranked by item-level
-        scores when `rerank_weight` (default: the module's) is > 0."""
+        scores when `rerank_weight` > 0 and without history items with `exclude_history` (defaults: the module's)."""
         result = constrained_beam_search(self.generator, self.trie, history, history_mask,
                                          beam_size=beam_size or self.beam_size, renormalize=self.hparams.renormalize)
         weight = self.rerank_weight if rerank_weight is None else rerank_weight
         if weight:
             result = rerank(result, self.item_log_probs(history, history_mask), weight)
+        if self.exclude_history if exclude_history is None else exclude_history:
+            result = exclude_items(result, self.history_items(history, history_mask))
         return result
+
+    def history_items(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        """Item ids [B, H] of the history rows (-1 for padding and user-token rows)."""
+        items = self.tokenizer.tokens_to_items(history)
+        return items.masked_fill(~history_mask, -1)
 
     @torch.no_grad()
     def item_log_probs(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:

@@ -35,3 +35,14 @@ def rerank(result: SearchResult, item_logp: torch.Tensor, weight: float) -> Sear
     scores, order = scores.sort(dim=1, descending=True, stable=True)
     tokens = result.tokens.gather(1, order.unsqueeze(-1).expand_as(result.tokens))
     return SearchResult(tokens, scores, result.items.gather(1, order))
+
+
+def exclude_items(result: SearchResult, items: torch.Tensor) -> SearchResult:
+    """`result` with every candidate that is in `items` [B, H] (a user's history item ids, -1 = none) moved behind
+    the others with score -inf: the "never recommend what the user already has" rule, order otherwise kept."""
+    seen = (result.items.unsqueeze(-1) == items.unsqueeze(1)).any(-1) & (result.items >= 0)
+    scores = result.scores.masked_fill(seen, float("-inf"))
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    tokens = result.tokens.gather(1, order.unsqueeze(-1).expand_as(result.tokens))
+    return SearchResult(tokens, scores.gather(1, order), result.items.gather(1, order).masked_fill(
+        seen.gather(1, order), -1))

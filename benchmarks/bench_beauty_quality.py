@@ -10,8 +10,9 @@ and for every method the no-repeat rule: history items dropped from its list) is
 only; test is quoted.
 
 Phases (each reuses what an earlier invocation left, so the command resumes):
-  sids       text-only run directory (data -> MiniLM evidence -> RQ-VAE SIDs) via `dig pipeline`; with
-             --collab-run, a second one whose SIDs quantize text ⊕ a co-occurrence SVD of the training sequences
+  sids       the SID run directories the chosen variants need, via `dig pipeline`: text only (data -> MiniLM
+             evidence -> RQ-VAE SIDs; benchmarks/beauty_sids_text.yaml) and text ⊕ a PPMI co-occurrence SVD of the
+             training sequences (benchmarks/beauty_sids_collab.yaml)
   floors     most-popular and co-occurrence (weights selected on valid) on the same split
   sasrec     SASRec (full-softmax CE, max length 50, dropout, early stop on valid N@10), one fit per --sasrec-seeds
   fit        each generator variant: `dig fit` capped at --max-time (best checkpoint on valid N@10 of a seeded

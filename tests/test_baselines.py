@@ -251,3 +251,18 @@ def test_exclude_history_is_selected_on_valid_for_the_count_baselines(tmp_path):
     assert records["most-popular"]["params"]["exclude_history"] is True
     assert all("exclude_history" in t["params"] for t in records["cooccurrence"]["tuning"])
     assert records["most-popular"]["test"]["recall@5"] > 0
+
+
+def test_sasrec_top_k_with_exclude_history_never_returns_a_history_item():
+    from deepinterestgr.baselines.sasrec import SASRec, sasrec_top_k
+
+    torch.manual_seed(0)
+    model = SASRec(num_items=12, max_len=4, hidden_size=8, num_blocks=1, dropout=0.0)
+    histories = [[1, 2, 3], [4], [5, 6, 7, 8, 9]]  # the last one is longer than max_len: only its last 4 are read
+    plain = sasrec_top_k(model, histories, k=12)
+    assert sorted(plain[0].tolist()) == list(range(12))
+    top = sasrec_top_k(model, histories, k=6, exclude_history=True)
+    for row, hist in zip(top.tolist(), histories):
+        assert not set(row) & set(hist[-4:]) and len(set(row)) == 6
+    # the remaining items keep the model's order
+    assert top[1].tolist() == [i for i in plain[1].tolist() if i != 4][:6]

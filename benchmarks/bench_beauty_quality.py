@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-time", default="00:00:55:00", help="generator fit wall-clock cap, DD:HH:MM:SS")
     p.add_argument("--val-max-users", type=int, default=3000, help="seeded random valid sample for checkpointing")
     p.add_argument("--beams", type=int, nargs="+", default=[20, 50], help="beam widths tried (selected on valid)")
-    p.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
+    p.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
     p.add_argument("--results", type=Path, default=RESULTS / "beauty_quality.json")
     p.add_argument("--markdown", action="store_true", help="print the README table of --results and exit")
     args = p.parse_args(argv)

@@ -1,8 +1,9 @@
 """What every baseline recommender does: fit on training sequences, then rank the whole catalog for histories.
 
 The protocol (shared with the generative models, see `deepinterestgr.data.split`): chronological leave-one-out,
-every catalog item is a candidate, history items are *not* masked (an item can be recommended again; the 5-core
-Amazon data has few repeats, and masking would flatter the baselines against generators that do not mask).
+every catalog item is a candidate and the evaluator masks nothing. A method may choose not to recommend history
+items (the no-repeat rule, `evaluation.evaluate(..., exclude_history=True)`): a model option selected on valid,
+which the generator has too (`GeneratorModule(exclude_history=...)`), so no side gets it for free.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from deepinterestgr.generate.metrics import hit_ranks
+from deepinterestgr.generate.rerank import combined_scores, in_history
 
 
 class Candidates(NamedTuple):
@@ -58,14 +59,12 @@ def reranked_items(c: Candidates, weight: float, *, exclude_history: bool = Fals
     removed (-1) with `exclude_history`."""
     items = c.items
     if weight and c.item_logp is not None:
-        padding = torch.full_like(c.beam_scores, float("-inf"))
-        score = torch.where(c.items >= 0, c.beam_scores + weight * c.item_logp, padding)
+        score = combined_scores(c.items, c.beam_scores, c.item_logp, weight)
         items = c.items.gather(1, score.argsort(dim=1, descending=True, stable=True))
     if exclude_history:
         if c.history_items is None:
             raise ValueError("these candidates were collected without history items; collect them again")
-        seen = (items.unsqueeze(-1) == c.history_items.unsqueeze(1)).any(-1)
-        items = items.masked_fill(seen, -1)  # hit_ranks skips padding: later items move up
+        items = items.masked_fill(in_history(items, c.history_items), -1)  # hit_ranks skips padding: later move up
     return items
 
 
@@ -79,9 +78,8 @@ def metrics_from_ranks(rank: torch.Tensor, ks: Sequence[int] = (5, 10)) -> dict[
     """Recall@K / NDCG@K (one relevant item per user) from 0-based ranks (-1 = miss)."""
     out = {}
     for k in ks:
-        hit = (rank >= 0) & (rank < k)
-        out[f"recall@{k}"] = float(hit.float().mean())
-        out[f"ndcg@{k}"] = float(torch.where(hit, 1.0 / torch.log2(rank.float() + 2), torch.zeros(())).mean())
+        out[f"recall@{k}"] = float(((rank >= 0) & (rank < k)).float().mean())
+        out[f"ndcg@{k}"] = float(ndcg_per_user(rank, k).mean())
     return out
 
 

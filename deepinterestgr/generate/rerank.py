@@ -25,14 +25,25 @@ def item_log_probs(generator: Generator, item_tokens: torch.Tensor, history: tor
     return torch.log_softmax(users @ generator.item_vectors(item_tokens).float().T, dim=-1)
 
 
+def combined_scores(items: torch.Tensor, beam_scores: torch.Tensor, candidate_logp: torch.Tensor,
+                    weight: float) -> torch.Tensor:
+    """beam score + weight * item log-prob of each candidate [B, K]; -inf for padding beams (item -1)."""
+    padding = torch.full_like(beam_scores, float("-inf"))
+    return torch.where(items >= 0, beam_scores + weight * candidate_logp, padding)
+
+
+def in_history(items: torch.Tensor, history_items: torch.Tensor) -> torch.Tensor:
+    """[B, K] True where candidate `items` [B, K] is one of the user's `history_items` [B, H] (-1 = none)."""
+    return (items.unsqueeze(-1) == history_items.unsqueeze(1)).any(-1) & (items >= 0)
+
+
 def rerank(result: SearchResult, item_logp: torch.Tensor, weight: float) -> SearchResult:
     """`result`'s candidates sorted by beam score + weight * item log-prob [B, N]; padding beams (item -1) stay last."""
     if weight == 0:
         return result
-    present = result.items >= 0
-    extra = item_logp.gather(1, result.items.clamp(min=0))
-    scores = torch.where(present, result.scores + weight * extra, torch.full_like(result.scores, float("-inf")))
-    scores, order = scores.sort(dim=1, descending=True, stable=True)
+    candidate_logp = item_logp.gather(1, result.items.clamp(min=0))
+    scores, order = combined_scores(result.items, result.scores, candidate_logp, weight).sort(
+        dim=1, descending=True, stable=True)
     tokens = result.tokens.gather(1, order.unsqueeze(-1).expand_as(result.tokens))
     return SearchResult(tokens, scores, result.items.gather(1, order))
 
@@ -40,7 +51,7 @@ def rerank(result: SearchResult, item_logp: torch.Tensor, weight: float) -> Sear
 def exclude_items(result: SearchResult, items: torch.Tensor) -> SearchResult:
     """`result` with every candidate that is in `items` [B, H] (a user's history item ids, -1 = none) moved behind
     the others with score -inf: the "never recommend what the user already has" rule, order otherwise kept."""
-    seen = (result.items.unsqueeze(-1) == items.unsqueeze(1)).any(-1) & (result.items >= 0)
+    seen = in_history(result.items, items)
     scores = result.scores.masked_fill(seen, float("-inf"))
     order = scores.argsort(dim=1, descending=True, stable=True)
     tokens = result.tokens.gather(1, order.unsqueeze(-1).expand_as(result.tokens))

@@ -7,7 +7,7 @@ import torch
 
 from deepinterestgr.quantize.fusion import CMSAFusion
 from deepinterestgr.quantize.kmeans import capacity_assign, kmeans, sinkhorn_assign, squared_distances
-from deepinterestgr.quantize.metrics import code_table_metrics, collision_rate
+from deepinterestgr.quantize.metrics import code_table_metrics, collapsed_levels, collision_rate
 from deepinterestgr.quantize.rqkmeans import RQKMeans
 from deepinterestgr.quantize.rqvae import RQVAE, rotate_to
 from deepinterestgr.quantize.sid import NO_SUFFIX, SIDTable, assign_sids
@@ -229,6 +229,32 @@ def test_cmsa_fusion_shapes_bias_free_and_starts_from_text():
     assert fusion.w_v.weight.shape == (6, 20) and fusion.w_f.weight.shape == (12, 18)
     with pytest.raises(ValueError, match="image 20"):
         fusion(text, torch.zeros(4, 7))
+
+
+def test_cmsa_input_reconstruction_penalises_a_constant_fused_vector():
+    fusion = CMSAFusion(text_dim=12, image_dim=20, image_proj_dim=6)
+    text = torch.nn.functional.normalize(torch.randn(64, 12), dim=-1)
+    image = torch.randn(64, 20).relu()
+    with torch.no_grad():  # the best linear read-out of the text part from the text itself is exact
+        fusion.readout.weight.zero_()
+        fusion.readout.weight[:12] = torch.eye(12)
+    fused = fusion(text, torch.zeros(64, 20))
+    informative = fusion.input_reconstruction_loss(text, image, fused)
+    constant = fusion.input_reconstruction_loss(text, image, fused[:1].expand(64, -1))
+    assert informative < constant
+    assert float(informative) == pytest.approx(1.0, abs=1e-4)  # only the unit-norm image part is left unexplained
+    loss = fusion.input_reconstruction_loss(text, image, fusion(text, image))
+    loss.backward()
+    assert fusion.w_v.weight.grad is not None and fusion.w_f.weight.grad.abs().sum() > 0
+
+
+def test_code_table_metrics_report_prefix_collisions_perplexity_shares_and_collapse():
+    codes = torch.tensor([[0, 0, 0], [0, 1, 0], [0, 1, 1], [0, 2, 2]])
+    m = code_table_metrics(codes, codebook_size=8)
+    assert m["prefix_collision_rate"] == [1.0, 0.5, 0.0]
+    assert m["perplexity"][0] == pytest.approx(1.0)
+    assert m["perplexity_share"][0] == pytest.approx(1 / 4)  # ceiling: min(8 codes, 4 items)
+    assert collapsed_levels(m, 0.3) == [0] and collapsed_levels(m, 0.2) == []
 
 
 # ---------------------------------------------------------------------------------------------------- SIDs

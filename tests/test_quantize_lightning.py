@@ -79,14 +79,14 @@ def test_rqkmeans_stops_after_one_epoch(tmp_path):
     assert check_artifacts(run, 200)["epochs"] == 1
 
 
-def test_image_fusion_trains_only_wv_wf_and_quantizer_and_reloads_from_checkpoint(tmp_path):
+def test_image_fusion_trains_wv_wf_its_readout_and_the_quantizer_and_reloads_from_checkpoint(tmp_path):
     run = make_run(tmp_path / "run", image_dim=10)
     cli = run_lightning(fit_args(run, RQVAE_CFG, "--data.use_image_features", "true", "--trainer.max_epochs", "2"))
     model = cli.model
     assert model.hparams.image_dim == 10 and model.fusion is not None
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"fusion.w_v.weight", "fusion.w_f.weight"} | {f"quantizer.{n}" for n, _ in model.quantizer.named_parameters()}
-    assert model.fusion.w_v.weight.grad is not None  # the image branch learned from the quantizer's loss
+    assert trainable == {"fusion.w_v.weight", "fusion.w_f.weight", "fusion.readout.weight"} | {f"quantizer.{n}" for n, _ in model.quantizer.named_parameters()}
+    assert model.fusion.w_v.weight.grad is not None  # the image branch learned from the input reconstruction
     check_artifacts(run, 200)
 
     # the checkpoint rebuilds the plugin from its class_path and the widths from the hyper-parameters
@@ -180,3 +180,49 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     metrics = check_artifacts(run, 256)
     assert metrics["world_size"] == 2
+
+
+def make_clustered_run(root: Path, *, n: int = 300, d: int = 128, image_dim: int = 512, clusters: int = 16) -> Path:
+    """Items in `clusters` latent groups that both the text embedding and the (non-negative, CNN-like) image features
+    show through noise: the shape of the synthetic catalog's evidence, where the CMSA fusion head used to collapse."""
+    g = torch.Generator().manual_seed(0)
+    label = torch.randint(clusters, (n,), generator=g)
+    text_centres, image_centres = torch.randn(clusters, d, generator=g), torch.randn(clusters, image_dim, generator=g)
+    text = torch.nn.functional.normalize(text_centres[label] + 0.7 * torch.randn(n, d, generator=g), dim=-1)
+    image = torch.relu(image_centres[label] + 0.7 * torch.randn(n, image_dim, generator=g))
+    (root / "evidence").mkdir(parents=True, exist_ok=True)
+    save_file({"embeddings": text}, str(root / "evidence/text_embeddings.safetensors"))
+    save_file({"features": image}, str(root / "evidence/image_features.safetensors"))
+    return root
+
+
+def fused_mean_cosine(run: Path) -> float:
+    model = QuantizerModule.load_from_checkpoint(run / "quantize/checkpoints/quantizer.ckpt")
+    dm = EmbeddingDataModule(run_dir=str(run), use_image_features=True)
+    dm.setup("predict")
+    with torch.no_grad():
+        fused = model.fuse(dm.table())
+    cos = fused @ fused.T
+    return float(cos[~torch.eye(len(fused), dtype=torch.bool)].mean())
+
+
+def test_cmsa_fusion_keeps_every_level_in_use_and_the_guard_flags_the_old_collapse(tmp_path, caplog):
+    epochs = ["--data.use_image_features", "true", "--trainer.max_epochs", "60"]
+    healthy = make_clustered_run(tmp_path / "inputs_objective")
+    run_lightning(fit_args(healthy, RQVAE_CFG, *epochs))
+    metrics = check_artifacts(healthy, 300)
+    assert metrics["collapsed_levels"] == []
+    assert all(share > 0.5 for share in metrics["perplexity_share"]), metrics["perplexity"]  # of 16 codes per level
+    assert metrics["prefix_collision_rate"][1] < 0.97  # two codes already separate some items
+    assert fused_mean_cosine(healthy) < 0.5
+
+    # the objective before the fix (the head trained only through the quantizer's reconstruction of its own output)
+    # collapses on the same data, and the guard says so in the log and in metrics.json
+    collapsed = make_clustered_run(tmp_path / "quantizer_only")
+    with caplog.at_level("WARNING", logger="deepinterestgr.quantize.artifacts"):
+        run_lightning(fit_args(collapsed, RQVAE_CFG, *epochs, "--model.fusion_through_quantizer", "true",
+                               "--model.fusion_input_weight", "0"))
+    metrics = json.loads((collapsed / "quantize/metrics.json").read_text())
+    assert 0 in metrics["collapsed_levels"] and metrics["perplexity"][0] < 1.6
+    assert fused_mean_cosine(collapsed) > 0.99
+    assert any("codebook collapse at level(s) [0" in r.getMessage() for r in caplog.records)

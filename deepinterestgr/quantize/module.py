@@ -41,6 +41,12 @@ class QuantizerModule(LightningModule):
         quantizer: any registered `Quantizer` (e.g. `class_path: RQVAE`).
         optimizer: optimiser factory (default AdamW, lr 1e-3); unused for gradient-free quantizers.
         image_proj_dim: width of W_v's output when image features are used (CMSA fusion).
+        fusion_input_weight: weight of the fusion head's own objective, reconstructing the text and image inputs
+            from the fused vector (`CMSAFusion.input_reconstruction_loss`); 0 turns it off.
+        fusion_through_quantizer: let the quantizer's loss train W_v/W_f too. Off by default: that loss is
+            minimised by a constant fused vector, and the head collapses onto it (see `deepinterestgr.quantize.fusion`).
+        min_perplexity_share: a level whose code perplexity is below this share of min(codebook size, items) is
+            flagged as collapsed (warning, `metrics.json` `collapsed_levels`, red title in `report.png`).
         refresh_every_n_epochs: how often the whole table is re-encoded to log usage / collisions and to call
             `quantizer.refresh` (dead-code restarts).
         write_artifacts: at the end of `fit`, write `<run>/quantize/` (SID table, metrics, report, manifest).
@@ -53,6 +59,9 @@ class QuantizerModule(LightningModule):
         quantizer: Quantizer,
         optimizer: OptimizerCallable | None = None,
         image_proj_dim: int = 128,
+        fusion_input_weight: float = 1.0,
+        fusion_through_quantizer: bool = False,
+        min_perplexity_share: float = 0.1,
         refresh_every_n_epochs: int = 1,
         write_artifacts: bool = True,
         input_dim: int | None = None,
@@ -110,6 +119,21 @@ class QuantizerModule(LightningModule):
     def forward(self, batch: dict[str, torch.Tensor]):
         return self.quantizer(self.fuse(batch))
 
+    def _training_loss(self, batch: dict[str, torch.Tensor]):
+        """Quantizer output and the training loss: the quantizer's own, plus the fusion head's input reconstruction."""
+        if self.fusion is None:
+            out = self.quantizer(batch["text"])
+            return out, out.loss, {}
+        fused = self.fuse(batch)
+        out = self.quantizer(fused if self.hparams.fusion_through_quantizer else fused.detach())
+        extra = {}
+        loss = out.loss
+        if self.hparams.fusion_input_weight:
+            recon = self.fusion.input_reconstruction_loss(batch["text"], batch["image"], fused)
+            loss = loss + self.hparams.fusion_input_weight * recon
+            extra["fusion_input_recon"] = recon.detach()
+        return out, loss, extra
+
     @torch.no_grad()
     def encode_table(self) -> torch.Tensor:
         """Codes [N, L] of every item, encoded at once in eval mode (balanced assignments see the whole table)."""
@@ -130,14 +154,14 @@ class QuantizerModule(LightningModule):
                 self.quantizer.fit(self.fuse(table))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int):
-        out = self(batch)
+        out, loss, extra = self._training_loss(batch)
         bs = batch["text"].shape[0]
-        for name, value in out.metrics.items():
+        for name, value in {**out.metrics, **extra}.items():
             self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         if not self.quantizer.trainable:
             return None
-        self.log("train/loss", out.loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
-        return out.loss
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
+        return loss
 
     def on_train_epoch_end(self) -> None:
         # gradient-free quantizers were fitted in on_fit_start: one epoch of metrics is all there is
@@ -195,6 +219,7 @@ class QuantizerModule(LightningModule):
             write_quantize_artifacts(
                 out_dir, codes, codebook_size=self.quantizer.codebook_size,
                 config_hash=quantize_config_hash(self, dm, self.trainer), extra_files=[ckpt],
+                min_perplexity_share=self.hparams.min_perplexity_share,
                 meta={"quantizer": type(self.quantizer).__name__, "fit_seconds": seconds,
                       "epochs": self.current_epoch, "world_size": self.trainer.world_size},
             )

@@ -77,7 +77,12 @@ def _sid_stats(run_dir: Path) -> dict:
     from deepinterestgr.quantize.sid import SIDTable
 
     table = SIDTable.load(run_dir / "quantize")
-    stats = {"collision_rate": table.collision_rate(), "num_suffix": table.num_suffix}
+    quantize = json.loads((run_dir / "quantize" / "metrics.json").read_text(encoding="utf-8"))
+    # collision_rate: items sharing all 3 codes (after the distinct last level); prefix_collision_rate[1]: items the
+    # first two levels do not separate; perplexity per level shows a collapsed codebook
+    stats = {"collision_rate": table.collision_rate(), "num_suffix": table.num_suffix,
+             "prefix_collision_rate": quantize.get("prefix_collision_rate"), "perplexity": quantize.get("perplexity"),
+             "collapsed_levels": quantize.get("collapsed_levels")}
     truth = load_truth(str(run_dir))
     if truth:
         primary = torch.tensor([item["intents"][0] for item in truth["items"]])
@@ -94,9 +99,24 @@ def _mean_std(values: list[float | None]) -> str:
     return f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f}"
 
 
+def _collisions(group: list[dict]) -> str:
+    two = [r["sid"]["prefix_collision_rate"][1] for r in group if r["sid"].get("prefix_collision_rate")]
+    three = [r["sid"]["collision_rate"] for r in group]
+    return f"{statistics.mean(two):.3f} / {statistics.mean(three):.3f}" if two else f"- / {statistics.mean(three):.3f}"
+
+
+def _perplexities(group: list[dict]) -> str:
+    rows = [r["sid"]["perplexity"] for r in group if r["sid"].get("perplexity")]
+    if not rows:
+        return "-"
+    cell = " / ".join(f"{statistics.mean(level):.0f}" for level in zip(*rows))
+    collapsed = sorted({lv for r in group for lv in (r["sid"].get("collapsed_levels") or [])})
+    return cell + (f" (collapsed: L{', L'.join(map(str, collapsed))})" if collapsed else "")
+
+
 def write_table(records: list[dict], out: Path) -> str:
-    lines = ["| dataset | variant | seeds | model | R@5 | N@5 | R@10 | N@10 | intent NMI@L1 | purity@L1 | collisions |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | variant | seeds | model | R@5 | N@5 | R@10 | N@10 | intent NMI@L1 | purity@L1 | 2-code / 3-code "
+             "collisions | perplexity L0 / L1 / L2 |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     keys = sorted({(r["dataset"], r["variant"]) for r in records}, key=lambda k: (k[0], list(dict.fromkeys(
         r["variant"] for r in records)).index(k[1])))
     for dataset, variant in keys:
@@ -105,7 +125,9 @@ def write_table(records: list[dict], out: Path) -> str:
             if all(r.get(model) is None for r in group):
                 continue
             cells = [_mean_std([(r.get(model) or {}).get(m) for r in group]) for m in METRICS]
-            sid = [_mean_std([r["sid"].get(k) for r in group]) for k in ("nmi@L1", "purity@L1", "collision_rate")]
+            sid = [_mean_std([r["sid"].get(k) for r in group]) for k in ("nmi@L1", "purity@L1")]
+            sid.append(_collisions(group))
+            sid.append(_perplexities(group))
             lines.append(f"| {dataset} | {variant} | {len(group)} | {model} | " + " | ".join(cells + sid) + " |")
     table = "\n".join(lines)
     (out / "combos.md").write_text(table + "\n", encoding="utf-8")

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from deepinterestgr.artifacts import atomic_path, atomic_write_json, write_manifest
-from deepinterestgr.quantize.metrics import code_table_metrics, collapsed_levels, group_sizes
+from deepinterestgr.quantize.metrics import (code_table_metrics, collapsed_levels, collision_rate, group_sizes,
+                                             level_perplexity)
 from deepinterestgr.quantize.sid import SIDTable, assign_sids
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,6 @@ MIN_PERPLEXITY_SHARE = 0.1
 def write_report(path: Path, codes: torch.Tensor, codebook_size: int, collapsed: list[int] = ()) -> None:
     """Code usage per level (codes sorted by frequency, perplexity in the title, red when the level collapsed) and
     the histogram of collision-group sizes."""
-    from deepinterestgr.quantize.metrics import level_perplexity
-
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -47,7 +46,10 @@ def write_report(path: Path, codes: torch.Tensor, codebook_size: int, collapsed:
     ax = axes[-1]
     ax.hist(sizes.numpy(), bins=range(1, int(sizes.max()) + 2), log=True, align="left")
     colliding = float(sizes[sizes > 1].sum()) / max(1, codes.shape[0])
-    ax.set_title(f"items per {levels}-code prefix ({colliding:.1%} collide)")
+    title = f"items per {levels}-code prefix ({colliding:.1%} collide)"
+    if levels > 1:
+        title += f"\n{levels - 1}-code prefix: {collision_rate(codes[:, :-1]):.1%} collide"
+    ax.set_title(title)
     ax.set_xlabel("group size (1 = no collision)")
     ax.set_ylabel("prefixes")
     fig.tight_layout()

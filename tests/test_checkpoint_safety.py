@@ -42,7 +42,7 @@ def test_plugin_objects_are_stored_as_configs():
 
 def test_plain_python_generator_checkpoint_loads_weights_only_and_rebuilds(tmp_path):
     run = write_tiny_run(tmp_path / "run", num_items=30, num_users=16)
-    module = GeneratorModule(generator=T5SIDGenerator(**TINY_T5), lr=0.01, warmup_steps=1, beam_size=5,
+    module = GeneratorModule(generator=T5SIDGenerator(**TINY_T5), lr=0.01, warmup_steps=1, beam_size=10,
                              early_stopping_patience=0)
     trainer = _trainer(max_steps=2, limit_val_batches=0)
     trainer.fit(module, datamodule=SequenceDataModule(str(run), batch_size=8))

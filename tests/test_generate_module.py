@@ -46,7 +46,7 @@ def test_fast_dev_run_then_test_and_reload(tmp_path):
     metrics = json.loads((run / "generate" / "metrics_test.json").read_text())
     assert {"test/recall@5", "test/ndcg@5", "test/recall@10", "test/ndcg@10"} <= set(metrics)
     rows = [json.loads(line) for line in (run / "generate" / "results_test.jsonl").read_text().splitlines()]
-    assert len(rows) == metrics["num_users"] == metrics["num_users_evaluated"] and len(rows[0]["items"]) == 5
+    assert len(rows) == metrics["num_users"] == metrics["num_users_evaluated"] and len(rows[0]["items"]) == 10
     assert {r["user"] for r in rows} == {f"u{i}" for i in range(30)}
 
     # load_from_checkpoint rebuilds the generator (class_path in hparams) and its tokenizer without the run dir
@@ -66,7 +66,7 @@ def test_gpt_config_trains_one_step(tmp_path):
                          "-c", str(REPO / "configs/data/sequences_tiny.yaml"), "--data.run_dir", str(run), *TRAINER,
                          "--model.init_args.generator.init_args.d_model", "32",
                          "--model.init_args.generator.init_args.num_layers", "1",
-                         "--model.init_args.beam_size", "5",
+                         "--model.init_args.beam_size", "10",
                          "--trainer.default_root_dir", str(tmp_path / "root"), "--trainer.fast_dev_run", "1"])
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 

@@ -79,7 +79,7 @@ def _experiment(tmp_path: Path, run: Path) -> Path:
         # validation (hence last.ckpt) every 4 steps inside the first epoch: the rl kill resumes mid-epoch
         "rl": {"configs": [f"{REPO}/configs/trainer/cpu.yaml", f"{REPO}/configs/model/policy_qarm.yaml",
                            f"{REPO}/configs/data/sequences_tiny.yaml"],
-               "overrides": ["--model.candidates", "sample", "--model.beam_size", "5", "--model.lr", "0.001",
+               "overrides": ["--model.candidates", "sample", "--model.beam_size", "10", "--model.lr", "0.001",
                              "--trainer.max_steps", "12", "--trainer.val_check_interval", "4", *quiet]},
         "baselines": ["most-popular"],
     }

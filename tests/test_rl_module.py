@@ -18,6 +18,7 @@ from deepinterestgr.generate.t5 import T5SIDGenerator
 from deepinterestgr.generate.testing import write_tiny_run
 from deepinterestgr.rl.module import PolicyModule
 from deepinterestgr.rl.rewards import CompositeReward, ExactMatchReward
+from deepinterestgr.rl.rewards.base import Reward, RewardBatch
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_ITEMS = 40
@@ -41,7 +42,7 @@ def tiny_run(tmp_path_factory) -> Path:
     save_file({"quality": torch.linspace(0, 1, NUM_ITEMS)}, str(run / "evidence" / "quality.safetensors"))
     torch.manual_seed(0)
     dm = SequenceDataModule(str(run), max_history=6, batch_size=16, eval_batch_size=16)
-    module = GeneratorModule(generator=T5SIDGenerator(**TINY_T5), lr=0.01, warmup_steps=1, beam_size=5,
+    module = GeneratorModule(generator=T5SIDGenerator(**TINY_T5), lr=0.01, warmup_steps=1, beam_size=10,
                              early_stopping_patience=0)
     trainer = _trainer(max_steps=5, limit_val_batches=0)
     trainer.fit(module, datamodule=dm)
@@ -53,7 +54,7 @@ def _cli_args(run: Path, model_config: str, *extra: str) -> list[str]:
     return ["-c", str(REPO / "configs/trainer/cpu.yaml"), "-c", str(REPO / model_config),
             "-c", str(REPO / "configs/data/sequences_tiny.yaml"),
             "--data.run_dir", str(run), "--trainer.default_root_dir", str(run / "rl"),
-            "--trainer.enable_progress_bar", "false", "--model.group_size", "4", "--model.beam_size", "5", *extra]
+            "--trainer.enable_progress_bar", "false", "--model.group_size", "4", "--model.beam_size", "10", *extra]
 
 
 def test_fast_dev_run_through_the_cli(tiny_run):
@@ -159,7 +160,7 @@ run, repo, out = sys.argv[1], sys.argv[2], sys.argv[3]
 cli = run_lightning(["fit", "-c", repo + "/configs/trainer/ddp_cpu.yaml", "-c", repo + "/configs/model/policy_qarm.yaml",
                      "-c", repo + "/configs/data/sequences_tiny.yaml", "--data.run_dir", run,
                      "--trainer.default_root_dir", run + "/rl", "--trainer.enable_progress_bar", "false",
-                     "--trainer.logger", "false", "--model.group_size", "4", "--model.beam_size", "5",
+                     "--trainer.logger", "false", "--model.group_size", "4", "--model.beam_size", "10",
                      "--trainer.max_steps", "2", "--trainer.limit_val_batches", "2",
                      "--trainer.val_check_interval", "1"])
 with open(out + f".rank{cli.trainer.global_rank}", "w") as f:
@@ -205,7 +206,7 @@ def test_policy_metrics_keep_every_k_apart(split):
     """A first batch with no hit below rank 5 made torchmetrics' compute groups merge @5 with @10 (Beauty reported
     R@5 == R@10): the policy's collections must keep computing each metric from its own state."""
     module = PolicyModule(init_checkpoint="unused.ckpt", reward=CompositeReward(weights={"exact": 1.0}))
-    metrics = getattr(module, f"{split}_metrics")
+    metrics = getattr(module.ranker, f"{split}_metrics")  # the ranker the policy shares with the generator
     ranked = torch.arange(20).repeat(4, 1)  # items 0..19 in rank order for 4 users
     metrics.update(ranked, torch.tensor([0, 50, 51, 52]))  # one hit at rank 0, no hit at ranks 1..9
     metrics.update(ranked, torch.tensor([7, 60, 61, 62]))  # one hit at rank 7: inside @10 only
@@ -213,3 +214,119 @@ def test_policy_metrics_keep_every_k_apart(split):
     assert values["recall@5"] == pytest.approx(1 / 8) and values["recall@10"] == pytest.approx(2 / 8)
     assert values["ndcg@5"] == pytest.approx(1 / 8)
     assert values["ndcg@10"] == pytest.approx((1 + 1 / torch.log2(torch.tensor(9.0)).item()) / 8)
+
+
+# ------------------------------------------------------------------------------------------ one ranker, self-contained
+def test_beam_narrower_than_the_largest_k_is_refused_in_both_stages():
+    with pytest.raises(ValueError, match="beam_size 5 < max.ks. 10"):
+        GeneratorModule(generator=T5SIDGenerator(**TINY_T5), beam_size=5)
+    with pytest.raises(ValueError, match="beam_size 5 < max.ks. 10"):
+        PolicyModule(reward=ExactMatchReward(), beam_size=5)
+
+
+def test_policy_ranks_as_its_generator_and_its_checkpoint_is_self_contained(tiny_run, tmp_path):
+    import shutil
+
+    # a generator evaluated with re-ranking options: the policy adopts them unless it sets its own
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    ckpt = torch.load(run / "generate/checkpoints/best.ckpt", weights_only=True)
+    ckpt["ranking"] = {"renormalize": False, "beam_size": 12, "rerank_weight": 0.0, "exclude_history": True}
+    torch.save(ckpt, run / "generate/checkpoints/best.ckpt")
+    module = PolicyModule(reward=ExactMatchReward(), group_size=4)
+    dm = SequenceDataModule(str(run), max_history=6, batch_size=8, eval_batch_size=8)
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, max_steps=2, limit_val_batches=1, default_root_dir=str(tmp_path))
+    trainer.fit(module, datamodule=dm)
+    assert (module.ranker.beam_size, module.ranker.exclude_history) == (12, True)
+    policy_ckpt = run / "rl" / "checkpoints" / "last.ckpt"
+    assert policy_ckpt.is_file()
+
+    # moved run directory, generator checkpoint gone: the policy still loads, with the same ranking and weights
+    moved = tmp_path / "moved"
+    shutil.move(str(run), moved)
+    shutil.rmtree(moved / "generate")
+    loaded = PolicyModule.load_from_checkpoint(str(moved / "rl/checkpoints/last.ckpt"), map_location="cpu")
+    assert (loaded.ranker.beam_size, loaded.ranker.exclude_history) == (12, True)
+    state, trained = loaded.policy.state_dict(), module.policy.state_dict()
+    assert all(torch.equal(state[k], trained[k]) for k in trained)
+    dm_moved = SequenceDataModule(str(moved), max_history=6, batch_size=8, eval_batch_size=8)
+    dm_moved.setup("test")
+    batch = dm_moved.make_batch("test", list(range(8)))
+    module.eval(), loaded.eval()
+    assert torch.equal(module.generate(batch["history"], batch["history_mask"]).items,
+                       loaded.generate(batch["history"], batch["history_mask"]).items)
+
+    # a run whose SID table changed since: the policy checkpoint refuses to load there and names both tables
+    from deepinterestgr.generate.ranker import sid_table_hash
+
+    other = write_tiny_run(tmp_path / "other", num_items=NUM_ITEMS, num_users=24, seed=7)
+    other_dm = SequenceDataModule(str(other), max_history=6)
+    other_dm.setup("fit")
+    elsewhere = PolicyModule(reward=ExactMatchReward())
+    elsewhere.tokenizer = other_dm.tokenizer  # what configure_model takes from the run's data
+    saved = torch.load(moved / "rl/checkpoints/last.ckpt", weights_only=True)
+    ours, theirs = saved["policy_generator"]["sid_table_sha256"], sid_table_hash(other_dm.tokenizer)
+    assert ours != theirs
+    with pytest.raises(ArtifactError, match=f"SID table {ours[:16]}.*SID table is {theirs[:16]}"):
+        elsewhere.on_load_checkpoint(saved)
+
+
+# ------------------------------------------------------------------------------------------------ GRPO learns
+class PreferredItemsReward(Reward):
+    """1 when the generated SID is one of a fixed set of items, whatever the target: a reward with a known optimum."""
+
+    def __init__(self, preferred: tuple[int, ...] = tuple(range(8))) -> None:
+        self.preferred = torch.tensor(preferred)
+
+    def __call__(self, batch: RewardBatch) -> torch.Tensor:
+        return torch.isin(batch.generated_items, self.preferred.to(batch.generated_items.device)).float()
+
+
+def expected_reward(module: PolicyModule, batch: dict, preferred: torch.Tensor) -> float:
+    """Exact mean reward of constrained sampling (temperature 1): the catalog-renormalised probability mass the policy
+    puts on the preferred items, averaged over the batch's users."""
+    from deepinterestgr.generate.search import sid_log_probs
+
+    items = module.tokenizer.item_tokens
+    b, n = batch["history"].shape[0], items.shape[0]
+    with torch.no_grad():
+        logp = sid_log_probs(module.policy.eval(), module.trie, batch["history"].repeat_interleave(n, 0),
+                             batch["history_mask"].repeat_interleave(n, 0), items.repeat(b, 1), renormalize=True)
+    prob = logp.sum(-1).exp().view(b, n)
+    return float(prob[:, preferred].sum(-1).mean())
+
+
+def test_grpo_raises_the_mean_reward_of_a_known_task(tiny_run):
+    """Sampled groups, a reward that prefers 8 of 40 items: 30 GRPO steps move the policy's exact expected reward up
+    (a flipped update sign moves it down, and this test fails)."""
+    torch.manual_seed(0)
+    reward = PreferredItemsReward()
+    module = PolicyModule(reward=reward, init_checkpoint=str(tiny_run / "generate/checkpoints/best.ckpt"),
+                          candidates="sample", group_size=8, lr=0.01, beta=0.0, ppo_epochs=2, beam_size=10)
+    dm = SequenceDataModule(str(tiny_run), max_history=6, batch_size=8, eval_batch_size=8)
+    dm.setup("fit")
+    module.load_policy(module.hparams.init_checkpoint, tokenizer=dm.tokenizer)
+    batch = dm.make_batch("valid", list(range(16)))
+    before = expected_reward(module, batch, reward.preferred)
+    trainer = _trainer(max_steps=30, limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=dm)
+    after = expected_reward(module, batch, reward.preferred)
+    assert after > before + 0.15, (before, after)
+
+
+@pytest.mark.parametrize("ppo_epochs", [1, 4])
+def test_several_epochs_per_batch_move_the_ratio_and_the_clip_acts(tiny_run, ppo_epochs):
+    """mu = 1: every token's ratio is exactly 1 (nothing to clip); mu = 4 at a large step: later epochs see a moved
+    policy, and the clip bounds their update."""
+    torch.manual_seed(0)
+    module = PolicyModule(reward=PreferredItemsReward(), init_checkpoint=str(tiny_run / "generate/checkpoints/best.ckpt"),
+                          candidates="sample", group_size=8, lr=0.05, beta=0.0, ppo_epochs=ppo_epochs, beam_size=10)
+    dm = SequenceDataModule(str(tiny_run), max_history=6, batch_size=16, eval_batch_size=8)
+    trainer = _trainer(max_steps=ppo_epochs, limit_val_batches=0, num_sanity_val_steps=0)  # one generated batch
+    trainer.fit(module, datamodule=dm)
+    assert trainer.global_step == ppo_epochs  # max_steps counts optimiser steps
+    logged = trainer.logged_metrics
+    assert 0 <= float(logged["train/zero_advantage_fraction"]) < 1
+    clip = float(logged["train/clip_fraction"])
+    assert clip == 0 if ppo_epochs == 1 else clip > 0

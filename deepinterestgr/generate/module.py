@@ -15,14 +15,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 
-from deepinterestgr.artifacts import atomic_write_json, atomic_write_jsonl
 from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.data import SequenceDataModule  # noqa: F401  (importing this module lets the CLI name it)
-from deepinterestgr.generate.metrics import retrieval_collection
-from deepinterestgr.generate.rerank import exclude_items, item_log_probs, rerank
-from deepinterestgr.generate.search import constrained_beam_search
+from deepinterestgr.generate.ranker import (RANKING_KEY, Ranker, best_and_last_checkpoint, sid_table_hash,
+                                            user_configured_checkpoint)
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
 from deepinterestgr.registry.init_config import plugin_hparams_as_configs
@@ -89,29 +87,24 @@ class GeneratorModule(LightningModule):
                              f"{type(generator).__name__} has none (T5SIDGenerator: set item_scores: true)")
         if item_loss_weight < 0 or rerank_weight < 0:
             raise ValueError(f"item_loss_weight and rerank_weight must be >= 0, got {item_loss_weight}, {rerank_weight}")
+        self.ranker = Ranker(renormalize=renormalize, beam_size=beam_size, rerank_weight=rerank_weight,
+                             exclude_history=exclude_history, ks=tuple(ks))
         # the generator stays in hparams (its class_path + init_args when built by the CLI) so that
         # load_from_checkpoint can rebuild it; its weights are in the state dict. Evaluation knobs are left out:
         # `test --ckpt_path` re-applies checkpoint hparams over the command line, and these must follow the command.
         self.save_hyperparameters(ignore=["beam_size", "rerank_weight", "exclude_history", "dump_test_results"])
         plugin_hparams_as_configs(self, "generator")  # checkpoints hold configs, never pickled objects
         self.generator = generator
-        self.beam_size = beam_size
-        self.rerank_weight = rerank_weight
-        self.exclude_history = exclude_history
         self.dump_test_results = dump_test_results
         self.tokenizer: SIDTokenizer | None = None
-        self._trie: SIDTrie | None = None
-        self._item_tokens: torch.Tensor | None = None
-        self.val_metrics = retrieval_collection(tuple(ks), prefix="val/")
-        self.test_metrics = retrieval_collection(tuple(ks), prefix="test/")
-        self._test_rows: list[dict] = []
+        #: the ranking options a loaded checkpoint was evaluated with (None for a fresh module or an old checkpoint)
+        self.recorded_ranking: dict | None = None
 
     # ----------------------------------------------------------------------------------------------- sizing
     def set_tokenizer(self, tokenizer: SIDTokenizer) -> None:
         """Attach the SID tokenizer and build the generator's vocabulary-sized layers from it."""
         self.tokenizer = tokenizer
-        self._trie = None
-        self._item_tokens = None
+        self.ranker.set_tokenizer(tokenizer)
         self.generator.build(vocab_size=tokenizer.vocab_size, sid_length=tokenizer.sid_length)
 
     def configure_model(self) -> None:
@@ -124,16 +117,25 @@ class GeneratorModule(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_TOKENIZER_KEY] = self.tokenizer.state()
+        checkpoint["sid_table_sha256"] = sid_table_hash(self.tokenizer)
+        # the ranking this generator was evaluated with: a policy started from it ranks the same way by default
+        checkpoint[RANKING_KEY] = self.ranker.options()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.tokenizer is None and CHECKPOINT_TOKENIZER_KEY in checkpoint:
             self.set_tokenizer(SIDTokenizer.from_state(checkpoint[CHECKPOINT_TOKENIZER_KEY]))
+        self.recorded_ranking = checkpoint.get(RANKING_KEY)
 
     @property
     def trie(self) -> SIDTrie:
-        if self._trie is None or self._trie.device != self.device:
-            self._trie = SIDTrie.from_tokenizer(self.tokenizer, device=self.device)
-        return self._trie
+        return self.ranker.trie(self.device)
+
+    # evaluation knobs live in the ranker; these read and set them there
+    beam_size = property(lambda self: self.ranker.beam_size, lambda self, v: setattr(self.ranker, "beam_size", int(v)))
+    rerank_weight = property(lambda self: self.ranker.rerank_weight,
+                             lambda self, v: setattr(self.ranker, "rerank_weight", float(v)))
+    exclude_history = property(lambda self: self.ranker.exclude_history,
+                               lambda self, v: setattr(self.ranker, "exclude_history", bool(v)))
 
     # ----------------------------------------------------------------------------------------------- training
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -142,9 +144,7 @@ class GeneratorModule(LightningModule):
     @property
     def item_tokens(self) -> torch.Tensor:
         """SID tokens [N, S] of every catalog item, on the module's device."""
-        if self._item_tokens is None or self._item_tokens.device != self.device:
-            self._item_tokens = self.tokenizer.item_tokens.to(self.device)
-        return self._item_tokens
+        return self.ranker.item_tokens(self.device)
 
     def _losses(self, batch: dict) -> dict[str, torch.Tensor]:
         """{"loss": total, "sid_loss": ..., "item_loss": ... (with item_loss_weight)}."""
@@ -177,70 +177,51 @@ class GeneratorModule(LightningModule):
     # ----------------------------------------------------------------------------------------------- evaluation
     def generate(self, history: torch.Tensor, history_mask: torch.Tensor, beam_size: int | None = None,
                  rerank_weight: float | None = None, exclude_history: bool | None = None):
-        """Constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K]), re-ranked by item-level
-        scores when `rerank_weight` > 0 and without history items with `exclude_history` (defaults: the module's)."""
-        result = constrained_beam_search(self.generator, self.trie, history, history_mask,
-                                         beam_size=beam_size or self.beam_size, renormalize=self.hparams.renormalize)
-        weight = self.rerank_weight if rerank_weight is None else rerank_weight
-        if weight:
-            result = rerank(result, self.item_log_probs(history, history_mask), weight)
-        if self.exclude_history if exclude_history is None else exclude_history:
-            result = exclude_items(result, self.history_items(history, history_mask))
-        return result
+        """The ranker's constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K]), re-ranked
+        by item-level scores and without history items as configured (arguments override the module's options)."""
+        return self.ranker.rank(self.generator, history, history_mask, beam_size=beam_size,
+                                rerank_weight=rerank_weight, exclude_history=exclude_history)
 
     def history_items(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
         """Item ids [B, H] of the history rows (-1 for padding and user-token rows)."""
-        items = self.tokenizer.tokens_to_items(history)
-        return items.masked_fill(~history_mask, -1)
+        return self.ranker.history_items(history, history_mask)
 
     @torch.no_grad()
     def item_log_probs(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
         """Item-level log-probabilities [B, N] over the whole catalog (generators with item-level scores)."""
-        return item_log_probs(self.generator, self.item_tokens, history, history_mask)
+        return self.ranker.item_log_probs(self.generator, history, history_mask)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         n = len(batch["target"])
         self.log("val/loss", self._loss(batch), batch_size=n, sync_dist=True)
-        result = self.generate(batch["history"], batch["history_mask"])
-        self.val_metrics.update(result.items, batch["target_item"])
+        self.ranker.update("val", self.generate(batch["history"], batch["history_mask"]), batch["target_item"])
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()  # summed over DDP ranks by the metric states
-        self.val_metrics.reset()
-        self.log_dict(values, prog_bar=True)
+        values = self.ranker.compute("val", self.trainer.strategy)  # summed over DDP ranks: equal on every rank
+        ranking = {k: v for k, v in values.items() if "ndcg" in k or "recall" in k}
+        self.log_dict(ranking, prog_bar=True)
+        self.log_dict({k: v for k, v in values.items() if k not in ranking})
         if not self.trainer.sanity_checking:
             log.info("epoch %d step %d: %s", self.current_epoch, self.global_step,
-                     ", ".join(f"{k}={float(v):.4f}" for k, v in values.items()))
+                     ", ".join(f"{k}={float(v):.4f}" for k, v in values.items() if "ndcg" in k or "recall" in k))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         result = self.generate(batch["history"], batch["history_mask"])
-        self.test_metrics.update(result.items, batch["target_item"])
+        self.ranker.update("test", result, batch["target_item"])
         if self.dump_test_results:
-            users = getattr(getattr(self.trainer, "datamodule", None), "split", None)
-            for u, t, items, scores in zip(batch["user_index"].tolist(), batch["target_item"].tolist(),
-                                           result.items.tolist(), result.scores.tolist()):
-                user = users.users[u] if users is not None else str(u)
-                scores = [x if math.isfinite(x) else None for x in scores]  # padding beams: strict JSON has no -inf
-                self._test_rows.append({"user": user, "target": t, "items": items, "scores": scores})
+            self.ranker.record_test_rows(batch, result, getattr(getattr(self.trainer, "datamodule", None), "split", None))
 
     def on_test_epoch_end(self) -> None:
-        local_count = next(iter(self.test_metrics.values())).count.clone()
-        evaluated = int(self.trainer.strategy.reduce(local_count, reduce_op="sum")) if self._trainer else int(local_count)
-        values = {k: float(v) for k, v in self.test_metrics.compute().items()}
-        self.test_metrics.reset()
-        self.log_dict(values)
+        values = self.ranker.compute("test", self.trainer.strategy if self._trainer else None)
+        self.log_dict({k: v for k, v in values.items() if k != "test/num_users"})
         out_dir = self._output_dir()
         if out_dir is not None:
-            if self.trainer.is_global_zero:
-                atomic_write_json(out_dir / "metrics_test.json", {
-                    **values, "beam_size": self.beam_size,
-                    "num_users": len(self.trainer.datamodule.split.examples["test"]), "num_users_evaluated": evaluated,
-                })
-                log.info("wrote %s", out_dir / "metrics_test.json")
-            if self._test_rows:
-                rank = f".rank{self.global_rank}" if self.trainer.world_size > 1 else ""
-                atomic_write_jsonl(out_dir / f"results_test{rank}.jsonl", self._test_rows)
-        self._test_rows = []
+            self.ranker.write_test_outputs(
+                out_dir, values, num_users=len(self.trainer.datamodule.split.examples["test"]), extra={},
+                is_global_zero=self.trainer.is_global_zero,
+                rank_suffix=f".rank{self.global_rank}" if self.trainer.world_size > 1 else "")
+            log.info("wrote %s", out_dir / "metrics_test.json")
+        self.ranker.test_rows = []
 
     def _output_dir(self) -> Path | None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -277,15 +258,12 @@ class GeneratorModule(LightningModule):
         """Best + last checkpoints on the validation metric and early stopping (unless the trainer config has its own),
         and per-step reseeding for exact resume."""
         callbacks = list(self.trainer.callbacks) if self._trainer is not None else []
-        # a ModelCheckpoint with a monitor came from the user's config; Lightning's default one has none
-        user_checkpoint = any(isinstance(c, ModelCheckpoint) and c.monitor for c in callbacks)
         out = [StepSeed()]  # dropout draws depend on (seed, step) only: a resumed fit equals an uninterrupted one
-        if self._trainer is not None and self.trainer.checkpoint_callback is not None and not user_checkpoint:
+        if (self._trainer is not None and self.trainer.checkpoint_callback is not None
+                and not user_configured_checkpoint(self.trainer)):
             out_dir = self._output_dir()
             if out_dir is not None:
-                out.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=self.hparams.monitor,
-                                           mode="max", save_top_k=1, save_last=True, enable_version_counter=False,
-                                           auto_insert_metric_name=False))
+                out.append(best_and_last_checkpoint(out_dir / "checkpoints", self.hparams.monitor))
         if self.hparams.early_stopping_patience > 0 and not any(isinstance(c, EarlyStopping) for c in callbacks):
             out.append(EarlyStopping(monitor=self.hparams.monitor, mode="max", patience=self.hparams.early_stopping_patience))
         return out

@@ -8,8 +8,9 @@ Per sequence o_i of a group of G candidates for one user, with per-token ratio r
     KL_t = pi_ref(o_t) / pi(o_t) - log(pi_ref(o_t) / pi(o_t)) - 1        (Schulman's k3 estimator)
 
 k3 is an unbiased, always non-negative estimate of KL(pi || pi_ref) from samples of pi, with lower variance than
--log ratio. The loss is -J. With one optimisation step per generated batch (what `PolicyModule` does) pi_old is the
-detached current policy, rho = 1 and clipping never triggers; the clip matters when a batch is reused.
+-log ratio. The loss is -J. `PolicyModule` optimises each generated batch `ppo_epochs` times (GRPO's mu) against the
+log-probs of the policy that generated it: on the first epoch rho = 1 and the clip is idle, from the second on the
+ratio moves and the clip bounds the update.
 """
 
 from __future__ import annotations

@@ -8,8 +8,13 @@ under DDP each rank owns whole groups and only gradients and logged statistics c
 
 The policy and its reference are loaded in `configure_model` from the generator checkpoint `init_checkpoint`
 (a path, or a path inside the datamodule's run directory), after the datamodule has read the SID table, so a config
-can be parsed and the module built before the generator stage has run. Validation and test use the generator's
-constrained beam search and Recall/NDCG@K; `test` writes `<run>/rl/metrics_test.json`.
+can be parsed and the module built before the generator stage has run. Validation and test rank with the same
+`Ranker` as the generator (its beam width, item-level re-ranking weight and no-repeat rule, unless set here);
+`test` writes `<run>/rl/metrics_test.json`.
+
+Each generated batch is optimised `ppo_epochs` times (GRPO's mu): the log-probs of the policy that generated the
+candidates are kept, so from the second epoch on the ratio pi/pi_old moves and the clip acts. A policy checkpoint is
+self-contained: it embeds the generator's architecture config, the SID tokenizer and the SID table's hash.
 """
 
 from __future__ import annotations
@@ -22,14 +27,14 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.cli import OptimizerCallable, instantiate_module
 from safetensors.torch import load_file
 
-from deepinterestgr.artifacts import MANIFEST, ArtifactError, atomic_write_json, read_jsonl, read_manifest, sha256_file
+from deepinterestgr.artifacts import MANIFEST, ArtifactError, read_jsonl, read_manifest, sha256_file
 from deepinterestgr.generate.base import Generator
-from deepinterestgr.generate.metrics import retrieval_collection
 from deepinterestgr.generate.module import GeneratorModule
+from deepinterestgr.generate.ranker import (Ranker, best_and_last_checkpoint, check_ranking_options, sid_table_hash,
+                                            user_configured_checkpoint)
 from deepinterestgr.generate.search import SearchResult, constrained_beam_search, constrained_sample, sid_log_probs
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
@@ -44,6 +49,8 @@ log = logging.getLogger(__name__)
 CANDIDATE_MODES = ("beam", "sample")
 QUALITY_FILE = "evidence/quality.safetensors"
 CHECKPOINT_INIT_KEY = "policy_init_checkpoint"
+#: the generator a policy checkpoint embeds: GeneratorModule hparams, SID tokenizer state, SID table hash, ranking
+CHECKPOINT_GENERATOR_KEY = "policy_generator"
 #: extras the policy knows how to provide to rewards that declare `requires = ("extras.<key>", ...)`
 KNOWN_EXTRAS = ("item_categories",)
 
@@ -61,7 +68,10 @@ class PolicyModule(LightningModule):
         temperature: float = 1.0,
         clip_eps: float = 0.2,
         beta: float = 0.001,
-        beam_size: int = 20,
+        ppo_epochs: int = 1,
+        beam_size: int | None = None,
+        rerank_weight: float | None = None,
+        exclude_history: bool | None = None,
         ks: tuple[int, ...] = (5, 10),
         monitor: str = "val/ndcg@10",
         quality_file: str = QUALITY_FILE,
@@ -76,7 +86,10 @@ class PolicyModule(LightningModule):
         candidates:      "beam" (top-G constrained beam search, ranked: the rank reward needs this) or
                          "sample" (G constrained samples at `temperature`)
         clip_eps, beta:  GRPO ratio clip and KL coefficient (k3 estimator)
-        beam_size, ks:   evaluation: constrained beam width and the K of Recall/NDCG@K
+        ppo_epochs:      optimiser steps per generated batch (GRPO's mu); trainer.max_steps counts optimiser steps
+        beam_size, rerank_weight, exclude_history:
+                         evaluation ranking; None = as the generator checkpoint was evaluated (its `Ranker` options)
+        ks:              the K of Recall/NDCG@K
         quality_file:    item quality q_i (safetensors, key "quality"), relative to the run directory
         disable_dropout: keep the policy in eval mode while it trains, so its log-probs (and the KL to the
                          dropout-free reference) are those of the policy that generated the candidates
@@ -92,6 +105,9 @@ class PolicyModule(LightningModule):
             raise TypeError(f"reward must be a deepinterestgr Reward, got {type(reward).__name__}")
         if candidates == "sample" and "ranks" in reward.requires:
             raise ValueError(f"{type(reward).__name__} needs beam ranks; use candidates='beam'")
+        if ppo_epochs < 1:
+            raise ValueError(f"ppo_epochs must be >= 1, got {ppo_epochs}")
+        check_ranking_options(beam_size or max(ks), tuple(ks), rerank_weight)
         # the reward keeps its class_path config in hparams so load_from_checkpoint rebuilds it (weights_only)
         self.save_hyperparameters()
         plugin_hparams_as_configs(self, "reward")
@@ -104,11 +120,12 @@ class PolicyModule(LightningModule):
         self.renormalize = False  # set from the generator checkpoint by load_policy
         self.reward_extras: dict[str, Any] = {}
         self.item_quality: torch.Tensor | None = None
-        self._trie: SIDTrie | None = None
-        # compute groups off (retrieval_collection): they merged Recall@5/@10 and NDCG@5/@10 whenever the first batch
-        # had no hit below rank 5, after which every @5 metric reported its @10 twin (seen on Beauty)
-        self.val_metrics = retrieval_collection(tuple(ks), prefix="val/")
-        self.test_metrics = retrieval_collection(tuple(ks), prefix="test/")
+        self._generator_hparams: dict | None = None
+        # the options are completed from the generator checkpoint in `adopt_generator`
+        self.ranker = Ranker(beam_size=beam_size or max(ks), rerank_weight=rerank_weight or 0.0,
+                             exclude_history=bool(exclude_history), ks=tuple(ks))
+        # several optimiser steps per generated batch (ppo_epochs) need the loop in training_step
+        self.automatic_optimization = False
 
     # ----------------------------------------------------------------------------------------------- loading
     def _run_dir(self) -> Path | None:
@@ -153,14 +170,30 @@ class PolicyModule(LightningModule):
                 f"{checkpoint}: the generator was trained on a different SID table (or user buckets) than this run's "
                 "`quantize` stage produced. Retrain the generator on this run, or point init_checkpoint at the right one."
             )
-        self.tokenizer = loaded
-        # scores are normalised as the generator was trained: over the vocabulary, or over catalog continuations
-        self.renormalize = bool(generator_module.hparams.get("renormalize", False))
-        self.policy = generator_module.generator
-        self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
+        self.adopt_generator(generator_module.generator, dict(generator_module.hparams), loaded,
+                             generator_module.recorded_ranking)
         self.init_checkpoint_path = Path(checkpoint)
-        self._trie = None
         log.info("policy initialised from %s (%d parameters)", checkpoint, sum(p.numel() for p in self.policy.parameters()))
+
+    def adopt_generator(self, generator: Generator, generator_hparams: dict, tokenizer: SIDTokenizer,
+                        ranking: dict | None) -> None:
+        """Policy = `generator`, reference = a frozen copy; ranking options not set on this module follow the
+        generator's (`ranking`, as its checkpoint recorded them)."""
+        self.tokenizer = tokenizer
+        # scores are normalised as the generator was trained: over the vocabulary, or over catalog continuations
+        self.renormalize = bool(generator_hparams.get("renormalize", False))
+        self.policy = generator
+        self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
+        self._generator_hparams = generator_hparams
+        recorded = ranking or {}
+        hp = self.hparams
+        beam = hp.beam_size or int(recorded.get("beam_size", 20))
+        weight = hp.rerank_weight if hp.rerank_weight is not None else float(recorded.get("rerank_weight", 0.0))
+        exclude = hp.exclude_history if hp.exclude_history is not None else bool(recorded.get("exclude_history", False))
+        check_ranking_options(beam, tuple(hp.ks), weight)
+        self.ranker.renormalize, self.ranker.beam_size = self.renormalize, beam
+        self.ranker.rerank_weight, self.ranker.exclude_history = weight, exclude
+        self.ranker.set_tokenizer(tokenizer)
 
     def load_reward_inputs(self, run_dir: Path) -> None:
         """Item quality (QARM) and reward extras from the run directory, failing early when a reward needs one."""
@@ -219,13 +252,38 @@ class PolicyModule(LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # provenance only: loading never needs the generator checkpoint, whose path may have moved
         checkpoint[CHECKPOINT_INIT_KEY] = str(self.init_checkpoint_path) if self.init_checkpoint_path else None
+        checkpoint[CHECKPOINT_GENERATOR_KEY] = {
+            "hparams": {k: v for k, v in self._generator_hparams.items() if k != "_instantiator"},
+            "tokenizer": self.tokenizer.state(), "sid_table_sha256": sid_table_hash(self.tokenizer),
+            "ranking": self.ranker.options(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # PolicyModule.load_from_checkpoint: rebuild the architecture from the generator checkpoint the policy
-        # started from; the policy's own weights (and the reference's) then come from this checkpoint's state dict
-        if self.policy is None and checkpoint.get(CHECKPOINT_INIT_KEY):
-            self.load_policy(checkpoint[CHECKPOINT_INIT_KEY])
+        # PolicyModule.load_from_checkpoint (or a resumed fit): rebuild the architecture from the embedded generator
+        # config; the policy's and the reference's weights then come from this checkpoint's state dict
+        saved = checkpoint.get(CHECKPOINT_GENERATOR_KEY)
+        if saved is None:
+            if self.policy is None and checkpoint.get(CHECKPOINT_INIT_KEY):
+                self.load_policy(checkpoint[CHECKPOINT_INIT_KEY])  # written before policies embedded their generator
+            return
+        if self.tokenizer is not None:  # built from the run's data: the checkpoint must be for this SID table
+            ours = sid_table_hash(self.tokenizer)
+            if saved["sid_table_sha256"] != ours:
+                raise ArtifactError(
+                    f"this policy checkpoint was trained on SID table {saved['sid_table_sha256'][:16]}..., but the run's "
+                    f"SID table is {ours[:16]}... (the quantize stage changed since). Retrain the generator and the "
+                    "policy on this run.")
+            return
+        tokenizer = SIDTokenizer.from_state(saved["tokenizer"])
+        if sid_table_hash(tokenizer) != saved["sid_table_sha256"]:
+            raise ArtifactError("policy checkpoint: its embedded SID table does not match its recorded hash "
+                                f"{saved['sid_table_sha256'][:16]}... (corrupt or edited checkpoint)")
+        generator_module = instantiate_module(GeneratorModule, dict(saved["hparams"]))
+        generator_module.set_tokenizer(tokenizer)
+        self.adopt_generator(generator_module.generator, dict(saved["hparams"]), tokenizer, saved.get("ranking"))
+        self.init_checkpoint_path = Path(checkpoint[CHECKPOINT_INIT_KEY]) if checkpoint.get(CHECKPOINT_INIT_KEY) else None
 
     def _set_generator_modes(self) -> None:
         # Set on every step: Lightning restores per-module training flags around validation by assigning them
@@ -238,9 +296,7 @@ class PolicyModule(LightningModule):
 
     @property
     def trie(self) -> SIDTrie:
-        if self._trie is None or self._trie.device != self.device:
-            self._trie = SIDTrie.from_tokenizer(self.tokenizer, device=self.device)
-        return self._trie
+        return self.ranker.trie(self.device)
 
     # ----------------------------------------------------------------------------------------------- GRPO
     @torch.no_grad()
@@ -289,22 +345,35 @@ class PolicyModule(LightningModule):
         tokens = result.tokens.flatten(0, 1)  # [B*G, S]
         history_g = history.repeat_interleave(g, dim=0)
         mask_g = history_mask.repeat_interleave(g, dim=0)
-        log_probs = sid_log_probs(self.policy, self.trie, history_g, mask_g, tokens, renormalize=self.renormalize)
+        token_mask = real.flatten()[:, None].expand_as(tokens)
         with torch.no_grad():
             ref_log_probs = sid_log_probs(self.reference, self.trie, history_g, mask_g, tokens,
                                           renormalize=self.renormalize)
-        out = grpo_loss(log_probs, log_probs.detach(), ref_log_probs, advantages.flatten(),
-                        clip_eps=self.hparams.clip_eps, beta=self.hparams.beta,
-                        mask=real.flatten()[:, None].expand_as(tokens))
+        optimizer = self.optimizers()
+        old_log_probs, outs = None, []
+        for _ in range(self.hparams.ppo_epochs):
+            log_probs = sid_log_probs(self.policy, self.trie, history_g, mask_g, tokens, renormalize=self.renormalize)
+            if old_log_probs is None:  # no update yet: these are the log-probs of the policy that generated them
+                old_log_probs = log_probs.detach()
+            out = grpo_loss(log_probs, old_log_probs, ref_log_probs, advantages.flatten(),
+                            clip_eps=self.hparams.clip_eps, beta=self.hparams.beta, mask=token_mask)
+            optimizer.zero_grad()
+            self.manual_backward(out.loss)
+            optimizer.step()
+            outs.append(out)
 
+        real_groups = real.sum(dim=1) >= 2
+        zero_advantage = ((advantages.abs().sum(dim=1) == 0) & real_groups).float().sum() / real_groups.sum().clamp(min=1)
         stats = {
-            "train/loss": out.loss.detach(),
+            "train/loss": outs[0].loss.detach(),
             "train/reward_mean": rewards.mean(),
             "train/reward_group_std": rewards.std(dim=1).mean(),
             "train/exact_rate": reward_batch.exact.float().mean(),
             "train/group_hit_rate": reward_batch.exact.any(dim=1).float().mean(),
-            "train/kl": out.kl,
-            "train/clip_fraction": out.clip_fraction,
+            "train/zero_advantage_fraction": zero_advantage,
+            "train/kl": outs[0].kl,
+            # the clip acts only once the policy moved away from the one that generated the batch (epochs 2..mu)
+            "train/clip_fraction": torch.stack([o.clip_fraction for o in outs]).mean(),
         }
         if isinstance(self.reward, CompositeReward):
             for name, value in self.reward.components(reward_batch).items():
@@ -312,45 +381,45 @@ class PolicyModule(LightningModule):
         # sync_dist: every rank scored its own groups; the logged statistics are the mean over ranks
         self.log_dict(stats, batch_size=b, sync_dist=True)
         self.log("train/reward", rewards.mean(), batch_size=b, prog_bar=True, sync_dist=True)
-        return out.loss
+        return outs[-1].loss.detach()
 
     # ----------------------------------------------------------------------------------------------- evaluation
     def generate(self, history: torch.Tensor, history_mask: torch.Tensor, beam_size: int | None = None) -> SearchResult:
-        return constrained_beam_search(self.policy, self.trie, history, history_mask,
-                                       beam_size=beam_size or self.hparams.beam_size, renormalize=self.renormalize)
+        """The generator's ranking (beam, re-ranking, no-repeat rule) with the policy's weights."""
+        return self.ranker.rank(self.policy, history, history_mask, beam_size=beam_size)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        result = self.generate(batch["history"], batch["history_mask"])
-        self.val_metrics.update(result.items, batch["target_item"])
+        self.ranker.update("val", self.generate(batch["history"], batch["history_mask"]), batch["target_item"])
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()  # metric states are summed over DDP ranks: equal on every rank
-        self.val_metrics.reset()
-        self.log_dict(values, prog_bar=True, sync_dist=True)
+        values = self.ranker.compute("val", self.trainer.strategy)  # summed over DDP ranks: equal on every rank
+        ranking = {k: v for k, v in values.items() if "ndcg" in k or "recall" in k}
+        self.log_dict(ranking, prog_bar=True)
+        self.log_dict({k: v for k, v in values.items() if k not in ranking})
         if not self.trainer.sanity_checking:
             log.info("rl step %d: %s", self.global_step, ", ".join(f"{k}={float(v):.4f}" for k, v in values.items()))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        result = self.generate(batch["history"], batch["history_mask"])
-        self.test_metrics.update(result.items, batch["target_item"])
+        self.ranker.update("test", self.generate(batch["history"], batch["history_mask"]), batch["target_item"])
 
     def on_test_epoch_end(self) -> None:
-        values = {k: float(v) for k, v in self.test_metrics.compute().items()}
-        self.test_metrics.reset()
-        self.log_dict(values, sync_dist=True)
+        values = self.ranker.compute("test", self.trainer.strategy)
+        self.log_dict({k: v for k, v in values.items() if k != "test/num_users"})
         run_dir = self._run_dir()
-        if run_dir is not None and self.trainer.is_global_zero:
-            path = run_dir / "rl" / "metrics_test.json"
-            atomic_write_json(path, {
-                **values,
-                "beam_size": self.hparams.beam_size,
-                "reward": self.reward.init_config(),  # class_path + init_args: which reward produced these numbers
-                "group_size": self.hparams.group_size,
-                "candidates": self.hparams.candidates,
-                "init_checkpoint": str(self.init_checkpoint_path),
-                "global_step": self.global_step,
-            })
-            log.info("wrote %s", path)
+        if run_dir is not None:
+            dm = self.trainer.datamodule
+            split = getattr(dm, "split", None)
+            self.ranker.write_test_outputs(
+                run_dir / "rl", values, num_users=len(split.examples["test"]) if split is not None else None,
+                is_global_zero=self.trainer.is_global_zero, extra={
+                    "reward": self.reward.init_config(),  # class_path + init_args: which reward produced these numbers
+                    "group_size": self.hparams.group_size,
+                    "candidates": self.hparams.candidates,
+                    "ppo_epochs": self.hparams.ppo_epochs,
+                    "init_checkpoint": str(self.init_checkpoint_path),
+                    "global_step": self.global_step,
+                })
+            log.info("wrote %s", run_dir / "rl" / "metrics_test.json")
 
     # ----------------------------------------------------------------------------------------------- optimisation
     def configure_optimizers(self):
@@ -364,14 +433,12 @@ class PolicyModule(LightningModule):
         per-step reseeding so that sampled candidates and dropout of a resumed fit equal an uninterrupted one."""
         if self._trainer is None or self.trainer.checkpoint_callback is None:
             return [StepSeed()]
-        if any(isinstance(c, ModelCheckpoint) and c.monitor for c in self.trainer.callbacks):
+        if user_configured_checkpoint(self.trainer):
             return [StepSeed()]
         run_dir = self._run_dir()
         if run_dir is None:
             return [StepSeed()]
-        return [StepSeed(), ModelCheckpoint(dirpath=run_dir / "rl" / "checkpoints", filename="best", monitor=self.hparams.monitor,
-                                mode="max", save_top_k=1, save_last=True, enable_version_counter=False,
-                                auto_insert_metric_name=False)]
+        return [StepSeed(), best_and_last_checkpoint(run_dir / "rl" / "checkpoints", self.hparams.monitor)]
 
 
 def check_against_manifest(path: Path) -> None:

@@ -1,0 +1,186 @@
+"""One ranker for the generate and rl stages: SID tokenizer + trie, constrained beam search with the optional
+item-level re-ranking and no-repeat rule, Recall/NDCG@K with catalog-diversity counters, test outputs, and the
+default checkpoint callbacks.
+
+`GeneratorModule` and `PolicyModule` both compose a `Ranker`, so a policy ranks exactly as the generator it started
+from (same beam, same re-ranking weight, same no-repeat rule) and both write the same `metrics_test.json` fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+
+from deepinterestgr.artifacts import atomic_write_json, atomic_write_jsonl
+from deepinterestgr.generate.base import Generator
+from deepinterestgr.generate.metrics import retrieval_collection
+from deepinterestgr.generate.rerank import exclude_items, item_log_probs, rerank
+from deepinterestgr.generate.search import SearchResult, constrained_beam_search
+from deepinterestgr.generate.tokenizer import SIDTokenizer
+from deepinterestgr.generate.trie import SIDTrie
+
+#: what a checkpoint records of the ranking it was evaluated with (a policy started from it ranks the same way)
+RANKING_KEY = "ranking"
+
+
+def sid_table_hash(tokenizer: SIDTokenizer) -> str:
+    """SHA-256 of the SID table a model was trained on (codes, suffixes, codebook size, user buckets)."""
+    h = hashlib.sha256()
+    h.update(tokenizer.table.codes.to(torch.int64).contiguous().numpy().tobytes())
+    h.update(tokenizer.table.suffix.to(torch.int64).contiguous().numpy().tobytes())
+    h.update(f"{tokenizer.codebook_size}/{tokenizer.num_user_buckets}".encode())
+    return h.hexdigest()
+
+
+def check_ranking_options(beam_size: int, ks: tuple[int, ...], rerank_weight: float | None) -> None:
+    if beam_size < max(ks):
+        raise ValueError(f"beam_size {beam_size} < max(ks) {max(ks)}: @{max(ks)} metrics would rank fewer than "
+                         f"{max(ks)} items; raise beam_size to at least {max(ks)}")
+    if rerank_weight is not None and rerank_weight < 0:
+        raise ValueError(f"rerank_weight must be >= 0, got {rerank_weight}")
+
+
+class Ranker(nn.Module):
+    """Ranks the catalog for user histories with a generator and scores the ranking against targets.
+
+    An `nn.Module` only so that Lightning moves its metric states with the LightningModule that holds it; it has no
+    parameters. The tokenizer is attached later (`set_tokenizer`): it comes from the data or from a checkpoint.
+    """
+
+    def __init__(self, *, renormalize: bool = False, beam_size: int = 20, rerank_weight: float = 0.0,
+                 exclude_history: bool = False, ks: tuple[int, ...] = (5, 10)) -> None:
+        super().__init__()
+        check_ranking_options(beam_size, tuple(ks), rerank_weight)
+        self.renormalize, self.beam_size = bool(renormalize), int(beam_size)
+        self.rerank_weight, self.exclude_history, self.ks = float(rerank_weight), bool(exclude_history), tuple(ks)
+        self.tokenizer: SIDTokenizer | None = None
+        self._trie: SIDTrie | None = None
+        self._item_tokens: torch.Tensor | None = None
+        # compute groups off (retrieval_collection): they merged Recall@5/@10 and NDCG@5/@10 whenever the first batch
+        # had no hit below rank 5, after which every @5 metric reported its @10 twin (seen on Beauty)
+        self.val_metrics = retrieval_collection(self.ks, prefix="val/")
+        self.test_metrics = retrieval_collection(self.ks, prefix="test/")
+        self._top1: dict[str, torch.Tensor] = {}
+        self._topk: dict[str, torch.Tensor] = {}
+        self.test_rows: list[dict] = []
+
+    def options(self) -> dict:
+        return {"renormalize": self.renormalize, "beam_size": self.beam_size, "rerank_weight": self.rerank_weight,
+                "exclude_history": self.exclude_history}
+
+    # ------------------------------------------------------------------------------------------------ tokens
+    def set_tokenizer(self, tokenizer: SIDTokenizer) -> None:
+        self.tokenizer = tokenizer
+        self._trie = None
+        self._item_tokens = None
+
+    def _require_tokenizer(self) -> SIDTokenizer:
+        if self.tokenizer is None:
+            raise RuntimeError("the ranker has no SID tokenizer yet (it comes from the datamodule or a checkpoint)")
+        return self.tokenizer
+
+    def trie(self, device: torch.device) -> SIDTrie:
+        if self._trie is None or self._trie.device != torch.device(device):
+            self._trie = SIDTrie.from_tokenizer(self._require_tokenizer(), device=device)
+        return self._trie
+
+    def item_tokens(self, device: torch.device) -> torch.Tensor:
+        """SID tokens [N, S] of every catalog item, on `device`."""
+        if self._item_tokens is None or self._item_tokens.device != torch.device(device):
+            self._item_tokens = self._require_tokenizer().item_tokens.to(device)
+        return self._item_tokens
+
+    def history_items(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        """Item ids [B, H] of the history rows (-1 for padding and user-token rows)."""
+        return self._require_tokenizer().tokens_to_items(history).masked_fill(~history_mask, -1)
+
+    @torch.no_grad()
+    def item_log_probs(self, generator: Generator, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        """Item-level log-probabilities [B, N] over the whole catalog (generators with item-level scores)."""
+        return item_log_probs(generator, self.item_tokens(history.device), history, history_mask)
+
+    # ------------------------------------------------------------------------------------------------ ranking
+    def rank(self, generator: Generator, history: torch.Tensor, history_mask: torch.Tensor, *,
+             beam_size: int | None = None, rerank_weight: float | None = None,
+             exclude_history: bool | None = None) -> SearchResult:
+        """Constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K]), re-ranked by item-level
+        scores when the re-ranking weight is > 0 and without history items under the no-repeat rule (defaults: the
+        ranker's own options)."""
+        result = constrained_beam_search(generator, self.trie(history.device), history, history_mask,
+                                         beam_size=beam_size or self.beam_size, renormalize=self.renormalize)
+        weight = self.rerank_weight if rerank_weight is None else rerank_weight
+        if weight:
+            if not getattr(generator, "has_item_scores", False):
+                raise ValueError(f"rerank_weight {weight} needs a generator with item-level scores; "
+                                 f"{type(generator).__name__} has none")
+            result = rerank(result, self.item_log_probs(generator, history, history_mask), weight)
+        if self.exclude_history if exclude_history is None else exclude_history:
+            result = exclude_items(result, self.history_items(history, history_mask))
+        return result
+
+    # ------------------------------------------------------------------------------------------------ metrics
+    def update(self, split: str, result: SearchResult, targets: torch.Tensor) -> None:
+        (self.val_metrics if split == "val" else self.test_metrics).update(result.items, targets)
+        n = self._require_tokenizer().num_items
+        top1, topk = result.items[:, 0], result.items[:, : max(self.ks)]
+        if split not in self._top1:
+            self._top1[split] = torch.zeros(n, dtype=torch.long, device=result.items.device)
+            self._topk[split] = torch.zeros(n, dtype=torch.long, device=result.items.device)
+        self._top1[split] += torch.bincount(top1[top1 >= 0], minlength=n)
+        self._topk[split] += torch.bincount(topk[topk >= 0], minlength=n)
+
+    def compute(self, split: str, strategy=None) -> dict[str, float]:
+        """Recall/NDCG@K, distinct top-1 items, top-K catalog coverage and the number of users, summed over DDP
+        ranks (`strategy.reduce`); resets the split's state."""
+        metrics = self.val_metrics if split == "val" else self.test_metrics
+        count = next(iter(metrics.values())).count.clone()
+        values = {k: float(v) for k, v in metrics.compute().items()}
+        metrics.reset()
+        top1, topk = self._top1.pop(split, None), self._topk.pop(split, None)
+        if strategy is not None:
+            count = strategy.reduce(count, reduce_op="sum")
+            if top1 is not None:
+                top1, topk = strategy.reduce(top1, reduce_op="sum"), strategy.reduce(topk, reduce_op="sum")
+        k = max(self.ks)
+        if top1 is not None:
+            values[f"{split}/distinct_top1"] = float((top1 > 0).sum())
+            values[f"{split}/coverage@{k}"] = float((topk > 0).sum()) / self._require_tokenizer().num_items
+        values[f"{split}/num_users"] = float(count)
+        return values
+
+    def record_test_rows(self, batch: dict, result: SearchResult, users=None) -> None:
+        """Per-user top-K items and scores, for `results_test.jsonl`."""
+        for u, t, items, scores in zip(batch["user_index"].tolist(), batch["target_item"].tolist(),
+                                       result.items.tolist(), result.scores.tolist()):
+            user = users.users[u] if users is not None else str(u)
+            scores = [x if math.isfinite(x) else None for x in scores]  # padding beams: strict JSON has no -inf
+            self.test_rows.append({"user": user, "target": t, "items": items, "scores": scores})
+
+    def write_test_outputs(self, out_dir: Path, values: dict, *, num_users: int | None, extra: dict,
+                           is_global_zero: bool, rank_suffix: str = "") -> None:
+        """`metrics_test.json` (metrics, ranking options, users evaluated, `extra`) and, when test rows were
+        recorded, `results_test<rank>.jsonl`."""
+        if is_global_zero:
+            evaluated = int(values.pop("test/num_users"))
+            atomic_write_json(out_dir / "metrics_test.json", {
+                **values, **self.options(), "num_users": num_users, "num_users_evaluated": evaluated, **extra})
+        if self.test_rows:
+            atomic_write_jsonl(out_dir / f"results_test{rank_suffix}.jsonl", self.test_rows)
+        self.test_rows = []
+
+
+def user_configured_checkpoint(trainer) -> bool:
+    """Whether the trainer config brings its own ModelCheckpoint (Lightning's default one has no monitor and no
+    dirpath): then the stages add none of theirs."""
+    return any(isinstance(c, ModelCheckpoint) and (c.monitor or c.dirpath) for c in trainer.callbacks)
+
+
+def best_and_last_checkpoint(dirpath: Path, monitor: str) -> ModelCheckpoint:
+    """`best.ckpt` on the validation metric (higher is better) and `last.ckpt`, without version suffixes."""
+    return ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode="max", save_top_k=1,
+                           save_last=True, enable_version_counter=False, auto_insert_metric_name=False)

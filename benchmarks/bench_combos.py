@@ -177,6 +177,7 @@ def main() -> None:
     parser.add_argument("--data-root", default=None, help="folder holding the real datasets (e.g. ../shared/data)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "combos"), help="JSON, table, plots")
     parser.add_argument("--runs", default=str(REPO / "runs" / "combos"), help="run directories (large; untracked)")
+    parser.add_argument("--resume", action="store_true", help="skip runs whose record JSON already exists")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     spec = grid(args.grid)
@@ -192,6 +193,9 @@ def main() -> None:
         for variant in variants:
             for seed in args.seeds:
                 record_path = out / "runs" / f"{dataset}__{variant}__seed{seed}.json"
+                if args.resume and record_path.exists():
+                    print(f"== {dataset} / {variant} / seed {seed}: recorded, skipped (--resume)", flush=True)
+                    continue
                 print(f"== {dataset} / {variant} / seed {seed}", flush=True)
                 record = run_one(dataset, spec["datasets"][dataset], variant, spec["variants"][variant] or {}, seed,
                                  Path(args.runs), args.data_root)

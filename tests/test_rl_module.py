@@ -330,3 +330,20 @@ def test_several_epochs_per_batch_move_the_ratio_and_the_clip_acts(tiny_run, ppo
     assert 0 <= float(logged["train/zero_advantage_fraction"]) < 1
     clip = float(logged["train/clip_fraction"])
     assert clip == 0 if ppo_epochs == 1 else clip > 0
+
+
+def test_mixed_groups_hold_the_beam_top_half_and_samples(tiny_run):
+    from deepinterestgr.generate.search import constrained_beam_search
+
+    module = PolicyModule(reward=ExactMatchReward(), init_checkpoint=str(tiny_run / "generate/checkpoints/best.ckpt"),
+                          candidates="mixed", group_size=6)
+    dm = SequenceDataModule(str(tiny_run), max_history=6)
+    dm.setup("fit")
+    module.load_policy(module.hparams.init_checkpoint, tokenizer=dm.tokenizer)
+    batch = dm.make_batch("valid", list(range(8)))
+    result, ranks = module.propose(batch["history"], batch["history_mask"])
+    beam = constrained_beam_search(module.policy.eval(), module.trie, batch["history"], batch["history_mask"], beam_size=3)
+    assert ranks is None and result.items.shape == (8, 6) and (result.items >= 0).all()
+    assert torch.equal(result.items[:, :3], beam.items)
+    with pytest.raises(ValueError, match="beam ranks"):
+        PolicyModule(reward=CompositeReward(weights={"exact": 1, "rank": 1}), candidates="mixed")

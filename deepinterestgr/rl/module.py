@@ -46,7 +46,7 @@ from deepinterestgr.training import StepSeed
 
 log = logging.getLogger(__name__)
 
-CANDIDATE_MODES = ("beam", "sample")
+CANDIDATE_MODES = ("beam", "sample", "mixed")
 QUALITY_FILE = "evidence/quality.safetensors"
 CHECKPOINT_INIT_KEY = "policy_init_checkpoint"
 #: the generator a policy checkpoint embeds: GeneratorModule hparams, SID tokenizer state, SID table hash, ranking
@@ -84,7 +84,8 @@ class PolicyModule(LightningModule):
         optimizer:       optimiser factory over the policy's parameters; default AdamW(lr=lr)
         group_size:      G candidates per user (GRPO group)
         candidates:      "beam" (top-G constrained beam search, ranked: the rank reward needs this) or
-                         "sample" (G constrained samples at `temperature`)
+                         "sample" (G constrained samples at `temperature`) or "mixed" (the top G/2 of the beam
+                         and G - G/2 samples: exploitation and exploration in one group)
         clip_eps, beta:  GRPO ratio clip and KL coefficient (k3 estimator)
         ppo_epochs:      optimiser steps per generated batch (GRPO's mu); trainer.max_steps counts optimiser steps
         beam_size, rerank_weight, exclude_history:
@@ -103,7 +104,7 @@ class PolicyModule(LightningModule):
             raise ValueError(f"need temperature > 0, clip_eps > 0, beta >= 0; got {temperature}, {clip_eps}, {beta}")
         if not isinstance(reward, Reward):
             raise TypeError(f"reward must be a deepinterestgr Reward, got {type(reward).__name__}")
-        if candidates == "sample" and "ranks" in reward.requires:
+        if candidates != "beam" and "ranks" in reward.requires:
             raise ValueError(f"{type(reward).__name__} needs beam ranks; use candidates='beam'")
         if ppo_epochs < 1:
             raise ValueError(f"ppo_epochs must be >= 1, got {ppo_epochs}")
@@ -305,15 +306,17 @@ class PolicyModule(LightningModule):
         was_training = self.policy.training
         self.policy.eval()
         try:
-            g = self.hparams.group_size
-            if self.hparams.candidates == "beam":
-                result = constrained_beam_search(self.policy, self.trie, history, history_mask, beam_size=g,
-                                                 renormalize=self.renormalize)
-                ranks = torch.arange(g, device=history.device).expand(history.shape[0], g)
-            else:
-                result = constrained_sample(self.policy, self.trie, history, history_mask, num_samples=g,
-                                            temperature=self.hparams.temperature, renormalize=self.renormalize)
-                ranks = None
+            g, mode = self.hparams.group_size, self.hparams.candidates
+            n_beam = g if mode == "beam" else g // 2 if mode == "mixed" else 0
+            parts = []
+            if n_beam:
+                parts.append(constrained_beam_search(self.policy, self.trie, history, history_mask, beam_size=n_beam,
+                                                     renormalize=self.renormalize))
+            if n_beam < g:
+                parts.append(constrained_sample(self.policy, self.trie, history, history_mask, num_samples=g - n_beam,
+                                                temperature=self.hparams.temperature, renormalize=self.renormalize))
+            result = parts[0] if len(parts) == 1 else SearchResult(*(torch.cat(f, dim=1) for f in zip(*parts)))
+            ranks = torch.arange(g, device=history.device).expand(history.shape[0], g) if mode == "beam" else None
         finally:
             self.policy.train(was_training)
         return result, ranks

@@ -48,6 +48,11 @@ def test_fast_dev_run_then_test_and_reload(tmp_path):
     rows = [json.loads(line) for line in (run / "generate" / "results_test.jsonl").read_text().splitlines()]
     assert len(rows) == metrics["num_users"] == metrics["num_users_evaluated"] and len(rows[0]["items"]) == 10
     assert {r["user"] for r in rows} == {f"u{i}" for i in range(30)}
+    assert 0 < metrics["test/coverage@10"] <= 1 and 1 <= metrics["test/distinct_top1"] <= 30
+    assert (metrics["beam_size"], metrics["rerank_weight"], metrics["exclude_history"]) == (10, 0.0, False)
+    # the checkpoint records how it ranks (a policy started from it ranks the same way) and which SID table it read
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["ranking"]["beam_size"] == 10 and len(saved["sid_table_sha256"]) == 64
 
     # load_from_checkpoint rebuilds the generator (class_path in hparams) and its tokenizer without the run dir
     model = GeneratorModule.load_from_checkpoint(ckpt)

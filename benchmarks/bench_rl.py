@@ -104,6 +104,23 @@ def quality_quartile_hits(ev: dict, quality: torch.Tensor | None) -> list[int] |
     return [int((hit & (quartile == i)).sum()) for i in range(4)]
 
 
+def markdown_table(results: dict) -> str:
+    start = results["start"]
+    lines = [f"Start (the generator, same ranker): N@10 {start['ndcg@10']:.4f}, R@10 {start['recall@10']:.4f}, "
+             f"distinct top-1 {start['distinct_top1']}, {results['users']} test users.", "",
+             "| setting | reward | candidates | μ | lr | steps | seeds | N@10 (mean ± std) | Δ N@10 | 95% CI (paired) | "
+             "zero-adv. groups | clip frac. | distinct top-1 | coverage@10 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results["settings"]:
+        lines.append(
+            f"| {r['setting']} | {r['reward_name']} | {r['candidates']} | {r['ppo_epochs']} | {r['lr']:g} | {r['steps']} | "
+            f"{len(r['seeds'])} | {r['policy']['ndcg@10']:.4f} ± {r['policy_std']['ndcg@10']:.4f} | "
+            f"{r['delta_ndcg@10']:+.4f} ({100 * r['relative_delta_ndcg@10']:+.1f}%) | "
+            f"{r['ci95'][0]:+.4f} .. {r['ci95'][1]:+.4f} | {r['zero_advantage_fraction']:.2f} | "
+            f"{r['clip_fraction']:.3f} | {r['distinct_top1']:.0f} | {r['coverage@10']:.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -117,7 +134,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--beta", type=float, default=0.001)
     p.add_argument("--max-history", type=int, default=20)
+    p.add_argument("--markdown", action="store_true", help="print the README table of rl_<name>_grpo.json and exit")
     args = p.parse_args(argv)
+    out_path = REPO / "benchmarks" / "results" / f"rl_{args.name}_grpo.json"
+    if args.markdown:
+        print(markdown_table(json.loads(out_path.read_text(encoding="utf-8"))))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
@@ -143,7 +165,6 @@ def main(argv: list[str] | None = None) -> None:
     start_metrics = metrics_from_ranks(start["ranks"])
     log.info("start: %s, distinct top-1 %d", start_metrics, start["distinct_top1"])
 
-    out_path = REPO / "benchmarks" / "results" / f"rl_{args.name}_grpo.json"
     results = {"run": str(args.run), "init_checkpoint": str(init), "users": int(len(start["ranks"])),
                "start": {**start_metrics, "distinct_top1": start["distinct_top1"], "coverage@10": start["coverage@10"],
                          "hits_by_quality_quartile": quality_quartile_hits(start, quality)},

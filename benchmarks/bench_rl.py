@@ -50,6 +50,10 @@ SETTINGS = {
     "paper-no-qarm-mixed-mu4": ("paper-no-qarm", "mixed", 4, 1e-4),
     "prefix-mixed-mu4": ("prefix", "mixed", 4, 1e-4),
     "rank-beam-mu4": ("rank", "beam", 4, 1e-4),
+    "exact-beam-mu4": ("exact", "beam", 4, 1e-4),
+    "exact-beam-mu1-lr1e-3": ("exact", "beam", 1, 1e-3),
+    "paper-beam-mu4": ("paper", "beam", 4, 1e-4),
+    "paper-no-qarm-beam-mu4": ("paper-no-qarm", "beam", 4, 1e-4),
 }
 
 
@@ -169,6 +173,11 @@ def main(argv: list[str] | None = None) -> None:
                "start": {**start_metrics, "distinct_top1": start["distinct_top1"], "coverage@10": start["coverage@10"],
                          "hits_by_quality_quartile": quality_quartile_hits(start, quality)},
                "protocol": "test split, every user; policy ranks with the generator's ranker", "settings": []}
+    if out_path.exists():  # settings measured by an earlier invocation on the same start stay, unless rerun here
+        earlier = json.loads(out_path.read_text(encoding="utf-8"))
+        if earlier.get("init_checkpoint") == results["init_checkpoint"] and earlier.get("start", {}).get("ndcg@10") == \
+                results["start"]["ndcg@10"]:
+            results["settings"] = [r for r in earlier["settings"] if r["setting"] not in args.settings]
     for name in args.settings:
         reward_name, candidates, mu, lr = SETTINGS[name]
         per_seed, stats_rows, fit_s = [], [], []
@@ -210,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
                "coverage@10": sum(ev["coverage@10"] for ev in per_seed) / len(per_seed),
                "hits_by_quality_quartile": [quality_quartile_hits(ev, quality) for ev in per_seed],
                "fit_s": round(sum(fit_s) / len(fit_s), 1)}
-        results["settings"].append(row)
+        results["settings"] = [r for r in results["settings"] if r["setting"] != name] + [row]
         print(f"{name:<28} N@10 {start_metrics['ndcg@10']:.4f} -> {mean['ndcg@10']:.4f} ± {std['ndcg@10']:.4f} "
               f"(delta {row['delta_ndcg@10']:+.4f}, CI {boot['ci95'][0]:+.4f}..{boot['ci95'][1]:+.4f}), "
               f"zero-adv {row['zero_advantage_fraction']:.2f}, clip {row['clip_fraction']:.3f}, "

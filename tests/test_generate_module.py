@@ -57,6 +57,8 @@ def test_fast_dev_run_then_test_and_reload(tmp_path):
     # load_from_checkpoint rebuilds the generator (class_path in hparams) and its tokenizer without the run dir
     model = GeneratorModule.load_from_checkpoint(ckpt)
     assert type(model.generator).__name__ == "T5SIDGenerator" and model.tokenizer is not None
+    model.beam_size = 12  # what a caller might have set; the checkpoint's own ranking is one call away
+    assert model.use_recorded_ranking().beam_size == 10
     batch = cli.datamodule.make_batch("test", list(range(4)))
     model.eval()
     res = model.generate(batch["history"], batch["history_mask"], beam_size=5)

@@ -130,6 +130,14 @@ class GeneratorModule(LightningModule):
     def trie(self) -> SIDTrie:
         return self.ranker.trie(self.device)
 
+    def use_recorded_ranking(self) -> "GeneratorModule":
+        """Rank as the loaded checkpoint was evaluated (its beam, re-ranking weight, no-repeat rule). Not applied by
+        `load_from_checkpoint` itself: under `dig test --ckpt_path` the command line's options must win."""
+        for key in ("beam_size", "rerank_weight", "exclude_history"):
+            if self.recorded_ranking and key in self.recorded_ranking:
+                setattr(self, key, self.recorded_ranking[key])
+        return self
+
     # evaluation knobs live in the ranker; these read and set them there
     beam_size = property(lambda self: self.ranker.beam_size, lambda self, v: setattr(self.ranker, "beam_size", int(v)))
     rerank_weight = property(lambda self: self.ranker.rerank_weight,

@@ -175,9 +175,10 @@ class Ranker(nn.Module):
 
 
 def user_configured_checkpoint(trainer) -> bool:
-    """Whether the trainer config brings its own ModelCheckpoint (Lightning's default one has no monitor and no
-    dirpath): then the stages add none of theirs."""
-    return any(isinstance(c, ModelCheckpoint) and (c.monitor or c.dirpath) for c in trainer.callbacks)
+    """Whether the trainer config brings its own ModelCheckpoint on a metric (Lightning's default one monitors
+    nothing): then the stages add none of theirs. A dirpath is no sign: on a resumed fit Lightning's default callback
+    already has one, and taking it for the user's left the resumed fit without its best/last checkpoints."""
+    return any(isinstance(c, ModelCheckpoint) and c.monitor for c in trainer.callbacks)
 
 
 def best_and_last_checkpoint(dirpath: Path, monitor: str) -> ModelCheckpoint:

@@ -125,8 +125,10 @@ class PolicyModule(LightningModule):
         # the options are completed from the generator checkpoint in `adopt_generator`
         self.ranker = Ranker(beam_size=beam_size or max(ks), rerank_weight=rerank_weight or 0.0,
                              exclude_history=bool(exclude_history), ks=tuple(ks))
-        # several optimiser steps per generated batch (ppo_epochs) need the loop in training_step
-        self.automatic_optimization = False
+        # several optimiser steps per generated batch (ppo_epochs > 1) need the loop in training_step. With one,
+        # Lightning optimises: a fit resumed mid-epoch then checkpoints at the very steps of an uninterrupted one
+        # (under manual optimisation the resumed fit's validation, hence its last.ckpt, shifted by a step)
+        self.automatic_optimization = ppo_epochs == 1
 
     # ----------------------------------------------------------------------------------------------- loading
     def _run_dir(self) -> Path | None:
@@ -352,7 +354,6 @@ class PolicyModule(LightningModule):
         with torch.no_grad():
             ref_log_probs = sid_log_probs(self.reference, self.trie, history_g, mask_g, tokens,
                                           renormalize=self.renormalize)
-        optimizer = self.optimizers()
         old_log_probs, outs = None, []
         for _ in range(self.hparams.ppo_epochs):
             log_probs = sid_log_probs(self.policy, self.trie, history_g, mask_g, tokens, renormalize=self.renormalize)
@@ -360,10 +361,13 @@ class PolicyModule(LightningModule):
                 old_log_probs = log_probs.detach()
             out = grpo_loss(log_probs, old_log_probs, ref_log_probs, advantages.flatten(),
                             clip_eps=self.hparams.clip_eps, beta=self.hparams.beta, mask=token_mask)
+            outs.append(out)
+            if self.automatic_optimization:
+                break  # Lightning steps on the returned loss
+            optimizer = self.optimizers()
             optimizer.zero_grad()
             self.manual_backward(out.loss)
             optimizer.step()
-            outs.append(out)
 
         real_groups = real.sum(dim=1) >= 2
         zero_advantage = ((advantages.abs().sum(dim=1) == 0) & real_groups).float().sum() / real_groups.sum().clamp(min=1)
@@ -384,7 +388,7 @@ class PolicyModule(LightningModule):
         # sync_dist: every rank scored its own groups; the logged statistics are the mean over ranks
         self.log_dict(stats, batch_size=b, sync_dist=True)
         self.log("train/reward", rewards.mean(), batch_size=b, prog_bar=True, sync_dist=True)
-        return outs[-1].loss.detach()
+        return outs[-1].loss if self.automatic_optimization else outs[-1].loss.detach()
 
     # ----------------------------------------------------------------------------------------------- evaluation
     def generate(self, history: torch.Tensor, history_mask: torch.Tensor, beam_size: int | None = None) -> SearchResult:

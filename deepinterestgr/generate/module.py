@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.data import SequenceDataModule  # noqa: F401  (importing this module lets the CLI name it)
-from deepinterestgr.generate.ranker import (RANKING_KEY, Ranker, best_and_last_checkpoint, sid_table_hash,
+from deepinterestgr.generate.ranker import (RANKING_KEY, Ranker, best_and_last_checkpoints, sid_table_hash,
                                             user_configured_checkpoint)
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
@@ -271,7 +271,7 @@ class GeneratorModule(LightningModule):
                 and not user_configured_checkpoint(self.trainer)):
             out_dir = self._output_dir()
             if out_dir is not None:
-                out.append(best_and_last_checkpoint(out_dir / "checkpoints", self.hparams.monitor))
+                out.extend(best_and_last_checkpoints(out_dir / "checkpoints", self.hparams.monitor))
         if self.hparams.early_stopping_patience > 0 and not any(isinstance(c, EarlyStopping) for c in callbacks):
             out.append(EarlyStopping(monitor=self.hparams.monitor, mode="max", patience=self.hparams.early_stopping_patience))
         return out

@@ -181,7 +181,10 @@ def user_configured_checkpoint(trainer) -> bool:
     return any(isinstance(c, ModelCheckpoint) and c.monitor for c in trainer.callbacks)
 
 
-def best_and_last_checkpoint(dirpath: Path, monitor: str) -> ModelCheckpoint:
-    """`best.ckpt` on the validation metric (higher is better) and `last.ckpt`, without version suffixes."""
-    return ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode="max", save_top_k=1,
-                           save_last=True, enable_version_counter=False, auto_insert_metric_name=False)
+def best_and_last_checkpoints(dirpath: Path, monitor: str) -> list[ModelCheckpoint]:
+    """`best.ckpt` on the validation metric (higher is better) and `last.ckpt` at every validation, without version
+    suffixes. `last` is its own monitor-less callback: Lightning's `save_last=True` rewrites `last.ckpt` only when
+    the best improves, so a fit interrupted after a plateau resumed from its last improvement, not its last step."""
+    return [ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode="max", save_top_k=1,
+                            enable_version_counter=False, auto_insert_metric_name=False),
+            ModelCheckpoint(dirpath=dirpath, filename="last", save_top_k=1, enable_version_counter=False)]

@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 from deepinterestgr.artifacts import MANIFEST, ArtifactError, read_jsonl, read_manifest, sha256_file
 from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.module import GeneratorModule
-from deepinterestgr.generate.ranker import (Ranker, best_and_last_checkpoint, check_ranking_options, sid_table_hash,
+from deepinterestgr.generate.ranker import (Ranker, best_and_last_checkpoints, check_ranking_options, sid_table_hash,
                                             user_configured_checkpoint)
 from deepinterestgr.generate.search import SearchResult, constrained_beam_search, constrained_sample, sid_log_probs
 from deepinterestgr.generate.tokenizer import SIDTokenizer
@@ -445,7 +445,7 @@ class PolicyModule(LightningModule):
         run_dir = self._run_dir()
         if run_dir is None:
             return [StepSeed()]
-        return [StepSeed(), best_and_last_checkpoint(run_dir / "rl" / "checkpoints", self.hparams.monitor)]
+        return [StepSeed(), *best_and_last_checkpoints(run_dir / "rl" / "checkpoints", self.hparams.monitor)]
 
 
 def check_against_manifest(path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from deepinterestgr.artifacts import stable_hash
 from deepinterestgr.data.schema import Item
+from deepinterestgr.evidence.constrained import labels_schema
 from deepinterestgr.evidence.contracts import Descriptor, JudgeResult, QualityJudge
 from deepinterestgr.evidence.llm import PACKAGED_SMOLLM2, ChatGenerator, load_causal_lm
 from deepinterestgr.evidence.miners import complete_with_repair
@@ -139,6 +140,7 @@ JUDGE_REPAIR = ('Your answer could not be used: {error}. Reply again with only {
 class LLMQualityJudge(QualityJudge):
     """A causal LM labels each descriptor 0/1 (specific, actionable, grounded) as strict JSON
     `{"labels": [...]}`, one per descriptor; one repair retry, then a per-item failure with the raw answers.
+    `constrained=True` (default) decodes inside a schema with exactly one 0/1 label per descriptor.
     Loads like the LLM miner (`model`: hub id, local folder, `packaged:smollm2-135m-instruct`, or
     `tiny-random-chat-lm` for tests)."""
 
@@ -151,13 +153,16 @@ class LLMQualityJudge(QualityJudge):
         repetition_penalty: float = 1.0,
         batch_size: int = 8,
         max_item_chars: int = 600,
+        constrained: bool = True,
         device: str = "cpu",
     ) -> None:
         self.model_id, self.gguf_file, self.max_item_chars = model, gguf_file, max_item_chars
+        self.constrained = constrained
         tokenizer, lm = load_causal_lm(model, gguf_file, device)
         # the answer repeats "0, 1" tokens by design: a repetition penalty would push the model off the format
         self.generator = ChatGenerator(tokenizer, lm, max_new_tokens=max_new_tokens,
-                                       repetition_penalty=repetition_penalty, batch_size=batch_size)
+                                       repetition_penalty=repetition_penalty, batch_size=batch_size,
+                                       constrained=constrained)
 
     @classmethod
     def for_contract_test(cls) -> "LLMQualityJudge":
@@ -167,7 +172,8 @@ class LLMQualityJudge(QualityJudge):
         return {"class": type(self).__name__, "model": self.model_id, "gguf_file": self.gguf_file,
                 "max_new_tokens": self.generator.max_new_tokens, "max_item_chars": self.max_item_chars,
                 "repetition_penalty": self.generator.repetition_penalty,
-                "prompt": stable_hash([JUDGE_SYSTEM, JUDGE_FEW_SHOT, JUDGE_REPAIR])[:16], "decoding": "greedy"}
+                "prompt": stable_hash([JUDGE_SYSTEM, JUDGE_FEW_SHOT, JUDGE_REPAIR])[:16], "decoding": "greedy",
+                "constrained": self.constrained}
 
     def conversation(self, item: Item, descriptors: Sequence[Descriptor], caption: str = "") -> list[dict]:
         text, _ = truncate(item_text(item, caption), self.max_item_chars)
@@ -196,6 +202,7 @@ class LLMQualityJudge(QualityJudge):
             repair=lambda error: JUDGE_REPAIR.format(error=error),
             wrap=lambda value, raw: JudgeResult(labels=value, raw=raw),
             fail=lambda error, raw: JudgeResult(error=error, raw=raw),
+            schemas=[labels_schema(len(descriptors[i])) for i in todo] if self.constrained else None,
         )
         for i, answer in zip(todo, answers):
             results[i] = answer

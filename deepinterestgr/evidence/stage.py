@@ -510,6 +510,7 @@ def _write_artifacts(out_dir, items, captions, mined, judged, descriptors, texts
 
     quality = None
     rows = []
+    unknown: list[int] = []  # items whose judgment failed: q_i unknown
     if any(j is not None for j in judged):
         quality = torch.zeros(len(items), dtype=torch.float32)
     for i, item in enumerate(items):
@@ -520,8 +521,9 @@ def _write_artifacts(out_dir, items, captions, mined, judged, descriptors, texts
         if quality is not None:
             j = judged[i]
             if j is None or j["error"]:
+                # unknown, not bad: a failed judgment must not read as q = 0 (it would mark the item low-quality)
                 errors["judge"] = {"error": j["error"] if j else "judge raised", "raw": j["raw"] if j else None}
-                q = 0.0
+                unknown.append(i)
             else:
                 labels = j["labels"]
                 try:
@@ -532,7 +534,8 @@ def _write_artifacts(out_dir, items, captions, mined, judged, descriptors, texts
                     q = 0.0
                 if not labels:
                     report.count("judge", "no_descriptors_q0")
-            quality[i] = q
+            if q is not None:
+                quality[i] = q
         rows.append({"item_id": item.item_id, "source_id": item.source_id, "caption": captions[i],
                      "descriptors": [{"descriptor": d.descriptor, "confidence": d.confidence} for d in descriptors[i]],
                      "labels": labels, "quality": q, "enriched_text": texts[i], "errors": errors})
@@ -545,7 +548,18 @@ def _write_artifacts(out_dir, items, captions, mined, judged, descriptors, texts
         else:
             _save(save_file, {"embeddings": tensor.contiguous()}, out_dir / name)
     if quality is not None:
-        _save(save_file, {"quality": quality}, out_dir / QUALITY_FILE)
+        known = torch.ones(len(items), dtype=torch.bool)
+        known[unknown] = False
+        # QARM needs a number for every target: an unknown item gets the judged items' mean (a neutral prior, not
+        # a verdict); `known` says which q_i were judged, items.jsonl keeps quality null for the others
+        fill = float(quality[known].mean()) if bool(known.any()) else 0.0
+        quality[~known] = fill
+        if unknown:
+            report.count("judge", "unknown_quality", len(unknown))
+            log.warning("evidence: %d of %d items could not be judged; their q_i is unknown (null in %s, filled "
+                        "with the judged mean %.3f in %s for QARM; `known` marks them)", len(unknown), len(items),
+                        ITEMS_FILE, fill, QUALITY_FILE)
+        _save(save_file, {"quality": quality, "known": known}, out_dir / QUALITY_FILE)
     if features is not None:
         _save(save_file, {"features": features.contiguous(), "mask": mask}, out_dir / IMAGE_FEATURES_FILE)
     return quality

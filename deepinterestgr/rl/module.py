@@ -205,7 +205,8 @@ class PolicyModule(LightningModule):
         if quality_path.is_file():
             check_against_manifest(quality_path)
             try:
-                quality = load_file(str(quality_path)).get("quality")
+                tensors = load_file(str(quality_path))
+                quality = tensors.get("quality")
             except Exception as e:  # safetensors raises its own error types for truncated or foreign files
                 raise ArtifactError(f"{quality_path}: unreadable ({e}); rerun the `evidence` stage") from e
             if quality is None or quality.shape != (self.tokenizer.num_items,):
@@ -222,6 +223,10 @@ class PolicyModule(LightningModule):
                     f"{first}); rerun the `evidence` stage"
                 )
             self.item_quality = quality.float()
+            known = tensors.get("known")
+            if known is not None and not bool(known.all()):
+                log.warning("%s: %d of %d items have unknown quality (their judgment failed); QARM credits them the "
+                            "judged mean the evidence stage filled in", quality_path, int((~known).sum()), len(known))
         elif "item_quality" in required:
             raise ArtifactError(
                 f"{quality_path} not found, but the reward {type(self.reward).__name__} uses item quality (QARM). "

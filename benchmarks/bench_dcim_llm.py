@@ -1,0 +1,185 @@
+"""DCIM with a real LLM, offline: schema-constrained mining speed, validity and descriptor quality on Beauty, and
+the cost of the two constrained-decoding libraries' token masks. Prints figures and writes
+benchmarks/results/dcim_llm.json.
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_dcim_llm.py --data-root ../shared/data --sample 96
+
+Per model ({"model", "items", "items_per_s", "invalid_json_rate", "grounding", "random_grounding",
+"distinct_per_item", "top20_share", ...}):
+  grounding         mean cosine (MiniLM) between an item's descriptors and its own text
+  random_grounding  the same descriptors against a random other item's text (the chance level)
+  distinct_per_item distinct descriptors per item; top20_share: share of all descriptors that are one of the 20
+                    most frequent (high = the model repeats a few stock phrases)
+  zero_shot_agreement  mean cosine of the LLM's first descriptor to the zero-shot miner's first (Beauty vocabulary)
+A free-generation row (constrained=False, one repair turn) is measured on a smaller sample for the invalid rate.
+`mask_cost` walks one answer token by token through each library's matcher (no model): milliseconds per token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from deepinterestgr.data.schema import Item  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger("bench_dcim_llm")
+MODELS = {"smollm2-135m": "packaged:smollm2-135m-instruct", "gemma-3-270m": "packaged:gemma-3-270m"}
+
+
+def beauty_items(data_root: Path, n: int, seed: int) -> list[Item]:
+    rows = json.loads((data_root / "Beauty" / "Beauty.item.derived.json").read_text(encoding="utf-8"))
+    keys = sorted(rows, key=int)
+    picked = sorted(random.Random(seed).sample(keys, n), key=int)
+    return [Item(int(k), rows[k]["asin"], title=rows[k].get("title") or "",
+                 categories=list((rows[k].get("categories") or [[]])[0])) for k in picked]
+
+
+def descriptor_quality(items, mined, encoder, seed: int) -> dict:
+    from deepinterestgr.evidence.miners import ZeroShotIntentMiner
+    from deepinterestgr.evidence.text import item_text
+
+    ok = [(it, m) for it, m in zip(items, mined) if not m.error and m.descriptors]
+    texts = encoder.encode([item_text(it) for it, _ in ok])
+    desc = [encoder.encode([d.descriptor for d in m.descriptors]) for _, m in ok]
+    own = torch.stack([(d @ t).mean() for d, t in zip(desc, texts)])
+    perm = torch.randperm(len(ok), generator=torch.Generator().manual_seed(seed))
+    perm = torch.where(perm == torch.arange(len(ok)), (perm + 1) % len(ok), perm)  # never the item itself
+    other = torch.stack([(d @ texts[j]).mean() for d, j in zip(desc, perm.tolist())])
+    flat = [d.descriptor.lower() for _, m in ok for d in m.descriptors]
+    counts: dict[str, int] = {}
+    for d in flat:
+        counts[d] = counts.get(d, 0) + 1
+    top20 = sum(sorted(counts.values(), reverse=True)[:20])
+    zero = ZeroShotIntentMiner(domain="beauty", top_k=3).mine([it for it, _ in ok])
+    first_llm = encoder.encode([m.descriptors[0].descriptor for _, m in ok])
+    first_zero = encoder.encode([z.descriptors[0].descriptor if z.descriptors else "" for z in zero])
+    return {"grounding": round(float(own.mean()), 4), "random_grounding": round(float(other.mean()), 4),
+            "distinct_per_item": round(sum(len({d.descriptor.lower() for d in m.descriptors}) for _, m in ok)
+                                       / max(1, len(ok)), 3),
+            "top20_share": round(top20 / max(1, len(flat)), 4), "distinct_descriptors": len(counts),
+            "zero_shot_agreement": round(float((first_llm * first_zero).sum(1).mean()), 4)}
+
+
+def mine_row(name: str, model: str, items, args, encoder, *, constrained: bool) -> dict:
+    from deepinterestgr.evidence.miners import LLMIntentMiner
+
+    t = time.time()
+    miner = LLMIntentMiner(model=model, batch_size=args.batch, max_descriptors=args.max_descriptors,
+                           constrained=constrained)
+    load_s = time.time() - t
+    miner.mine(items[:2])  # warm-up (first calls are slow)
+    t = time.time()
+    mined = miner.mine(items)
+    dt = time.time() - t
+    invalid = sum(1 for m in mined if m.error)
+    row = {"model": name, "constrained": constrained, "items": len(items), "seconds": round(dt, 1),
+           "items_per_s": round(len(items) / dt, 3), "invalid_json_rate": round(invalid / len(items), 4),
+           "load_s": round(load_s, 1), "batch_size": args.batch, "max_descriptors": args.max_descriptors,
+           "threads": torch.get_num_threads()}
+    if invalid < len(items):
+        row.update(descriptor_quality(items, mined, encoder, args.seed))
+    row["examples"] = [{"title": it.title[:90], "descriptors": [[d.descriptor, d.confidence] for d in m.descriptors],
+                        "error": (m.error or "")[:120] or None} for it, m in list(zip(items, mined))[:10]]
+    log.info("%s constrained=%s: %.3f items/s, invalid %.1f%%", name, constrained, row["items_per_s"],
+             100 * row["invalid_json_rate"])
+    return row
+
+
+def mask_cost(tokenizer, schema: dict, answer: str, steps: int = 3) -> dict:
+    """Milliseconds per token to compute the next-token mask, walking `answer` through each library."""
+    from deepinterestgr.evidence.constrained import SchemaConstraint
+
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    out = {"answer_tokens": len(ids), "vocab": len(tokenizer)}
+    import xgrammar as xgr
+
+    constraint = SchemaConstraint(tokenizer, len(tokenizer), [tokenizer.eos_token_id])
+    compiled = constraint.compiled(schema)
+    bitmask = xgr.allocate_token_bitmask(1, len(tokenizer))
+    t = time.perf_counter()
+    for _ in range(steps):
+        matcher = xgr.GrammarMatcher(compiled)
+        for tok in ids:
+            matcher.fill_next_token_bitmask(bitmask, 0)
+            assert matcher.accept_token(tok), "the answer must be admissible"
+    out["xgrammar_ms_per_token"] = round((time.perf_counter() - t) / steps / len(ids) * 1000, 3)
+    try:
+        import sys
+
+        import transformers.tokenization_utils_base as base
+        from lmformatenforcer import JsonSchemaParser, TokenEnforcer
+
+        if "transformers.tokenization_utils" not in sys.modules:  # gone in transformers 5: its integration needs it
+            sys.modules["transformers.tokenization_utils"] = base
+            out["lm_format_enforcer_note"] = ("its transformers integration does not import under transformers 5 "
+                                              "(transformers.tokenization_utils is gone); measured through a shim")
+        from lmformatenforcer.integrations.transformers import build_token_enforcer_tokenizer_data
+
+        t = time.perf_counter()
+        data = build_token_enforcer_tokenizer_data(tokenizer)
+        out["lm_format_enforcer_setup_s"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
+        for _ in range(steps):
+            enforcer = TokenEnforcer(data, JsonSchemaParser(schema))
+            for k in range(len(ids)):
+                allowed = enforcer.get_allowed_tokens(ids[:k])
+                if not allowed.is_token_allowed(ids[k]):
+                    out["lm_format_enforcer_rejected"] = f"rejected the answer's token {k} ({tokenizer.decode(ids[k])!r})"
+                    break
+        out["lm_format_enforcer_ms_per_token"] = round((time.perf_counter() - t) / steps / len(ids) * 1000, 3)
+    except ImportError:
+        out["lm_format_enforcer_note"] = "not installed (pip install lm-format-enforcer to compare)"
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
+    p.add_argument("--models", nargs="+", default=["smollm2-135m"], choices=list(MODELS))
+    p.add_argument("--sample", type=int, default=96, help="Beauty items mined with the constrained miner")
+    p.add_argument("--free-sample", type=int, default=16, help="items for the free-generation row (0 to skip)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--max-descriptors", type=int, default=3)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "dcim_llm.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from deepinterestgr.evidence.constrained import descriptors_schema
+    from deepinterestgr.evidence.llm import load_causal_lm
+    from deepinterestgr.evidence.text_encoders import shared_text_encoder
+
+    encoder = shared_text_encoder("minilm-packaged")
+    items = beauty_items(args.data_root, args.sample, args.seed)
+    result = {"dataset": "Beauty", "sample_seed": args.seed, "rows": [], "command": "python benchmarks/bench_dcim_llm.py "
+              + " ".join(argv if argv is not None else __import__("sys").argv[1:])}
+    for name in args.models:
+        result["rows"].append(mine_row(name, MODELS[name], items, args, encoder, constrained=True))
+        if args.free_sample:
+            result["rows"].append(mine_row(name, MODELS[name], items[: args.free_sample], args, encoder,
+                                           constrained=False))
+        tokenizer, _ = load_causal_lm(MODELS[name])
+        answer = json.dumps({"descriptors": [{"descriptor": "gift for a new mother", "confidence": 0.9},
+                                             {"descriptor": "stretch mark care during pregnancy", "confidence": 0.8}]})
+        result.setdefault("mask_cost", {})[name] = mask_cost(tokenizer, descriptors_schema(args.max_descriptors), answer)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

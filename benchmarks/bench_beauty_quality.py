@@ -237,12 +237,10 @@ def carry_over(results: Path, rows: list[dict], sweeps: dict, bootstrap: dict | 
     for r in kept:
         log.info("kept from %s: %s %s %s", results.name, r["method"], r["variant"], r["split"])
     merged_sweeps = {**{n: v for n, v in old.get("generator_sweeps", {}).items() if n not in sweeps}, **sweeps}
+    best = max(merged_sweeps, key=lambda n: merged_sweeps[n]["valid"]["ndcg@10"]) if merged_sweeps else None
     old_boot = old.get("bootstrap")
-    if old_boot and old_boot["a"].removeprefix("generator ") in merged_sweeps and old_boot["a"].removeprefix(
-            "generator ") not in sweeps:
-        best = max(merged_sweeps, key=lambda n: merged_sweeps[n]["valid"]["ndcg@10"])
-        if best not in sweeps:  # the headline generator is still an earlier one: keep its bootstrap
-            bootstrap = old_boot
+    if best not in sweeps and old_boot and old_boot["a"] == f"generator {best}":
+        bootstrap = old_boot  # the headline generator (best on valid) is still an earlier one: keep its bootstrap
     order = {"most-popular": 0, "cooccurrence": 1, "sasrec": 2}
     rows = sorted(kept + rows, key=lambda r: (order.get(r["method"], 3), row_owner(r)))  # stable: splits stay put
     return rows, merged_sweeps, bootstrap

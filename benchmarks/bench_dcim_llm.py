@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -153,8 +154,6 @@ def mask_cost(tokenizer, schema: dict, answer: str, steps: int = 3) -> dict:
             assert matcher.accept_token(tok), "the answer must be admissible"
     out["xgrammar_ms_per_token"] = round((time.perf_counter() - t) / steps / len(ids) * 1000, 3)
     try:
-        import sys
-
         import transformers.tokenization_utils_base as base
         from lmformatenforcer import JsonSchemaParser, TokenEnforcer
 
@@ -203,7 +202,7 @@ def main(argv=None) -> None:
     encoder = shared_text_encoder("minilm-packaged")
     items = beauty_items(args.data_root, args.sample, args.seed) if args.sample else []
     result = {"dataset": "Beauty", "sample_seed": args.seed, "rows": [], "command": "python benchmarks/bench_dcim_llm.py "
-              + " ".join(argv if argv is not None else __import__("sys").argv[1:])}
+              + " ".join(argv if argv is not None else sys.argv[1:])}
     if args.out.exists():  # models measured by an earlier invocation stay unless measured again
         earlier = json.loads(args.out.read_text(encoding="utf-8"))
         again = set(args.models)

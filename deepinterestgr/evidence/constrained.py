@@ -1,7 +1,7 @@
 """Schema-constrained decoding for the LLM miner and judge: every generated token is checked against a JSON schema
 (xgrammar), so the answer is valid JSON of the requested shape by construction, whatever the model's weights.
 
-Why xgrammar (measured in benchmarks/bench_constrained_decoding.py, README "DCIM with a real LLM"): its token
+Why xgrammar (measured in benchmarks/bench_dcim_llm.py, README "DCIM with a real LLM"): its token
 masks come from a grammar compiled once per tokenizer in C++, so the per-token cost stays well under the model's own
 step on CPU, it takes a list of grammars (one per batch row, as the judge needs: one label per descriptor) and it
 plugs into transformers' `generate` as a logits processor. lm-format-enforcer, the pure-Python alternative, walks
@@ -15,6 +15,7 @@ part (descriptor length by a pattern, their number by maxItems, confidences by a
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 
 #: a short lower-case usage phrase: starts with a letter or digit, no quotes, escapes or line breaks
@@ -53,7 +54,7 @@ def max_answer_chars(schema: dict) -> int:
     rows = props["descriptors"]
     n = rows["maxItems"]
     pattern = rows["items"]["properties"]["descriptor"]["pattern"]
-    longest = 1 + int(pattern.rsplit(",", 1)[1].split("}")[0])
+    longest = 1 + int(re.search(r"\{0,(\d+)\}\$$", pattern).group(1))  # first character + the repeated ones
     confidence = max(len(json.dumps(c)) for c in CONFIDENCES)
     row = len('{"descriptor": "", "confidence": }') + longest + confidence
     return len('{"descriptors": []}') + n * row + 2 * (n - 1)

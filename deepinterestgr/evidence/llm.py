@@ -162,8 +162,7 @@ class ChatGenerator:
             return None
         if self._prefix is None or self._prefix[0] != text:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            with torch.inference_mode():
-                cache = self.model(torch.tensor([ids], device=self.model.device), use_cache=True).cache
+            cache = self.model(torch.tensor([ids], device=self.model.device), use_cache=True).cache
             self._prefix = (text, ids, cache)
         _, prefix_ids, cache = self._prefix
         suffixes = [self.tokenizer(p[len(text):], add_special_tokens=False)["input_ids"] for p in prompts]
@@ -177,9 +176,9 @@ class ChatGenerator:
         from transformers import BatchEncoding, StaticCache
 
         rows = StaticCache(config=self.model.config, max_cache_len=len(ids[0]) + max_new_tokens)
-        for i, layer in enumerate(cache.layers):
-            b = len(prompts)
-            rows.layers[i].update(layer.keys.expand(b, -1, -1, -1), layer.values.expand(b, -1, -1, -1))
+        b = len(prompts)
+        for row_layer, layer in zip(rows.layers, cache.layers):
+            row_layer.update(layer.keys.expand(b, -1, -1, -1), layer.values.expand(b, -1, -1, -1))
 
         return BatchEncoding({"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}), rows
 

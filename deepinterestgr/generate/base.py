@@ -73,6 +73,10 @@ class Generator(RecordsInitArgs, nn.Module, ABC):
         """One vector [N, d] per item from its SID tokens [N, S]."""
         raise NotImplementedError(f"{type(self).__name__} has no item-level scores")
 
+    def set_unseen_items(self, item_tokens: torch.Tensor | None) -> None:
+        """SIDs [M, S] of items added after training (`dig items add`), for generators with per-item parameters
+        that those items never trained; generators whose inputs are codes only need nothing (the default)."""
+
     # ------------------------------------------------------------------------------------ incremental decoding
     # Search drives decoding through these three calls. The defaults re-run `next_token_logits` on the whole prefix;
     # a generator with a KV cache overrides them (T5SIDGenerator) so each step costs one token. A decoding state is

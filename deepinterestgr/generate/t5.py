@@ -74,20 +74,39 @@ class HistoryItemEmbedding(nn.Module):
             self.item_hash = nn.Embedding(item_buckets, token_embedding.embedding_dim)
             nn.init.normal_(self.item_hash.weight, std=0.5)
 
+    def sid_keys(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[..., S] SID tokens -> [...] one integer key per SID (mod 2^31 - 1), the input of both hashes."""
+        vocab = self.token_embedding.num_embeddings
+        key = torch.zeros(tokens.shape[:-1], dtype=torch.long, device=tokens.device)
+        for s in range(tokens.shape[-1]):
+            key = (key * vocab + tokens[..., s].long()) % self._HASH_PRIME
+        return key
+
     def hash_rows(self, history: torch.Tensor) -> torch.Tensor:
         """[..., S] SID tokens -> [..., 2] rows of the item-identity table (one per hash)."""
-        vocab = self.token_embedding.num_embeddings
-        key = torch.zeros(history.shape[:-1], dtype=torch.long, device=history.device)
-        for s in range(history.shape[-1]):
-            key = (key * vocab + history[..., s].long()) % self._HASH_PRIME
+        key = self.sid_keys(history)
         return torch.stack([(key * m) % self._HASH_PRIME % self.item_buckets for m in self._HASH_MULTIPLIERS], -1)
+
+    def set_unseen_items(self, item_tokens: torch.Tensor | None) -> None:
+        """SIDs [M, S] of items added after training (`dig items add`): their identity rows were never trained (the
+        table starts at N(0, 0.5), larger than any code embedding), so these items get no identity vector and are
+        represented by their codes alone, as every item is at the first step of training. None clears the set."""
+        keys = None if item_tokens is None or not len(item_tokens) else torch.sort(self.sid_keys(item_tokens)).values
+        self._unseen_keys = keys
+
+    def identity_vectors(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[..., S] SID tokens -> [..., d] hashed identity vectors; zero for PAD rows and for unseen items."""
+        keep = (tokens != PAD).any(-1, keepdim=True)
+        unseen = getattr(self, "_unseen_keys", None)
+        if unseen is not None:
+            keep = keep & ~torch.isin(self.sid_keys(tokens), unseen.to(tokens.device)).unsqueeze(-1)
+        return self.item_hash(self.hash_rows(tokens)).sum(-2) * keep
 
     def item_vectors(self, tokens: torch.Tensor) -> torch.Tensor:
         """[..., S] SID tokens -> [..., d] the item's vector without recency (zero for an all-PAD row)."""
         emb = (self.token_embedding(tokens) * (tokens != PAD).unsqueeze(-1)).sum(-2)
         if self.item_buckets:
-            present = (tokens != PAD).any(-1, keepdim=True)
-            emb = emb + self.item_hash(self.hash_rows(tokens)).sum(-2) * present
+            emb = emb + self.identity_vectors(tokens)
         return emb
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
@@ -212,6 +231,11 @@ class T5SIDGenerator(Generator):
         if not self.has_item_scores:
             raise NotImplementedError("T5SIDGenerator was built without item_scores: true")
         return self.history_embedding.item_vectors(item_tokens)
+
+    def set_unseen_items(self, item_tokens: torch.Tensor | None) -> None:
+        self._require_built()
+        if self.item_buckets:
+            self.history_embedding.set_unseen_items(item_tokens)
 
     def teacher_forced(self, history: torch.Tensor, history_mask: torch.Tensor,
                        target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -107,3 +107,22 @@ def test_val_max_users_is_a_seeded_random_sample_not_the_first_users(tmp_path):
     dm.setup("fit")
     assert sorted(u for b in dm.test_dataloader() for u in b["user_index"].tolist()) == list(range(40))  # test: all
     assert validation_sample(40, None) is None and validation_sample(40, 40) is None
+
+
+def test_unknown_items_drop_removes_them_from_histories_and_train_targets_but_keeps_eval_targets(tmp_path):
+    """Items 10 and 11 are outside the 10-item SID table (held out, added later with `dig items add`)."""
+    run = _run(tmp_path, [[1, 10, 2, 3, 4, 5], [6, 7, 11, 8, 10], [2, 3, 11]])
+    with pytest.raises(ArtifactError, match="item id 10 is outside"):
+        SequenceDataModule(str(run), max_history=4).setup("fit")
+    dm = SequenceDataModule(str(run), max_history=4, unknown_items="drop")
+    dm.setup("fit")
+    assert dm.unknown_counts == {"interactions": 4, "train_examples_dropped": 2}
+    train, batch = _examples(dm, "train")
+    # u0 train part [1, 10, 2, 3]: target 10 dropped, 10 never in a history; u1 [6, 7, 11]: target 11 dropped
+    assert sorted(train) == [(0, [1], 2), (0, [1, 2], 3), (1, [6], 7)]
+    assert _examples(dm, "valid")[0] == [(0, [1, 2, 3], 4), (1, [6, 7], 8), (2, [2], 3)]
+    test, batch = _examples(dm, "test")
+    assert test == [(0, [2, 3, 4], 5), (1, [6, 7, 8], 10), (2, [2, 3], 11)]  # cold targets kept: no ranking hits them
+    assert (batch["target"][1:] == 0).all(), "a target outside the table has no SID: PAD tokens"
+    with pytest.raises(ValueError, match="unknown_items must be"):
+        SequenceDataModule(str(run), unknown_items="skip")

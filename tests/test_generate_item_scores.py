@@ -113,3 +113,24 @@ def test_generate_with_exclude_history_never_returns_a_history_item():
     res = module.generate(batch["history"], batch["history_mask"], beam_size=10, exclude_history=True)
     for row, hist in zip(res.items.tolist(), ([1, 3], [4, 5])):
         assert not set(row) & set(hist)
+
+
+def test_items_added_after_training_get_no_untrained_identity_vector():
+    tok = SIDTokenizer(random_sid_table(num_items=30, num_levels=3, codebook_size=5, seed=3))
+    gen = T5SIDGenerator(d_model=16, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=8, d_ff=32,
+                         item_buckets=64, item_scores=True)
+    gen.build(vocab_size=tok.vocab_size, sid_length=tok.sid_length)
+    tokens = tok.item_tokens
+    before = gen.item_vectors(tokens).detach()
+    codes_only = gen.history_embedding.token_embedding(tokens).sum(-2).detach()
+    assert not torch.allclose(before, codes_only)
+    gen.set_unseen_items(tokens[25:])
+    after = gen.item_vectors(tokens).detach()
+    assert torch.allclose(after[25:], codes_only[25:]) and torch.allclose(after[:25], before[:25])
+    # the history input uses the same vectors (plus recency)
+    history = tokens[[0, 27]].unsqueeze(0)
+    emb = gen.history_embedding(history).detach()
+    recency = gen.history_embedding.recency(torch.tensor([1, 0])).detach()
+    assert torch.allclose(emb[0], after[[0, 27]] + recency)
+    gen.set_unseen_items(None)
+    assert torch.allclose(gen.item_vectors(tokens).detach(), before)

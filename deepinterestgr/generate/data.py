@@ -109,8 +109,28 @@ class SequenceDataModule(LightningDataModule):
         val_sample_seed: int = VALID_SAMPLE_SEED,
         length_bucketing: bool = True,
         strict: bool = False,
+        unknown_items: str = "error",
     ) -> None:
+        """
+        Args:
+            run_dir: run directory with `data/sequences.jsonl` (and `quantize/` unless `sid_table_dir` is given).
+            max_history: history items per example (the most recent ones).
+            batch_size, eval_batch_size, num_workers: loader settings (training / validation and test).
+            num_user_buckets: hashed user tokens (TIGER); 0 = none.
+            sid_table_dir: folder of `sid_table.*` (default `<run_dir>/quantize`).
+            val_max_users: validate on a seeded random sample of this many users (None = all).
+            val_sample_seed: seed of that sample (the same users for every method).
+            length_bucketing: training batches of similar history length (less padding).
+            strict: a user with fewer than 3 items is an error instead of a counted skip.
+            unknown_items: what an item id outside the SID table is: "error" (the default: sequences and SIDs from
+                different catalogs), or "drop" for catalogs that grow after training (items held out of SID and
+                generator training, added later with `dig items add`): such items are removed from histories,
+                training examples with such a target are dropped (counted), and valid/test examples keep them as
+                targets no ranking can hit.
+        """
         super().__init__()
+        if unknown_items not in ("error", "drop"):
+            raise ValueError(f"unknown_items must be 'error' or 'drop', got {unknown_items!r}")
         self.save_hyperparameters()
         self.run_dir = Path(run_dir)
         self.max_history = max_history
@@ -123,6 +143,9 @@ class SequenceDataModule(LightningDataModule):
         self.val_sample_seed = val_sample_seed
         self.length_bucketing = length_bucketing
         self.strict = strict
+        self.unknown_items = unknown_items
+        #: with unknown_items="drop": interactions outside the SID table and training examples dropped for them
+        self.unknown_counts = {"interactions": 0, "train_examples_dropped": 0}
         self.tokenizer: SIDTokenizer | None = None
         self.split: LeaveOneOutSplit | None = None
         self.skipped_users = 0
@@ -134,6 +157,8 @@ class SequenceDataModule(LightningDataModule):
         table = SIDTable.load(self.sid_table_dir)
         self.tokenizer = SIDTokenizer(table, num_user_buckets=self.num_user_buckets)
         self.split = self._read_sequences(self.run_dir / "data" / "sequences.jsonl", table.num_items)
+        if self.unknown_items == "drop":
+            self._drop_unknown_train_targets(table.num_items)
         log.info("generate data: %d users, %d train / %d valid / %d test examples, %d users skipped (< %d items)",
                  len(self.split.users), len(self.split.examples["train"]), len(self.split.examples["valid"]),
                  len(self.split.examples["test"]), self.skipped_users, MIN_SEQUENCE_LENGTH)
@@ -150,6 +175,9 @@ class SequenceDataModule(LightningDataModule):
                 raise ArtifactError(
                     f"{path}:{lineno}: `items` must be a list of integer item ids. Rerun the `data` stage.")
             bad = [i for i in items if not 0 <= i < num_items]
+            if self.unknown_items == "drop":
+                self.unknown_counts["interactions"] += sum(i >= num_items for i in bad)
+                bad = [i for i in bad if i < 0]
             if bad:
                 raise ArtifactError(
                     f"{path}:{lineno}: item id {bad[0]} is outside the SID table's 0..{num_items - 1}; the sequences "
@@ -172,10 +200,27 @@ class SequenceDataModule(LightningDataModule):
             )
         return LeaveOneOutSplit(sequences, users)
 
+    def _drop_unknown_train_targets(self, num_items: int) -> None:
+        train = self.split.examples["train"]
+        known = self.split.items[self.split.starts[train[:, 0]] + train[:, 1]] < num_items
+        self.split.examples["train"] = train[known]
+        self.unknown_counts["train_examples_dropped"] = int((~known).sum())
+        if self.unknown_counts["interactions"]:
+            log.info("generate data: %d interactions with items outside the SID table (unknown_items=drop): removed "
+                     "from histories; %d training examples with such a target dropped",
+                     self.unknown_counts["interactions"], self.unknown_counts["train_examples_dropped"])
+
     # ------------------------------------------------------------------------------------------------ batches
     def make_batch(self, split: str, indices: list[int] | torch.Tensor) -> dict[str, torch.Tensor]:
         examples = self.split.examples[split][torch.as_tensor(indices, dtype=torch.long)]
         hist, target_item = self.split.histories(examples, self.max_history)
+        target_known = target_item
+        if self.unknown_items == "drop":
+            n = self.tokenizer.num_items
+            hist = hist.masked_fill(hist >= n, -1)
+            # right-align what is left: stable sort puts the -1 gaps first and keeps the items' order
+            hist = hist.gather(1, (hist >= 0).long().argsort(dim=1, stable=True))
+            target_known = target_item.masked_fill(target_item >= n, -1)  # no SID: a PAD row as the token target
         # drop leading columns that are padding for every row: rows are right-aligned and positions are relative to
         # the last row, so the model's output is unchanged and the encoder runs on the batch's longest history only
         present = (hist >= 0).any(0)
@@ -188,7 +233,7 @@ class SequenceDataModule(LightningDataModule):
         return {
             "history": encoded.tokens,
             "history_mask": encoded.mask,
-            "target": self.tokenizer.items_to_tokens(target_item),
+            "target": self.tokenizer.items_to_tokens(target_known),
             "target_item": target_item,
             "user_index": examples[:, 0],
         }

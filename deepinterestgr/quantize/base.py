@@ -64,6 +64,13 @@ class Quantizer(RecordsInitArgs, nn.Module, ABC):
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """[B, L] codes -> [B, D_latent] quantized vectors; equals `forward(x).quantized` for `codes = encode(x)`."""
 
+    def last_level_candidates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For items added after training (`dig items add`): their first L-1 codes [B, L-1] (nearest codes, each item
+        on its own) and the squared distance [B, K] of their last residual to every last-level code, so that a new
+        item can take the nearest code no existing item holds under its prefix. Residual quantizers implement it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot place new items (no last_level_candidates); "
+                                  "retrain the quantizer on the grown catalog instead")
+
     def fit(self, x: torch.Tensor) -> None:
         """Non-gradient quantizers learn their codebooks here; gradient ones may use it for k-means init."""
 

@@ -150,3 +150,15 @@ def distinct_within_groups(dist: torch.Tensor, groups: torch.Tensor) -> torch.Te
         capacity = balanced_capacity(len(rows), k)
         assignment[rows] = capacity_assign(dist[rows], capacity=capacity).to(assignment.device)
     return assignment
+
+
+def residual_candidates(z: torch.Tensor, codebooks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residual quantization of z [B, D] by nearest codes through codebooks [L, K, D] up to the last level: the first
+    L-1 codes [B, L-1] and the squared distances [B, K] of the remaining residual to the last level's codes."""
+    residual, codes = z.float(), []
+    for level in range(codebooks.shape[0] - 1):
+        code = squared_distances(residual, codebooks[level].float()).argmin(dim=1)
+        residual = residual - codebooks[level].float()[code]
+        codes.append(code)
+    prefix = torch.stack(codes, dim=1) if codes else z.new_zeros(len(z), 0, dtype=torch.long)
+    return prefix, squared_distances(residual, codebooks[-1].float())

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from deepinterestgr.quantize.base import Quantizer, QuantizerOutput
-from deepinterestgr.quantize.kmeans import Init, assign, distinct_within_groups, kmeans, squared_distances, update_centroids
+from deepinterestgr.quantize.kmeans import (Init, assign, distinct_within_groups, kmeans, residual_candidates,
+                                           squared_distances, update_centroids)
 
 
 class RQKMeans(Quantizer):
@@ -106,3 +107,9 @@ class RQKMeans(Quantizer):
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         levels = torch.arange(codes.shape[1], device=codes.device)
         return self.codebooks[levels, codes.long()].sum(dim=1)
+
+    @torch.no_grad()
+    def last_level_candidates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not bool(self.initialized):
+            raise RuntimeError("RQKMeans: call fit(x) on the item table before encoding")
+        return residual_candidates(x.float(), self.codebooks)

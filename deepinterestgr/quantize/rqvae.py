@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepinterestgr.quantize.base import Quantizer, QuantizerOutput
-from deepinterestgr.quantize.kmeans import distinct_within_groups, kmeans, sinkhorn_assign, squared_distances
+from deepinterestgr.quantize.kmeans import (distinct_within_groups, kmeans, residual_candidates, sinkhorn_assign,
+                                           squared_distances)
 
 
 def mlp(dims: Sequence[int], *, dropout: float = 0.0) -> nn.Sequential:
@@ -155,6 +156,15 @@ class RQVAE(Quantizer):
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         levels = torch.arange(codes.shape[1], device=codes.device)
         return self.codebooks[levels, codes.long()].sum(dim=1)
+
+    @torch.no_grad()
+    def last_level_candidates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._require_built()
+        was_training = self.training
+        self.eval()
+        z = self.encoder(x.float())
+        self.train(was_training)
+        return residual_candidates(z, self.codebooks.detach())
 
     def reconstruct(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes [B, L] -> decoded input-space vectors [B, input_dim]."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,8 +100,10 @@ def load_current(run_dir: str | Path, base_table: SIDTable) -> ItemsVersion:
     return ItemsVersion(int(info["version"]), table, catalog, trained, directory)
 
 
-def write_version(run_dir: str | Path, table: SIDTable, catalog: list[Item], *, previous: ItemsVersion) -> ItemsVersion:
-    """Write version previous.version + 1 and move the pointer to it (the pointer last: readers never see half)."""
+def write_version(run_dir: str | Path, table: SIDTable, catalog: list[Item], *, previous: ItemsVersion,
+                  before_pointer: Callable[[Path], None] | None = None) -> ItemsVersion:
+    """Write version previous.version + 1 and move the pointer to it (the pointer last: readers never see half).
+    `before_pointer(directory)` adds files to the version before it becomes current."""
     if len(catalog) != table.num_items:
         raise ValueError(f"catalog has {len(catalog)} items but the SID table {table.num_items}")
     version = previous.version + 1
@@ -115,5 +118,7 @@ def write_version(run_dir: str | Path, table: SIDTable, catalog: list[Item], *, 
     atomic_write_json(directory / "version.json", {
         "version": version, "num_items": table.num_items, "trained_items": previous.trained_items,
         "added": table.num_items - previous.num_items, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    if before_pointer is not None:
+        before_pointer(directory)
     atomic_write_json(root / POINTER, {"version": version, "dir": directory.name})
     return ItemsVersion(version, table, catalog, previous.trained_items, directory)

@@ -26,6 +26,8 @@ STAGE_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
                     "train a quantizer and write the Semantic ID table -> <run>/quantize"),
     ("pipeline",): ("deepinterestgr.pipeline:run_pipeline",
                     "prepare -> evidence -> quantize -> generate -> rl, skipping stages whose artifacts match"),
+    ("items", "add"): ("deepinterestgr.serve.items:add_items",
+                       "give new items SIDs with the trained quantizer (no retraining) -> a new <run>/items version"),
     ("plugins", "list"): ("deepinterestgr.cli.plugins:list_plugins_command",
                           "every registered plugin: kind, name, source distribution, description"),
 }

@@ -28,6 +28,8 @@ STAGE_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
                     "prepare -> evidence -> quantize -> generate -> rl, skipping stages whose artifacts match"),
     ("items", "add"): ("deepinterestgr.serve.items:add_items",
                        "give new items SIDs with the trained quantizer (no retraining) -> a new <run>/items version"),
+    ("serve",): ("deepinterestgr.serve.server:serve",
+                 "serve a run's recommendations over HTTP (LitServe): POST /recommend, GET /items/{id}, /health"),
     ("plugins", "list"): ("deepinterestgr.cli.plugins:list_plugins_command",
                           "every registered plugin: kind, name, source distribution, description"),
 }
@@ -65,15 +67,61 @@ def _spelling(arg: str) -> str:
     return ALIASES.get(flag, flag) + eq + value if flag in ALIASES else arg
 
 
+class _PropagateOnlyLogger(logging.Logger):
+    """The `lightning` package logger: lightning adds its own console handler at import, which printed every
+    Lightning line a second time beside the root handler's copy; this logger keeps none and propagates to root."""
+
+    def addHandler(self, handler: logging.Handler) -> None:  # noqa: N802 (logging's name)
+        pass
+
+
+def _one_log_handler() -> None:
+    existing = logging.Logger.manager.loggerDict.get("lightning")
+    if isinstance(existing, logging.Logger):  # lightning already imported (an in-process caller)
+        for handler in list(existing.handlers):
+            existing.removeHandler(handler)
+        return
+    previous = logging.getLoggerClass()
+    logging.setLoggerClass(_PropagateOnlyLogger)
+    try:
+        logging.getLogger("lightning")
+    finally:
+        logging.setLoggerClass(previous)
+
+
 def _configure_runtime() -> None:
     logging.basicConfig(level=os.environ.get("DIG_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    _one_log_handler()
     # Offline by design: plugin models load from local paths or packaged weights, never from a hub at run time.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+#: errors a user can fix from the message alone (a missing file or artifact, a bad option value, an unknown plugin):
+#: printed as one `dig: error: ...` line; the traceback only with DIG_DEBUG=1 or --debug
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from deepinterestgr.artifacts import ArtifactError
+
+    return (ArtifactError, *EXPECTED_ERRORS)  # RegistryError is a ValueError
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("DIG_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return _main(argv)
+    except _expected_errors() as e:
+        if debug:
+            raise
+        print(f"dig: error: {e}\n(the traceback: rerun with DIG_DEBUG=1 or --debug)", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
@@ -81,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] in LIGHTNING_SUBCOMMANDS:
         from deepinterestgr.cli.lightning import run_lightning
 
-        run_lightning(argv)
+        run_lightning(bare_flags(argv))
         return 0
     matched = _match(argv)
     if matched is None:
@@ -108,9 +156,53 @@ def build_function_parser(function, *, prog: str):
     return parser
 
 
+#: options that take no value (everything else that is followed by no value is a boolean switched on)
+NO_VALUE_OPTIONS = ("-h", "--help", "--print_config", "--print-config")
+
+
+def bare_flags(args: Sequence[str], booleans: set[str] | None = None) -> list[str]:
+    """`--strict` -> `--strict true` and `--no-strict` / `--no_strict` -> `--strict false`, as users expect of a
+    boolean option (jsonargparse wants a value). `booleans` are the known boolean options (stage commands, from the
+    function's signature); without it (LightningCLI, whose options depend on the class_path chosen) an option
+    directly followed by another option or by nothing is taken as a boolean switched on, and a wrong guess fails
+    with the option's own type error."""
+    out: list[str] = []
+    args = list(args)
+    for i, arg in enumerate(args):
+        if not arg.startswith("--") or "=" in arg or arg in NO_VALUE_OPTIONS:
+            out.append(arg)
+            continue
+        name = arg[2:]
+        for negation in ("no-", "no_"):
+            if name.startswith(negation) and (booleans is None or name[3:] in booleans) and (
+                    i + 1 == len(args) or args[i + 1].startswith("-")):
+                out += [f"--{name[3:]}", "false"]
+                break
+        else:
+            follows = args[i + 1] if i + 1 < len(args) else None
+            has_value = follows is not None and (not follows.startswith("-") or follows.lstrip("-").replace(".", "").isdigit())
+            out += [arg, "true"] if not has_value and (booleans is None or name in booleans) else [arg]
+    return out
+
+
+def _boolean_parameters(function) -> set[str]:
+    import inspect
+    import types
+    import typing
+
+    hints = typing.get_type_hints(function)
+    booleans = set()
+    for name in inspect.signature(function).parameters:
+        hint = hints.get(name)
+        if hint is bool or (typing.get_origin(hint) in (typing.Union, types.UnionType)
+                            and set(typing.get_args(hint)) <= {bool, type(None)}):
+            booleans.add(name)
+    return booleans
+
+
 def _run_function(function, args: list[str], *, prog: str):
     parser = build_function_parser(function, prog=prog)
-    cfg = parser.parse_args(args)
+    cfg = parser.parse_args(bare_flags(args, _boolean_parameters(function)))
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
     kwargs = instantiate(cfg).as_dict()
     kwargs.pop("config", None)

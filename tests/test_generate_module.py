@@ -163,3 +163,23 @@ def test_learns_a_deterministic_next_item_pattern(tmp_path):
                          "--trainer.enable_checkpointing", "false", "--trainer.max_epochs", "15",
                          "--trainer.default_root_dir", str(tmp_path / "root")])
     assert cli.trainer.callback_metrics["val/recall@5"] > 0.9
+
+
+def test_a_generator_fits_and_validates_with_items_outside_its_sid_table(tmp_path):
+    """Held-out (cold) items: sequences name items 40..43 that the 40-item SID table does not have."""
+    from deepinterestgr.artifacts import atomic_write_jsonl, read_jsonl
+    from deepinterestgr.cli.lightning import run_lightning
+
+    run = write_tiny_run(tmp_path / "run")
+    rows = list(read_jsonl(run / "data" / "sequences.jsonl"))
+    for k, row in enumerate(rows[:8]):
+        row["items"] = row["items"][:2] + [40 + k % 4] + row["items"][2:]  # a cold item in every split's reach
+        row["items"][-1 - k % 2] = 40 + k % 4  # and as valid / test targets
+    atomic_write_jsonl(run / "data" / "sequences.jsonl", rows)
+    cli = run_lightning(["fit", "-c", str(REPO / "configs/model/generator_t5_tiny.yaml"), "--model.init_args.renormalize",
+                         "true", "-c", str(REPO / "configs/data/sequences_tiny.yaml"), "--data.run_dir", str(run),
+                         "--data.unknown_items", "drop", *TRAINER, "--trainer.max_epochs", "1",
+                         "--trainer.default_root_dir", str(tmp_path / "root")])
+    assert cli.datamodule.unknown_counts["interactions"] >= 8
+    assert torch.isfinite(cli.trainer.callback_metrics["val/loss"])
+    assert 0 <= float(cli.trainer.callback_metrics["val/ndcg@10"]) <= 1

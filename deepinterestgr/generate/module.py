@@ -21,7 +21,7 @@ from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.data import SequenceDataModule  # noqa: F401  (importing this module lets the CLI name it)
 from deepinterestgr.generate.ranker import (RANKING_KEY, Ranker, best_and_last_checkpoints, sid_table_hash,
                                             user_configured_checkpoint)
-from deepinterestgr.generate.tokenizer import SIDTokenizer
+from deepinterestgr.generate.tokenizer import PAD, SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
 from deepinterestgr.registry.init_config import plugin_hparams_as_configs
 from deepinterestgr.training import StepSeed
@@ -200,8 +200,14 @@ class GeneratorModule(LightningModule):
         return self.ranker.item_log_probs(self.generator, history, history_mask)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        n = len(batch["target"])
-        self.log("val/loss", self._loss(batch), batch_size=n, sync_dist=True)
+        # targets outside the SID table (SequenceDataModule(unknown_items="drop")) have no SID to score a loss on;
+        # they still count as misses in the ranking metrics
+        known = batch["target"][:, 0] != PAD
+        if bool(known.all()):
+            self.log("val/loss", self._loss(batch), batch_size=len(known), sync_dist=True)
+        elif bool(known.any()):
+            self.log("val/loss", self._loss({k: v[known] for k, v in batch.items()}), batch_size=int(known.sum()),
+                     sync_dist=True)
         self.ranker.update("val", self.generate(batch["history"], batch["history_mask"]), batch["target_item"])
 
     def on_validation_epoch_end(self) -> None:

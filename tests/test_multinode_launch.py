@@ -37,5 +37,5 @@ def test_torchrun_two_processes_fit_tiny_generator(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ckpts = sorted((run / "generate" / "checkpoints").glob("*.ckpt"))
     assert ckpts, "the DDP fit wrote no checkpoint"
-    module = GeneratorModule.load_from_checkpoint(ckpts[0], map_location="cpu", weights_only=False)
+    module = GeneratorModule.load_from_checkpoint(ckpts[0], map_location="cpu", weights_only=True)
     assert module.generator.is_built

@@ -73,7 +73,7 @@ def test_fast_dev_run_through_the_cli(tiny_run):
     assert not model.policy.training and not model.reference.training
     # the reference stays frozen and equal to the initial generator; the policy moved
     init = GeneratorModule.load_from_checkpoint(str(tiny_run / "generate/checkpoints/best.ckpt"), map_location="cpu",
-                                                weights_only=False)
+                                                weights_only=True)
     ref_state, init_state = model.reference.state_dict(), init.generator.state_dict()
     assert all(torch.equal(ref_state[k], init_state[k]) for k in init_state)
     assert not all(p.requires_grad for p in model.reference.parameters())

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from einops import rearrange
 
 from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.trie import DEAD, SIDTrie
@@ -81,8 +82,9 @@ def constrained_beam_search(
         if t == 0:
             # all K beams of a user share the empty prefix: expand one of them (else the same SID fills K beams)
             logits, decoding = generator.decode_step(decoding)
-            logp = _level_log_probs(logits.view(b, k, -1)[:, 0], trie.allowed_mask(0, trie.root((b,)), window=(lo, hi)),
-                                    lo, hi, renormalize)
+            first_beam = rearrange(logits, "(b k) v -> b k v", k=k)[:, 0]
+            logp = _level_log_probs(first_beam, trie.allowed_mask(0, trie.root((b,)), window=(lo, hi)), lo, hi,
+                                    renormalize)
             scores, flat = _topk_padded(logp, k)
             parent_nodes = trie.root((b, k))
             parent = torch.zeros_like(flat)
@@ -94,8 +96,8 @@ def constrained_beam_search(
                 logp = torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, float("-inf"))
             else:
                 logits, decoding = generator.decode_step(decoding)
-                logp = _level_log_probs(logits.view(b, k, -1), allowed, lo, hi, renormalize)
-            cand = (scores.unsqueeze(-1) + logp).view(b, -1)  # [B, K*W]
+                logp = _level_log_probs(rearrange(logits, "(b k) v -> b k v", k=k), allowed, lo, hi, renormalize)
+            cand = rearrange(scores.unsqueeze(-1) + logp, "b k w -> b (k w)")  # flat // W = parent beam, flat % W = token
             scores, flat = _topk_padded(cand, k)
             parent = flat // (hi - lo)
             parent_nodes = nodes.gather(1, parent)
@@ -180,4 +182,6 @@ def constrained_sample(
         tokens = torch.cat([tokens, tok.unsqueeze(-1)], dim=-1)
         if t + 1 < depth:
             decoding = generator.extend_decoding(decoding, rows, tok)
-    return SearchResult(tokens.view(b, n, depth), scores.view(b, n), trie.items_of_leaves(nodes).view(b, n))
+    per_user = "(b n) ... -> b n ..."
+    return SearchResult(rearrange(tokens, per_user, b=b), rearrange(scores, per_user, b=b),
+                        rearrange(trie.items_of_leaves(nodes), per_user, b=b))

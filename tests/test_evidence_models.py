@@ -78,3 +78,28 @@ def test_packaged_minilm_equals_sentence_transformers():
 def test_hf_text_encoder_checks_dim_against_the_model():
     with pytest.raises(ValueError, match="hidden size is 384"):
         HFTextEncoder(model=_packaged_minilm_path(), dim=768)
+
+
+def test_local_weights_are_keyed_on_their_content_not_their_folder_name_or_size(tmp_path):
+    """Two fine-tunes of one architecture in folders of one name, files of one size: different cache keys."""
+    from deepinterestgr.evidence.cache import model_identity
+    from deepinterestgr.evidence.image_encoders import TimmImageEncoder
+
+    a, b = tmp_path / "a" / "finetune", tmp_path / "b" / "finetune"
+    for folder, byte in ((a, b"\x01"), (b, b"\x02")):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(byte * 1024)
+        (folder / "config.json").write_text("{}")
+    assert model_identity(str(a)) != model_identity(str(b))
+    assert model_identity(str(a)).startswith("local:finetune:sha256:")
+    assert model_identity("org/hub-model") == "org/hub-model"
+    (b / "model.safetensors").write_bytes(b"\x01" * 1024)  # same content again: same key
+    assert model_identity(str(a)) == model_identity(str(b))
+
+    state = TimmImageEncoder(name="tf_efficientnet_lite0").model.state_dict()
+    for name, scale in (("x", 1.0), ("y", 2.0)):
+        (tmp_path / name).mkdir()
+        torch.save({k: v * scale for k, v in state.items()}, tmp_path / name / "w.pth")
+    keys = {TimmImageEncoder(name="tf_efficientnet_lite0", checkpoint=str(tmp_path / n / "w.pth")).describe()["checkpoint"]
+            for n in ("x", "y")}
+    assert len(keys) == 2 and all(k.startswith("w.pth:sha256:") for k in keys)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from deepinterestgr.data.schema import Item
+from deepinterestgr.evidence.cache import model_identity
 from deepinterestgr.evidence.contracts import Captioner
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class VLMCaptioner(Captioner):
         return cls(model="tiny-random-llava", max_new_tokens=6, batch_size=2)
 
     def describe(self) -> dict:
-        return {"class": type(self).__name__, "model": self.model_id, "prompt": self.prompt,
+        return {"class": type(self).__name__, "model": model_identity(self.model_id), "prompt": self.prompt,
                 "max_new_tokens": self.max_new_tokens, "image_size": self.image_size, "decoding": "greedy"}
 
     @torch.inference_mode()

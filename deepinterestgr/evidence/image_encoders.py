@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from deepinterestgr.artifacts import weights_digest
 from deepinterestgr.evidence.contracts import ImageEncoder
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,8 @@ class TimmImageEncoder(ImageEncoder):
 
     def describe(self) -> dict:
         return {"class": type(self).__name__, "model": self.name,
-                "checkpoint": Path(self.checkpoint).name if self.checkpoint else "random-init",
+                "checkpoint": (f"{Path(self.checkpoint).name}:sha256:{weights_digest(self.checkpoint)[:16]}"
+                               if self.checkpoint else "random-init"),
                 "image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
 
     def preprocess(self, images: Sequence) -> torch.Tensor:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from deepinterestgr.artifacts import stable_hash
 from deepinterestgr.data.schema import Item
+from deepinterestgr.evidence.cache import model_identity
 from deepinterestgr.evidence.constrained import labels_schema
 from deepinterestgr.evidence.contracts import Descriptor, JudgeResult, QualityJudge
 from deepinterestgr.evidence.llm import PACKAGED_SMOLLM2, ChatGenerator, load_causal_lm
@@ -169,7 +170,7 @@ class LLMQualityJudge(QualityJudge):
         return cls(model="tiny-random-chat-lm", max_new_tokens=8, batch_size=4)
 
     def describe(self) -> dict:
-        return {"class": type(self).__name__, "model": self.model_id, "gguf_file": self.gguf_file,
+        return {"class": type(self).__name__, "model": model_identity(self.model_id), "gguf_file": self.gguf_file,
                 "max_new_tokens": self.generator.max_new_tokens, "max_item_chars": self.max_item_chars,
                 "repetition_penalty": self.generator.repetition_penalty,
                 "prompt": stable_hash([JUDGE_SYSTEM, JUDGE_FEW_SHOT, JUDGE_REPAIR])[:16], "decoding": "greedy",

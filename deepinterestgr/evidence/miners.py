@@ -14,6 +14,7 @@ import torch
 
 from deepinterestgr.artifacts import ArtifactError, sha256_file, stable_hash
 from deepinterestgr.data.schema import Item
+from deepinterestgr.evidence.cache import model_identity
 from deepinterestgr.evidence.contracts import Descriptor, IntentMiner, MiningResult
 from deepinterestgr.evidence.constrained import descriptors_schema
 from deepinterestgr.evidence.llm import PACKAGED_SMOLLM2, ChatGenerator, load_causal_lm
@@ -87,7 +88,7 @@ class LLMIntentMiner(IntentMiner):
         return cls(model="tiny-random-chat-lm", max_new_tokens=8, batch_size=4)
 
     def describe(self) -> dict:
-        return {"class": type(self).__name__, "model": self.model_id, "gguf_file": self.gguf_file,
+        return {"class": type(self).__name__, "model": model_identity(self.model_id), "gguf_file": self.gguf_file,
                 "max_descriptors": self.max_descriptors, "max_new_tokens": self.generator.max_new_tokens,
                 "repetition_penalty": self.generator.repetition_penalty, "max_item_chars": self.max_item_chars,
                 "prompt": stable_hash([MINER_SYSTEM, FEW_SHOT, REPAIR])[:16], "decoding": "greedy",

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
+from deepinterestgr.evidence.cache import model_identity
 from deepinterestgr.evidence.contracts import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class HFTextEncoder(TextEncoder):
         return self._dim
 
     def describe(self) -> dict:
-        return {"class": type(self).__name__, "model": _model_identity(self.model_id), "max_length": self.max_length,
+        return {"class": type(self).__name__, "model": model_identity(self.model_id), "max_length": self.max_length,
                 "pooling": "mean", "normalize": True}
 
     @torch.inference_mode()
@@ -67,16 +68,6 @@ class HFTextEncoder(TextEncoder):
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             out[idx] = torch.nn.functional.normalize(pooled, p=2, dim=1).float().cpu()
         return out
-
-
-def _model_identity(model_id: str) -> str:
-    """A local path is recorded by its folder name (+ the packaged file's size) so that cache keys survive a
-    moved virtualenv but change when the weights change."""
-    if os.path.isdir(model_id):
-        weights = os.path.join(model_id, "model.safetensors")
-        size = os.path.getsize(weights) if os.path.exists(weights) else 0
-        return f"local:{os.path.basename(os.path.normpath(model_id))}:{size}"
-    return model_id
 
 
 def _packaged_minilm_path() -> str:

@@ -152,8 +152,9 @@ def run_pipeline(
         generate: LightningCLI config fragments (+ overrides) of the generator fit + test.
         rl: LightningCLI config fragments (+ overrides) of the GRPO policy fit + test; omit to skip RL.
         baselines: floors computed on the same split (most-popular, cooccurrence, sasrec).
-        data_root: folder holding the datasets (e.g. ../shared/data): replaces the parent folder of the data
-            config's `data_root`, so `--data-root /mnt/amazon` reads `/mnt/amazon/Beauty`. Spelled `--data-root`.
+        data_root: folder holding the datasets (e.g. ../shared/data), as for `dig data prepare`: replaces the data
+            config's `data_root`, whose `dataset` names the folder inside it (`--data-root /mnt/amazon` reads
+            `/mnt/amazon/Beauty`). Spelled `--data-root`.
         from_stage: force this stage and every later one to rerun (one of data, evidence, quantize, generate, rl,
             baselines). Spelled `--from` on the command line. Evidence reruns reassemble from the content-keyed
             cache; delete `<run>/evidence/cache` to recompute it.
@@ -167,9 +168,8 @@ def run_pipeline(
     from deepinterestgr.data.prepare import prepare_dataset
 
     data_kwargs = _stage_kwargs(data, accepts=prepare_dataset)
-    if data_root and data_kwargs.get("data_root"):
-        # `--data-root` says where the datasets live; the stage config names the dataset folder inside it
-        data_kwargs["data_root"] = str(Path(data_root) / Path(data_kwargs["data_root"]).name)
+    if data_root:  # the folder holding the datasets, as for `dig data prepare`; the data config names `dataset`
+        data_kwargs["data_root"] = data_root
 
     def run_stage(name: str, config: Any, fn, *, always_call: bool = False) -> Any:
         """`always_call`: the stage function checks its own inputs (raw data files) and is a cheap no-op when

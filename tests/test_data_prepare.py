@@ -312,3 +312,14 @@ def test_parse_id_list_accepts_only_integer_lists(text):
     except ValueError:
         return
     assert isinstance(ids, list) and all(type(i) is int for i in ids)
+
+
+def test_data_root_is_the_folder_holding_the_datasets_and_dataset_the_folder_inside(tmp_path, letter_root):
+    direct = prepare_dataset(str(tmp_path / "a"), reader="letter", data_root=str(letter_root), kcore=0)
+    held = prepare_dataset(str(tmp_path / "b"), reader="letter", data_root=str(letter_root.parent),
+                           dataset=letter_root.name, kcore=0)
+    assert {k: v for k, v in held.items() if k != "prepare_seconds"} == {
+        k: v for k, v in direct.items() if k != "prepare_seconds"}
+    assert (tmp_path / "a/data/catalog.jsonl").read_bytes() == (tmp_path / "b/data/catalog.jsonl").read_bytes()
+    with pytest.raises(ValueError, match="pass data_root"):
+        prepare_dataset(str(tmp_path / "c"), reader="letter", dataset=letter_root.name)

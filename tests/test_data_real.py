@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from deepinterestgr.data.io import load_catalog, load_sequences
@@ -53,3 +55,13 @@ def test_industrial_minionerec_counts(shared_data, tmp_path):
     assert (stats["users"], stats["items"], stats["interactions"]) == (3_285, 3_541, 22_743)
     assert stats["text_coverage"]["brand"]["items"] == 3_530
     assert stats["skips"]["by_reason"] == {"train_split_missing": 1, "item_without_interactions": 145}
+
+
+def test_the_shipped_beauty_config_takes_data_root_as_the_pipeline_does(shared_data, tmp_path, capsys):
+    """`--data-root` means the folder holding the datasets for `dig data prepare` and `dig pipeline` alike."""
+    from deepinterestgr.cli.main import main
+
+    assert main(["data", "prepare", "-c", "configs/data/prepare_beauty.yaml", "--data-root", str(shared_data),
+                 "--run_dir", str(tmp_path / "run")]) == 0
+    stats = json.loads((tmp_path / "run/data/stats.json").read_text())
+    assert (stats["users"], stats["items"], stats["interactions"]) == (22363, 12101, 198502)

@@ -29,6 +29,7 @@ def prepare_dataset(
     run_dir: str,
     reader: str = "synthetic",
     data_root: str | None = None,
+    dataset: str | None = None,
     category: str | None = None,
     kcore: int = 5,
     min_interactions: int = 3,
@@ -45,7 +46,9 @@ def prepare_dataset(
         run_dir: Run directory; the stage writes `<run_dir>/data/`.
         reader: Dataset reader plugin (`dig plugins list dataset_reader`): synthetic, amazon2014, amazon2018,
             amazon2023, letter, p5, minionerec.
-        data_root: Folder holding the dataset files (not needed for `synthetic`).
+        data_root: Folder holding the datasets (e.g. ../shared/data), as for `dig pipeline --data-root`; not needed
+            for `synthetic`. Spelled `--data-root` too.
+        dataset: The dataset's folder inside `data_root` (e.g. Beauty). Unset: `data_root` is that folder itself.
         category: Which category to read when the folder holds several (e.g. Beauty).
         kcore: Iterative k-core on users and items (5 in the paper); 0 disables it.
         min_interactions: Users with fewer interactions are dropped (leave-one-out needs 3).
@@ -59,7 +62,9 @@ def prepare_dataset(
 
     started = time.perf_counter()
     data_dir = Path(run_dir) / STAGE
-    root = str(Path(data_root).resolve()) if data_root else None
+    if dataset and not data_root:
+        raise ValueError(f"dataset {dataset!r} names a folder inside data_root: pass data_root (e.g. ../shared/data)")
+    root = str((Path(data_root) / (dataset or "")).resolve()) if data_root else None
     config = {
         "reader": reader, "data_root": root, "category": category, "kcore": kcore,
         "min_interactions": min_interactions, "strict": strict, "reader_args": dict(reader_args or {}),

@@ -126,3 +126,14 @@ def test_unknown_items_drop_removes_them_from_histories_and_train_targets_but_ke
     assert (batch["target"][1:] == 0).all(), "a target outside the table has no SID: PAD tokens"
     with pytest.raises(ValueError, match="unknown_items must be"):
         SequenceDataModule(str(run), unknown_items="skip")
+
+
+def test_evaluation_under_ddp_serves_every_user_exactly_once_over_the_ranks(tmp_path, monkeypatch):
+    run = _run(tmp_path, [[1, 2, 3, 4], [5, 6, 7], [8, 9, 1, 2], [3, 4, 5], [6, 7, 8, 9, 0]])
+    dm = SequenceDataModule(str(run), max_history=3, eval_batch_size=2)
+    dm.setup("test")
+    seen = []
+    for rank in range(3):
+        monkeypatch.setattr(dm, "_world", lambda rank=rank: (rank, 3))
+        seen += [u for batch in dm.test_dataloader() for u in batch["user_index"].tolist()]
+    assert sorted(seen) == [0, 1, 2, 3, 4]

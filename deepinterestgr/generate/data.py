@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from deepinterestgr.artifacts import ArtifactError, read_jsonl
 from deepinterestgr.data.split import VALID_SAMPLE_SEED, validation_sample
@@ -77,20 +78,6 @@ class _ExampleIndex(Dataset):
 
     def __getitem__(self, i: int) -> int:
         return i if self.order is None else int(self.order[i])
-
-
-class UnrepeatedDistributedSampler(DistributedSampler):
-    """Rank r evaluates examples r, r+W, r+2W, ...: no padding, so summed metric states count each user once."""
-
-    def __init__(self, dataset, *, num_replicas: int, rank: int) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
-        self.indices = list(range(rank, len(dataset), num_replicas))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
 
 class SequenceDataModule(LightningDataModule):
@@ -261,7 +248,8 @@ class SequenceDataModule(LightningDataModule):
             order = rows[torch.sort(self.split.examples[split][rows, 1].clamp(max=self.max_history), stable=True).indices]
             rank, world = self._world()
             if world > 1:  # every user exactly once over all ranks (a padded DistributedSampler repeats users)
-                sampler = UnrepeatedDistributedSampler(_ExampleIndex(n, order), num_replicas=world, rank=rank)
+                sampler = UnrepeatedDistributedSampler(_ExampleIndex(n, order), num_replicas=world, rank=rank,
+                                                       shuffle=False)
         return DataLoader(
             _ExampleIndex(n, order),
             batch_size=batch_size,

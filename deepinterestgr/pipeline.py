@@ -57,7 +57,9 @@ def _manifest_sha(stage_dir: Path) -> str | None:
 
 def _config_files_digest(configs: list[str]) -> dict[str, str]:
     # the content of each YAML fragment is part of the key: editing a config reruns the stage
-    return {c: sha256_file(c) for c in configs}
+    from deepinterestgr.config_files import resolve_config
+
+    return {c: sha256_file(resolve_config(c)) for c in configs}
 
 
 def _lightning_args(stage: TrainStage, run: Path, stage_name: str) -> list[str]:
@@ -76,7 +78,7 @@ def _fit_and_test(stage: TrainStage, run: Path, stage_name: str, *, key: str, fr
     launch itself runs as `dig fit` / `dig test` subprocesses: Lightning starts ranks 1.. by re-running the command
     line, and only a plain `dig fit` re-runs into the same place on every rank (a re-run `dig pipeline` would not).
     """
-    from deepinterestgr.cli.lightning import run_lightning
+    from deepinterestgr.lightning_configs import run_lightning
 
     stage_dir = run / stage_name
     args = _lightning_args(stage, run, stage_name)
@@ -236,7 +238,9 @@ def load_yaml(path: str | Path) -> dict:
     """A YAML mapping; errors name the file."""
     import yaml
 
-    path = Path(path)
+    from deepinterestgr.config_files import resolve_config
+
+    path = Path(resolve_config(path))
     if not path.exists():
         raise FileNotFoundError(f"{path}: config not found")
     loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}

@@ -136,7 +136,9 @@ def _main(argv: list[str]) -> int:
         print(f"dig: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     words, rest = matched
-    rest = [_spelling(a) for a in rest]
+    from deepinterestgr.config_files import resolve_config_args
+
+    rest = resolve_config_args([_spelling(a) for a in rest])
     target, _ = STAGE_COMMANDS[words]
     module, _, attr = target.partition(":")
     function = getattr(importlib.import_module(module), attr)

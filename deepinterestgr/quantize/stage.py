@@ -7,12 +7,13 @@ import logging
 from pathlib import Path
 
 from deepinterestgr.artifacts import manifest_matches
+from deepinterestgr.config_files import PACKAGE_CONFIGS
 from deepinterestgr.quantize.artifacts import METRICS_FILE, STAGE
 from deepinterestgr.training import resumable_checkpoint
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = PACKAGE_CONFIGS
 #: trainer / model / data fragments, composed in this order
 DEFAULT_CONFIGS = (
     CONFIG_DIR / "trainer" / "cpu.yaml",
@@ -32,7 +33,7 @@ def run_quantize(run_dir: str, configs: list[str] | None = None, overrides: list
     Skipped (metrics returned from disk) when `<run>/quantize/manifest.json` verifies and records the same config hash.
     An interrupted fit of the same config resumes from `<run>/quantize/checkpoints/last.ckpt`; `fresh` starts over.
     """
-    from deepinterestgr.cli.lightning import run_lightning
+    from deepinterestgr.lightning_configs import run_lightning
     from deepinterestgr.quantize.module import quantize_config_hash
 
     out_dir = Path(run_dir) / STAGE

@@ -1,0 +1,75 @@
+"""LightningCLI over every registered LightningModule / LightningDataModule: `dig fit|validate|test|predict`, the
+quantize stage and the pipeline compose their Lightning objects from config fragments through it.
+
+Plugins are loaded before the parser is built, so YAML configs can name plugin classes by their short class name
+(`class_path: RQVAE`). Configs compose from small fragments: `-c configs/trainer/cpu.yaml -c configs/model/... -c ...`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Sequence
+
+from jsonargparse import Namespace
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
+
+log = logging.getLogger(__name__)
+
+#: modules whose LightningModule / LightningDataModule subclasses the CLI can name by short class name
+STAGE_MODULES = (
+    "deepinterestgr.quantize.module",
+    "deepinterestgr.generate.module",
+    "deepinterestgr.rl.module",
+)
+
+
+def load_components() -> None:
+    """Import every plugin (registry) and every stage's Lightning classes so jsonargparse can resolve them."""
+    from deepinterestgr.registry import get_registry
+
+    get_registry()
+    for name in STAGE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # a real import error inside an existing module must surface
+                raise
+            log.debug("stage module %s not present", name)
+
+
+class DigLightningCLI(LightningCLI):
+    """LightningCLI with the project's defaults: subclass mode for model and data, config saved per run."""
+
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs) -> None:
+        load_components()
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_kwargs", {"default_env": False})
+        super().__init__(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=list(args) if args is not None else None,
+            run=run,
+            auto_configure_optimizers=False,
+            **kwargs,
+        )
+
+    def parse_arguments(self, parser, args) -> None:
+        # Lightning warns when `args` is given while sys.argv holds other arguments. Here that is by design: the
+        # pipeline and scripts pass `args` and keep their own command line in sys.argv, which must stay untouched
+        # because Lightning's DDP launcher starts ranks 1.. by re-running sys.argv.
+        if isinstance(args, (dict, Namespace)):
+            self.config = parser.parse_object(args)
+        else:
+            self.config = parser.parse_args(args)
+
+
+def run_lightning(args: Sequence[str], *, run: bool = True) -> DigLightningCLI:
+    """Run `dig <subcommand> ...` in-process (used by the pipeline and tests); returns the CLI (trainer, model, datamodule).
+    `-c configs/...` fragments are found in the package when the working directory has no `configs/`."""
+    from deepinterestgr.config_files import resolve_config_args
+
+    return DigLightningCLI(args=resolve_config_args(args), run=run)

@@ -39,6 +39,19 @@ REWARDS = {
     "prefix": {"weights": {"exact": 1.0, "prefix": 0.5}},  # denser credit for near misses
     "rank": {"weights": {"exact": 1.0, "rank": 1.0}},  # MiniOneRec/ReRe rank penalty (beam groups)
 }
+
+
+def composite(recipe: dict):
+    """A CompositeReward from a recipe of REWARDS (term names of the built-in rewards, weights, options)."""
+    from deepinterestgr.rl import rewards as r
+
+    classes = {"exact": r.ExactMatchReward, "valid": r.ValidityReward, "prefix": r.PrefixReward,
+               "qarm": r.QARMReward, "rank": r.RankPenaltyReward}
+    options = recipe.get("options", {})
+    return r.CompositeReward(terms={n: classes[n](**options.get(n, {})) for n in recipe["weights"]},
+                             weights=recipe["weights"])
+
+
 #: name -> (reward, candidates, ppo_epochs, lr)
 SETTINGS = {
     "exact-beam-mu1-lr1e-5": ("exact", "beam", 1, 1e-5),  # the paper's lr, today's default: moves nothing
@@ -153,7 +166,6 @@ def main(argv: list[str] | None = None) -> None:
     from deepinterestgr.generate.data import SequenceDataModule
     from deepinterestgr.generate.evaluation import metrics_from_ranks, ndcg_per_user, paired_bootstrap
     from deepinterestgr.rl.module import PolicyModule
-    from deepinterestgr.rl.rewards import CompositeReward
 
     init = args.run / "generate" / "checkpoints" / "best.ckpt"
     dm = SequenceDataModule(str(args.run), max_history=args.max_history, batch_size=args.batch_size,
@@ -162,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     quality_path = args.run / "evidence" / "quality.safetensors"
     quality = load_file(str(quality_path))["quality"].float() if quality_path.is_file() else None
 
-    start_module = PolicyModule(reward=CompositeReward(weights={"exact": 1.0}), init_checkpoint=str(init))
+    start_module = PolicyModule(reward=composite(REWARDS["exact"]), init_checkpoint=str(init))
     start_module.load_policy(init, tokenizer=dm.tokenizer)
     start = evaluate(start_module, dm)
     start_ndcg = ndcg_per_user(start["ranks"])
@@ -183,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         per_seed, stats_rows, fit_s = [], [], []
         for seed in args.seeds:
             seed_everything(seed, workers=True)
-            module = PolicyModule(reward=CompositeReward(**REWARDS[reward_name]), init_checkpoint=str(init),
+            module = PolicyModule(reward=composite(REWARDS[reward_name]), init_checkpoint=str(init),
                                   candidates=candidates, group_size=args.group_size, ppo_epochs=mu, lr=lr,
                                   beta=args.beta)
             stats = StepStats()

@@ -16,7 +16,7 @@ from deepinterestgr.generate.testing import write_tiny_run
 from deepinterestgr.quantize.module import QuantizerModule
 from deepinterestgr.quantize.rqvae import RQVAE
 from deepinterestgr.rl.module import PolicyModule
-from deepinterestgr.rl.rewards import CompositeReward
+from deepinterestgr.rl.rewards import CompositeReward, ExactMatchReward, PrefixReward
 
 TINY_T5 = dict(d_model=16, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=8, d_ff=32, dropout=0.0)
 
@@ -32,7 +32,8 @@ def test_plugin_objects_are_stored_as_configs():
     assert config == {"class_path": "deepinterestgr.generate.t5.T5SIDGenerator",
                       "init_args": {**TINY_T5, "max_positions": 12, "item_buckets": 0, "item_scores": False, "vocab_size": None,
                                     "sid_length": None}}
-    reward = CompositeReward(weights={"exact": 1.0, "prefix": 0.2})
+    reward = CompositeReward(terms={"exact": ExactMatchReward(), "prefix": PrefixReward()},
+                             weights={"exact": 1.0, "prefix": 0.2})
     policy = PolicyModule(init_checkpoint="x.ckpt", reward=reward)
     assert policy.hparams["reward"]["class_path"] == "deepinterestgr.rl.rewards.composite.CompositeReward"
     assert policy.hparams["reward"]["init_args"]["weights"] == {"exact": 1.0, "prefix": 0.2}
@@ -56,7 +57,7 @@ def test_plain_python_generator_checkpoint_loads_weights_only_and_rebuilds(tmp_p
     for name, tensor in module.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name]), name
 
-    policy = PolicyModule(init_checkpoint=str(path), reward=CompositeReward(weights={"exact": 1.0}))
+    policy = PolicyModule(init_checkpoint=str(path), reward=CompositeReward(terms={"exact": ExactMatchReward()}))
     policy.load_policy(path)
     assert torch.equal(next(policy.policy.parameters()), next(module.generator.parameters()))
 
@@ -71,7 +72,7 @@ def test_policy_refuses_a_checkpoint_that_needs_unpickling(tmp_path):
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     checkpoint["hyper_parameters"]["generator"] = module.generator  # what an older or foreign writer would store
     torch.save(checkpoint, path)
-    policy = PolicyModule(init_checkpoint=str(path), reward=CompositeReward(weights={"exact": 1.0}))
+    policy = PolicyModule(init_checkpoint=str(path), reward=CompositeReward(terms={"exact": ExactMatchReward()}))
     with pytest.raises(ArtifactError, match=r"pickled.ckpt: holds pickled Python objects.*weights_only=True"):
         policy.load_policy(path)
 

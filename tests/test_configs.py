@@ -158,14 +158,13 @@ def test_every_trainer_fragment_sets_its_seed(path):
 
 
 def test_every_rl_benchmark_setting_builds_a_valid_policy():
-    """benchmarks/bench_rl.py: each setting's reward builds from the registry and suits its candidate groups."""
+    """benchmarks/bench_rl.py: each setting's reward builds and suits its candidate groups."""
     from deepinterestgr.rl.module import PolicyModule
-    from deepinterestgr.rl.rewards import CompositeReward
 
     spec = importlib.util.spec_from_file_location("bench_rl", REPO / "benchmarks" / "bench_rl.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     for name, (reward, candidates, mu, lr) in bench.SETTINGS.items():
-        module = PolicyModule(reward=CompositeReward(**bench.REWARDS[reward]), candidates=candidates, ppo_epochs=mu,
+        module = PolicyModule(reward=bench.composite(bench.REWARDS[reward]), candidates=candidates, ppo_epochs=mu,
                               lr=lr)
         assert module.hparams.candidates == candidates, name

@@ -81,7 +81,7 @@ def test_gpt_config_trains_one_step(tmp_path):
 def test_renormalized_loss_is_the_catalog_softmax_and_rl_inherits_it(tmp_path):
     from deepinterestgr.cli.lightning import run_lightning
     from deepinterestgr.rl.module import PolicyModule
-    from deepinterestgr.rl.rewards import CompositeReward
+    from deepinterestgr.rl.rewards import CompositeReward, ExactMatchReward
 
     run = write_tiny_run(tmp_path / "run")
     cli = run_lightning(["fit", "-c", str(REPO / "configs/model/generator_t5_tiny.yaml"),
@@ -104,7 +104,7 @@ def test_renormalized_loss_is_the_catalog_softmax_and_rl_inherits_it(tmp_path):
     torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-5, atol=1e-5)
 
     policy = PolicyModule(init_checkpoint=str(run / "generate" / "checkpoints" / "last.ckpt"),
-                          reward=CompositeReward(weights={"exact": 1.0}))
+                          reward=CompositeReward(terms={"exact": ExactMatchReward()}))
     policy.load_policy(policy.hparams.init_checkpoint)
     assert policy.renormalize is True
 

@@ -17,7 +17,7 @@ from deepinterestgr.generate.module import GeneratorModule
 from deepinterestgr.generate.t5 import T5SIDGenerator
 from deepinterestgr.generate.testing import write_tiny_run
 from deepinterestgr.rl.module import PolicyModule
-from deepinterestgr.rl.rewards import CompositeReward, ExactMatchReward
+from deepinterestgr.rl.rewards import CompositeReward, ExactMatchReward, RankPenaltyReward
 from deepinterestgr.rl.rewards.base import Reward, RewardBatch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ def test_category_reward_from_the_plugin_package(tiny_run):
     from deepinterestgr.cli.lightning import run_lightning
 
     cli = run_lightning(["fit", *_cli_args(tiny_run, "configs/model/policy_category.yaml"), "--trainer.fast_dev_run", "true"])
-    assert "train/reward_CategoryConsistencyReward" in cli.trainer.logged_metrics
+    assert "train/reward_category" in cli.trainer.logged_metrics
     assert len(cli.model.reward_extras["item_categories"]) == NUM_ITEMS
 
 
@@ -138,7 +138,7 @@ def test_constructor_rejects_bad_settings():
     with pytest.raises(ValueError, match="candidates"):
         PolicyModule(reward=ExactMatchReward(), candidates="greedy")
     with pytest.raises(ValueError, match="beam ranks"):
-        PolicyModule(reward=CompositeReward(weights={"exact": 1, "rank": 1}), candidates="sample")
+        PolicyModule(reward=CompositeReward(terms={"exact": ExactMatchReward(), "rank": RankPenaltyReward()}), candidates="sample")
     with pytest.raises(ValueError, match="group_size"):
         PolicyModule(reward=ExactMatchReward(), group_size=1)
 
@@ -205,7 +205,7 @@ def test_edited_quality_file_is_caught_by_its_manifest(tiny_run, tmp_path):
 def test_policy_metrics_keep_every_k_apart(split):
     """A first batch with no hit below rank 5 made torchmetrics' compute groups merge @5 with @10 (Beauty reported
     R@5 == R@10): the policy's collections must keep computing each metric from its own state."""
-    module = PolicyModule(init_checkpoint="unused.ckpt", reward=CompositeReward(weights={"exact": 1.0}))
+    module = PolicyModule(init_checkpoint="unused.ckpt", reward=CompositeReward(terms={"exact": ExactMatchReward()}))
     metrics = getattr(module.ranker, f"{split}_metrics")  # the ranker the policy shares with the generator
     ranked = torch.arange(20).repeat(4, 1)  # items 0..19 in rank order for 4 users
     metrics.update(ranked, torch.tensor([0, 50, 51, 52]))  # one hit at rank 0, no hit at ranks 1..9
@@ -346,4 +346,4 @@ def test_mixed_groups_hold_the_beam_top_half_and_samples(tiny_run):
     assert ranks is None and result.items.shape == (8, 6) and (result.items >= 0).all()
     assert torch.equal(result.items[:, :3], beam.items)
     with pytest.raises(ValueError, match="beam ranks"):
-        PolicyModule(reward=CompositeReward(weights={"exact": 1, "rank": 1}), candidates="mixed")
+        PolicyModule(reward=CompositeReward(terms={"exact": ExactMatchReward(), "rank": RankPenaltyReward()}), candidates="mixed")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from deepinterestgr.registry import Registry
-from deepinterestgr.rl.rewards import CompositeReward
+from deepinterestgr.rl.rewards import CompositeReward, ExactMatchReward
 from deepinterestgr.rl.rewards.testing import make_reward_batch
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "dig-category-reward"
@@ -42,7 +42,8 @@ def test_entry_point_is_discovered_with_its_source(installed):
 def test_plugin_reward_composes_with_builtins(installed):
     from dig_category_reward import CategoryConsistencyReward
 
-    reward = CompositeReward(weights={"exact": 1.0, "category": 0.5})
+    reward = CompositeReward(terms={"exact": ExactMatchReward(), "category": CategoryConsistencyReward()},
+                             weights={"exact": 1.0, "category": 0.5})
     extras = CategoryConsistencyReward.example_extras(num_items=64, generator=torch.Generator().manual_seed(0))
     batch = make_reward_batch(extras=extras)
     parts = reward.components(batch)

@@ -14,6 +14,7 @@ from deepinterestgr.rl.rewards import (
     PrefixReward,
     QARMReward,
     RankPenaltyReward,
+    Reward,
     RewardBatch,
     ValidityReward,
 )
@@ -106,15 +107,33 @@ def test_composite_equals_the_paper_formula():
     assert out[0, 0].item() == pytest.approx(1 + 0.1 + 0.3 + 0.4)
 
 
-def test_composite_from_config_names_and_bounds():
-    reward = CompositeReward(weights={"exact": 1.0, "rank": 1.0})
+def test_composite_terms_are_typed_bounds_and_inputs_follow_them():
+    reward = CompositeReward(terms={"exact": ExactMatchReward(), "rank": RankPenaltyReward()})
+    assert reward.weights == {"exact": 1.0, "rank": 1.0}  # 1 per term unless weighted
     assert reward.bounds == (-1.0, 1.0)
     assert reward.requires == ("ranks",)
     assert set(reward.components(hand_batch())) == {"exact", "rank"}
-    with pytest.raises(Exception, match="no reward plugin named 'exactt'"):
-        CompositeReward(weights={"exactt": 1.0})
-    with pytest.raises(ValueError, match="options given"):
-        CompositeReward(weights={"exact": 1.0}, options={"qarm": {"alpha": 1.0}})
+    with pytest.raises(ValueError, match="weights given for"):
+        CompositeReward(terms={"exact": ExactMatchReward()}, weights={"qarm": 1.0})
+    with pytest.raises(TypeError, match="must be Reward objects"):
+        CompositeReward(terms={"exact": "exact"})
+    with pytest.raises(ValueError, match="is empty"):
+        CompositeReward(terms={})
+
+
+def test_composite_takes_a_reward_no_registry_knows(fresh_registry):
+    """A term is any Reward object: nothing is resolved through the (global or a test-local) plugin registry."""
+
+    class Half(Reward):
+        bounds = (0.0, 0.5)
+
+        def __call__(self, batch):
+            return torch.full(batch.generated.shape[:2], 0.5)
+
+    reward = CompositeReward(terms={"exact": ExactMatchReward(), "half": Half()}, weights={"half": 2.0})
+    batch = hand_batch()
+    assert torch.allclose(reward(batch), ExactMatchReward()(batch).float() + 1.0)
+    assert reward.bounds == (0.0, 2.0)
 
 
 def test_rank_penalty_follows_minionerec():

@@ -35,8 +35,8 @@ pytest.importorskip("litserve")
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_ITEMS, BEAM, MAX_HISTORY = 40, 10, 6
-TINY_T5 = dict(d_model=16, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=8, d_ff=32, dropout=0.0,
-               item_buckets=64, item_scores=True)
+TINY_T5 = {"d_model": 16, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 8, "d_ff": 32,
+           "dropout": 0.0, "item_buckets": 64, "item_scores": True}
 
 
 def _trainer(**kw):

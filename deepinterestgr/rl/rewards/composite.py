@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from deepinterestgr.rl.rewards.base import Reward, RewardBatch
@@ -16,32 +14,34 @@ PAPER_ALPHA = 0.5
 
 
 class CompositeReward(Reward):
-    """sum_k weights[k] * reward_k(batch), each term a registered reward built by name.
+    """sum_k weights[k] * terms[k](batch): a whole reward recipe in one config block.
 
-    `weights` maps registered reward names (built-in or from a plugin package) to weights; `options` holds
-    constructor arguments per name. The paper's reward
-    `R = 1[exact] + lambda_valid * 1[valid] + lambda_pref * LCP/L + alpha * q_t * 1[exact]` is
+    `terms` maps a name (used in logs and `weights`) to a reward object: in a config, each is a
+    `{class_path, init_args}` block naming any Reward subclass, built-in or from a plugin package; nothing is
+    looked up in the global plugin registry. `weights` defaults to 1 per term. The paper's reward
+    `R = 1[exact] + lambda_valid * 1[valid] + lambda_pref * LCP/L + alpha * q_t * 1[exact]` is `CompositeReward.paper()`:
 
-        CompositeReward(weights={"exact": 1, "valid": 0.1, "prefix": 0.2, "qarm": 1}, options={"qarm": {"alpha": 0.5}})
+        CompositeReward(terms={"exact": ExactMatchReward(), "valid": ValidityReward(), "prefix": PrefixReward(),
+                               "qarm": QARMReward(alpha=0.5)},
+                        weights={"exact": 1, "valid": 0.1, "prefix": 0.2, "qarm": 1})
 
-    or `CompositeReward.paper()`. Bounds and required inputs are derived from the terms.
+    Bounds and required inputs are derived from the terms.
     """
 
-    def __init__(self, *, weights: dict[str, float], options: dict[str, dict[str, Any]] | None = None) -> None:
-        from deepinterestgr.registry import get_registry
-
-        if not weights:
-            raise ValueError("CompositeReward: `weights` is empty; name at least one registered reward")
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(weights))
+    def __init__(self, *, terms: dict[str, Reward], weights: dict[str, float] | None = None) -> None:
+        if not terms:
+            raise ValueError("CompositeReward: `terms` is empty; give at least one reward, e.g. "
+                             "{exact: {class_path: ExactMatchReward}}")
+        not_rewards = {name: type(t).__name__ for name, t in terms.items() if not isinstance(t, Reward)}
+        if not_rewards:
+            raise TypeError(f"CompositeReward: terms must be Reward objects; got {not_rewards}")
+        weights = dict(weights or {})
+        unknown = sorted(set(weights) - set(terms))
         if unknown:
-            raise ValueError(f"CompositeReward: options given for {unknown}, which have no weight in `weights`")
-        registry = get_registry()
-        self.weights = {name: float(w) for name, w in weights.items()}
-        self.options = options
-        self.terms: dict[str, Reward] = {
-            name: registry.create("reward", name, **options.get(name, {})) for name in self.weights
-        }
+            raise ValueError(f"CompositeReward: weights given for {unknown}, which are not among the terms "
+                             f"{sorted(terms)}")
+        self.terms: dict[str, Reward] = dict(terms)
+        self.weights = {name: float(weights.get(name, 1.0)) for name in self.terms}
         low = sum(min(w * t.bounds[0], w * t.bounds[1]) for w, t in zip(self.weights.values(), self.terms.values()))
         high = sum(max(w * t.bounds[0], w * t.bounds[1]) for w, t in zip(self.weights.values(), self.terms.values()))
         self.bounds = (low, high)
@@ -56,10 +56,12 @@ class CompositeReward(Reward):
         alpha: float = PAPER_ALPHA,
     ) -> "CompositeReward":
         """The DeepInterestGR reward: exact + lambda_valid * valid + lambda_prefix * LCP/L + QARM(alpha)."""
-        return cls(
-            weights={"exact": 1.0, "valid": lambda_valid, "prefix": lambda_prefix, "qarm": 1.0},
-            options={"qarm": {"alpha": alpha}},
-        )
+        from deepinterestgr.rl.rewards.matching import ExactMatchReward, PrefixReward, ValidityReward
+        from deepinterestgr.rl.rewards.qarm import QARMReward
+
+        return cls(terms={"exact": ExactMatchReward(), "valid": ValidityReward(), "prefix": PrefixReward(),
+                          "qarm": QARMReward(alpha=alpha)},
+                   weights={"exact": 1.0, "valid": lambda_valid, "prefix": lambda_prefix, "qarm": 1.0})
 
     @classmethod
     def for_contract_test(cls) -> "CompositeReward":
@@ -75,4 +77,4 @@ class CompositeReward(Reward):
         return sum(self.weights[name] * value.float() for name, value in parts.items())
 
     def __repr__(self) -> str:
-        return f"CompositeReward(weights={self.weights}, options={self.options})"
+        return f"CompositeReward(terms={ {n: type(t).__name__ for n, t in self.terms.items()} }, weights={self.weights})"

@@ -78,7 +78,7 @@ def test_policy_refuses_a_checkpoint_that_needs_unpickling(tmp_path):
 
 
 def test_init_args_are_those_of_the_outermost_constructor():
-    from deepinterestgr.registry.init_config import RecordsInitArgs
+    from deepinterestgr.init_args import RecordsInitArgs
 
     class Parent(RecordsInitArgs):
         def __init__(self, *, alpha: float = 1.0, **extra) -> None:

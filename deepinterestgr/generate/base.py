@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from deepinterestgr.registry.init_config import RecordsInitArgs
+from deepinterestgr.init_args import RecordsInitArgs
 
 
 class PrefixDecoding(NamedTuple):

@@ -19,11 +19,16 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.data import SequenceDataModule  # noqa: F401  (importing this module lets the CLI name it)
-from deepinterestgr.generate.ranker import (RANKING_KEY, Ranker, best_and_last_checkpoints, sid_table_hash,
-                                            user_configured_checkpoint)
+from deepinterestgr.generate.ranker import (
+    RANKING_KEY,
+    Ranker,
+    best_and_last_checkpoints,
+    sid_table_hash,
+    user_configured_checkpoint,
+)
 from deepinterestgr.generate.tokenizer import PAD, SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
-from deepinterestgr.registry.init_config import plugin_hparams_as_configs
+from deepinterestgr.init_args import plugin_hparams_as_configs
 from deepinterestgr.training import StepSeed
 
 log = logging.getLogger(__name__)

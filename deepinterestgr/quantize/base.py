@@ -8,7 +8,7 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from deepinterestgr.registry.init_config import RecordsInitArgs
+from deepinterestgr.init_args import RecordsInitArgs
 
 
 class QuantizerOutput(NamedTuple):

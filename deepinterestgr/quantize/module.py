@@ -18,12 +18,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import OptimizerCallable
 
 from deepinterestgr.artifacts import sha256_file, stable_hash
+from deepinterestgr.init_args import plugin_hparams_as_configs
 from deepinterestgr.quantize.artifacts import write_quantize_artifacts
 from deepinterestgr.quantize.base import Quantizer
 from deepinterestgr.quantize.datamodule import EmbeddingDataModule
 from deepinterestgr.quantize.fusion import CMSAFusion
 from deepinterestgr.quantize.metrics import code_table_metrics
-from deepinterestgr.registry.init_config import plugin_hparams_as_configs
 from deepinterestgr.training import StepSeed
 
 __all__ = ["EmbeddingDataModule", "QuantizerModule", "quantize_config_hash"]

@@ -33,15 +33,20 @@ from safetensors.torch import load_file
 from deepinterestgr.artifacts import MANIFEST, ArtifactError, read_jsonl, read_manifest, sha256_file
 from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.module import GeneratorModule
-from deepinterestgr.generate.ranker import (Ranker, best_and_last_checkpoints, check_ranking_options, sid_table_hash,
-                                            user_configured_checkpoint)
+from deepinterestgr.generate.ranker import (
+    Ranker,
+    best_and_last_checkpoints,
+    check_ranking_options,
+    sid_table_hash,
+    user_configured_checkpoint,
+)
 from deepinterestgr.generate.search import SearchResult, constrained_beam_search, constrained_sample, sid_log_probs
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
+from deepinterestgr.init_args import plugin_hparams_as_configs
 from deepinterestgr.rl.grpo import group_advantages, grpo_loss
 from deepinterestgr.rl.rewards.base import Reward, RewardBatch
 from deepinterestgr.rl.rewards.composite import CompositeReward
-from deepinterestgr.registry.init_config import plugin_hparams_as_configs
 from deepinterestgr.training import StepSeed
 
 log = logging.getLogger(__name__)

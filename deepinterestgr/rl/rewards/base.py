@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from deepinterestgr.registry.init_config import RecordsInitArgs
+from deepinterestgr.init_args import RecordsInitArgs
 
 
 @dataclass

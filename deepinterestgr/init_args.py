@@ -1,4 +1,5 @@
-"""Plugins remember their constructor arguments, so modules store them as configs rather than pickled objects.
+"""Checkpoint serialisation of plugins: they remember their constructor arguments, so modules store them as
+configs rather than pickled objects.
 
 LightningCLI writes a plugin argument into a checkpoint's hyper-parameters as `{"class_path", "init_args"}`; a module
 built in plain Python would pickle the plugin object instead, and such a checkpoint only loads with

@@ -16,7 +16,10 @@ again with the new SID table. Rows (test, all users, split by whether the target
 
 Selection: the re-ranking weight of each generator row on a seeded sample of 3,000 valid users; test quoted.
 
-Phases: prepare (run dir + new_items.jsonl), sids (dig evidence + dig quantize), fit, add, evaluate.
+  generator, cold slots     the codes-only model with its lowest top-10 slots given to the best cold items by its
+                           own item-level scores (`generate.evaluation.with_cold_slots`); slots selected on valid
+
+Phases: prepare (run dir + new_items.jsonl), sids (dig evidence + dig quantize), fit, add, evaluate, cold_slots.
 Writes benchmarks/results/cold_start.json.
 """
 
@@ -74,8 +77,10 @@ def prepare(args) -> dict:
     for new, old in enumerate(order):
         rows.append({**catalog[old], "item_id": new})
     write_jsonl(args.run / "data" / "catalog.jsonl", rows[:warm_count])
-    write_jsonl(args.run / "new_items.jsonl", [{k: v for k, v in r.items() if k != "item_id"} for r in rows[warm_count:]])
-    sequences = [{**s, "items": [new_id[i] for i in s["items"]]} for s in read_jsonl(args.source / "data" / "sequences.jsonl")]
+    write_jsonl(args.run / "new_items.jsonl",
+                [{k: v for k, v in r.items() if k != "item_id"} for r in rows[warm_count:]])
+    sequences = [{**s, "items": [new_id[i] for i in s["items"]]}
+                 for s in read_jsonl(args.source / "data" / "sequences.jsonl")]
     write_jsonl(args.run / "data" / "sequences.jsonl", sequences)
     info = {"items": n, "warm": warm_count, "cold": len(cold), "seed": args.seed, "source": str(args.source),
             "cold_test_targets": sum(s["items"][-1] >= warm_count for s in sequences),
@@ -125,7 +130,8 @@ def _split_metrics(rank: torch.Tensor, cold: torch.Tensor) -> dict:
     from deepinterestgr.generate.evaluation import metrics_from_ranks
 
     return {"all": metrics_from_ranks(rank), "cold_targets": metrics_from_ranks(rank[cold]),
-            "warm_targets": metrics_from_ranks(rank[~cold]), "users": {"cold": int(cold.sum()), "warm": int((~cold).sum())}}
+            "warm_targets": metrics_from_ranks(rank[~cold]),
+            "users": {"cold": int(cold.sum()), "warm": int((~cold).sum())}}
 
 
 def evaluate(args) -> dict:
@@ -136,15 +142,16 @@ def evaluate(args) -> dict:
     info = json.loads((args.run / "cold.json").read_text())
     warm = info["warm"]
     version_dir = pointer_path(args.run).parent / json.loads(pointer_path(args.run).read_text())["dir"]
-    module = GeneratorModule.load_from_checkpoint(args.run / "generate" / "checkpoints" / "best.ckpt", map_location="cpu")
+    module = GeneratorModule.load_from_checkpoint(args.run / "generate" / "checkpoints" / "best.ckpt",
+                                                  map_location="cpu")
     rows = {}
     for name, table_dir, unseen in (("generator before add", None, False),
                                     ("generator after add, hashed identity for cold items", version_dir, False),
                                     ("generator after add, codes only for cold items", version_dir, True)):
         t0 = time.perf_counter()
         if table_dir is not None:
-            from deepinterestgr.quantize.sid import SIDTable
             from deepinterestgr.generate.tokenizer import SIDTokenizer
+            from deepinterestgr.quantize.sid import SIDTable
 
             tok = SIDTokenizer(SIDTable.load(table_dir))
             module.set_tokenizer(tok)
@@ -165,6 +172,63 @@ def evaluate(args) -> dict:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "cold_start.json").write_text(json.dumps(out, indent=2) + "\n")
     return out
+
+
+def cold_slots(args) -> dict:
+    """The codes-only model after add, with its lowest top-10 slots given to the best cold items by its own
+    item-level scores (`with_cold_slots`); the number of slots and the re-ranking weight selected on valid."""
+    from deepinterestgr.generate.evaluation import hit_ranks, reranked_items, with_cold_slots
+    from deepinterestgr.generate.module import GeneratorModule
+    from deepinterestgr.generate.tokenizer import SIDTokenizer
+    from deepinterestgr.quantize.sid import SIDTable
+    from deepinterestgr.serve.versions import pointer_path
+
+    info = json.loads((args.run / "cold.json").read_text())
+    warm = info["warm"]
+    version_dir = pointer_path(args.run).parent / json.loads(pointer_path(args.run).read_text())["dir"]
+    module = GeneratorModule.load_from_checkpoint(args.run / "generate" / "checkpoints" / "best.ckpt", map_location="cpu")
+    tok = SIDTokenizer(SIDTable.load(version_dir))
+    module.set_tokenizer(tok)
+    module.generator.set_unseen_items(tok.item_tokens[warm:])
+    cold_items = torch.arange(warm, tok.num_items)
+
+    def collect(split: str, users: int | None):
+        from deepinterestgr.generate.data import SequenceDataModule
+        from deepinterestgr.generate.evaluation import collect_candidates
+
+        dm = SequenceDataModule(str(args.run), max_history=20, eval_batch_size=256, unknown_items="drop",
+                                sid_table_dir=str(version_dir), val_max_users=users)
+        dm.setup("test")
+        return collect_candidates(module, dm, split, beam_size=args.beam, cold_items=cold_items)
+
+    def slot_ranks(c, weight: float, slots: int) -> torch.Tensor:
+        items = reranked_items(c, weight, exclude_history=True)
+        return hit_ranks(with_cold_slots(items, c.cold_top, slots, history_items=c.history_items), c.targets)
+
+    valid, test = collect("valid", 3000), collect("test", None)
+    grid = [(w, r) for w in WEIGHTS for r in range(0, 4)]
+    score = {key: float(ndcg_of(slot_ranks(valid, *key))) for key in grid}
+    weight, slots = max(grid, key=score.get)
+    rows = {}
+    for r in range(0, 4):
+        rank = slot_ranks(test, weight, r)
+        rows[f"generator after add, codes only, {r} cold slot(s)"] = {
+            **_split_metrics(rank, test.targets >= warm), "rerank_weight": weight, "cold_slots": r,
+            "valid_ndcg@10": score[(weight, r)], "selected": r == slots}
+        print(r, json.dumps(rows[f"generator after add, codes only, {r} cold slot(s)"]["cold_targets"]),
+              json.dumps(rows[f"generator after add, codes only, {r} cold slot(s)"]["warm_targets"]))
+    path = RESULTS / "cold_start.json"
+    out = json.loads(path.read_text())
+    out["cold_slots"] = {"selected_on": "valid ndcg@10, 3,000 sampled users", "selected_slots": slots,
+                         "selected_weight": weight, "rows": rows}
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def ndcg_of(rank: torch.Tensor) -> float:
+    from deepinterestgr.generate.evaluation import ndcg_per_user
+
+    return float(ndcg_per_user(rank, 10).mean())
 
 
 def content_baseline(args, info: dict, version_dir: Path) -> dict:
@@ -193,13 +257,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--source", type=Path, default=REPO / "runs" / "beauty_quality" / "sids_collab",
                    help="a prepared Beauty run directory (its data/catalog.jsonl and data/sequences.jsonl)")
     p.add_argument("--run", type=Path, default=REPO / "runs" / "cold_start")
-    p.add_argument("--cache-dir", type=Path, default=REPO / "runs" / "beauty_quality" / "sids_text" / "evidence" / "cache")
+    p.add_argument("--cache-dir", type=Path,
+                   default=REPO / "runs" / "beauty_quality" / "sids_text" / "evidence" / "cache")
     p.add_argument("--cold-share", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--max-time", default="00:00:25:00")
     p.add_argument("--beam", type=int, default=50)
-    p.add_argument("--phases", nargs="+", default=["prepare", "sids", "fit", "add", "evaluate"],
-                   choices=["prepare", "sids", "fit", "add", "evaluate"])
+    p.add_argument("--phases", nargs="+", default=["prepare", "sids", "fit", "add", "evaluate", "cold_slots"],
+                   choices=["prepare", "sids", "fit", "add", "evaluate", "cold_slots"])
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     for phase in args.phases:

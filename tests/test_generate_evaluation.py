@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from deepinterestgr.generate.evaluation import (Candidates, metrics_from_ranks, ndcg_per_user, paired_bootstrap, ranks,
-                                                reranked_items)
+from deepinterestgr.generate.evaluation import (
+    Candidates,
+    metrics_from_ranks,
+    ndcg_per_user,
+    paired_bootstrap,
+    ranks,
+    reranked_items,
+)
 from deepinterestgr.generate.metrics import retrieval_metrics
 
 
@@ -56,3 +62,15 @@ def test_exclude_history_drops_history_items_and_moves_the_rest_up():
 
     with pytest.raises(ValueError, match="without history items"):
         ranks(_candidates(), 0.0, exclude_history=True)
+
+
+def test_cold_slots_put_the_best_cold_items_at_the_bottom_of_the_top_k():
+    from deepinterestgr.generate.evaluation import with_cold_slots
+
+    items = torch.tensor([[0, 1, 2, 3, 4, 5], [0, -1, 2, 3, 4, 5]])
+    cold = torch.tensor([[9, 8, 7], [8, 9, 7]])
+    history = torch.tensor([[-1], [8]])
+    out = with_cold_slots(items, cold, 2, k=4, history_items=history)
+    assert out[0].tolist() == [0, 1, 9, 8, 2, 3, 4, 5]
+    assert out[1].tolist() == [0, -1, 9, 7, 2, 3, 4, 5]  # 8 is a history item: the next cold item takes its slot
+    assert torch.equal(with_cold_slots(items, cold, 0, k=4), items)

@@ -26,12 +26,15 @@ class Candidates(NamedTuple):
     targets: torch.Tensor  # [U]
     users: torch.Tensor  # [U] row of each user in sequences.jsonl
     history_items: torch.Tensor | None = None  # [U, H] the items the generator read (-1 = padding)
+    cold_top: torch.Tensor | None = None  # [U, M] item-level top-M among `cold_items` (items added after training)
 
 
 @torch.no_grad()
 def collect_candidates(module, datamodule, split: str, *, beam_size: int, top_k: int = 10,
-                       progress: bool = True) -> Candidates:
-    """Beam-search every example of `split` ("valid" or "test") served by `datamodule` (a set-up SequenceDataModule)."""
+                       progress: bool = True, cold_items: torch.Tensor | None = None) -> Candidates:
+    """Beam-search every example of `split` ("valid" or "test") served by `datamodule` (a set-up SequenceDataModule).
+    With `cold_items` (ids of items added after training) and item-level scores, also the top-`top_k` of those items
+    by item-level score (`cold_top`, for `with_cold_slots`)."""
     module.eval()
     has_items = bool(getattr(module.generator, "has_item_scores", False))
     loader = datamodule.val_dataloader() if split == "valid" else datamodule.test_dataloader()
@@ -46,6 +49,9 @@ def collect_candidates(module, datamodule, split: str, *, beam_size: int, top_k:
             logp = module.item_log_probs(batch["history"], batch["history_mask"])
             parts["item_logp"].append(logp.gather(1, result.items.clamp(min=0)))
             parts["item_top"].append(logp.topk(top_k, dim=-1).indices)
+            if cold_items is not None:
+                cold = cold_items.to(logp.device)
+                parts["cold_top"].append(cold[logp[:, cold].topk(min(top_k, len(cold)), dim=-1).indices])
         parts["targets"].append(batch["target_item"])
         parts["users"].append(batch["user_index"])
         hist = module.history_items(batch["history"], batch["history_mask"])
@@ -66,6 +72,24 @@ def reranked_items(c: Candidates, weight: float, *, exclude_history: bool = Fals
             raise ValueError("these candidates were collected without history items; collect them again")
         items = items.masked_fill(in_history(items, c.history_items), -1)  # hit_ranks skips padding: later move up
     return items
+
+
+def with_cold_slots(items: torch.Tensor, cold_top: torch.Tensor, slots: int, *, k: int = 10,
+                    history_items: torch.Tensor | None = None) -> torch.Tensor:
+    """A ranked list [U, K'] whose positions k-slots .. k-1 hold the best `slots` cold items by item-level score
+    (`Candidates.cold_top`; history items and items already listed above are skipped): a generator that never
+    emits an item added after training still shows some, at the price of its own lowest slots in the top k."""
+    if slots <= 0:
+        return items
+    head, tail = items[:, : k - slots], items[:, k - slots:]
+    cold = cold_top.masked_fill(in_history(cold_top, head), -1)
+    if history_items is not None:
+        cold = cold.masked_fill(in_history(cold, history_items), -1)
+    # the first `slots` remaining cold items per row, in score order (stable sort puts -1 gaps last)
+    order = (cold < 0).long().argsort(dim=1, stable=True)
+    picked = cold.gather(1, order)[:, :slots]
+    tail = tail.masked_fill(in_history(tail, picked), -1)
+    return torch.cat([head, picked, tail], dim=1)
 
 
 def ranks(c: Candidates, weight: float = 0.0, *, exclude_history: bool = False) -> torch.Tensor:

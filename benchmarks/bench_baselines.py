@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> None:
 
     start = time.perf_counter()
     if args.run is not None and (args.run / "data").is_dir():
-        records = run_baselines(str(args.run), methods=args.methods, seed=args.seed, sasrec_max_epochs=args.sasrec_max_epochs,
-                                sasrec_max_minutes=args.sasrec_max_minutes)
+        records = run_baselines(str(args.run), methods=args.methods, seed=args.seed,
+                                sasrec_max_epochs=args.sasrec_max_epochs, sasrec_max_minutes=args.sasrec_max_minutes)
         source = str(args.run / "data")
     else:
         sequences, num_items = beauty_sequences(args.data_root)

@@ -141,8 +141,8 @@ def fit(args, name: str) -> dict:
     fit_s = sh("fit", *fragments, "--data.run_dir", str(run), "--trainer.default_root_dir", str(run / "generate"),
                "--trainer.enable_progress_bar", "false", "--trainer.max_time", args.max_time,
                "--data.val_max_users", str(args.val_max_users), "--seed_everything", str(args.seed), *overrides)
-    record = {"variant": name, "config": config, "overrides": list(overrides), "fit_s": round(fit_s), "max_time": args.max_time, "seed": args.seed,
-              "val_max_users": args.val_max_users}
+    record = {"variant": name, "config": config, "overrides": list(overrides), "fit_s": round(fit_s),
+              "max_time": args.max_time, "seed": args.seed, "val_max_users": args.val_max_users}
     marker.write_text(json.dumps(record, indent=2) + "\n")
     return record
 
@@ -150,8 +150,13 @@ def fit(args, name: str) -> dict:
 def evaluate(args, name: str) -> dict:
     """Beam search once per split and beam width; select (beam, re-ranking weight) on valid; per-user test ranks."""
     from deepinterestgr.generate.data import SequenceDataModule
-    from deepinterestgr.generate.evaluation import (Candidates, collect_candidates, metrics_from_ranks, ranks,
-                                                    valid_curve)
+    from deepinterestgr.generate.evaluation import (
+        Candidates,
+        collect_candidates,
+        metrics_from_ranks,
+        ranks,
+        valid_curve,
+    )
     from deepinterestgr.generate.metrics import hit_ranks
     from deepinterestgr.generate.module import GeneratorModule
 
@@ -261,7 +266,8 @@ def markdown_table(result: dict) -> str:
         return f"{r[c]:.4f}" + (f" ± {std:.4f}" if std else "")
 
     valid = {(r["method"], r["variant"]): r for r in result["rows"] if r["split"] == "valid"}
-    lines = ["| method | variant | seeds | R@5 | N@5 | R@10 | N@10 | valid N@10 | fit s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | variant | seeds | R@5 | N@5 | R@10 | N@10 | valid N@10 | fit s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in (r for r in result["rows"] if r["split"] == "test"):
         v = valid.get((r["method"], r["variant"]))
         lines.append(f"| {r['method']} | {r['variant']} | {len(r['seeds']) or '-'} | "
@@ -272,8 +278,9 @@ def markdown_table(result: dict) -> str:
     b = result.get("bootstrap")
     if b:
         lines.append("")
-        lines.append(f"Paired bootstrap over {b['users']:,} test users ({b['samples']} resamples), N@10 of {b['a']} minus "
-                     f"{b['b']}: {b['mean_diff']:+.4f} (95% CI {b['ci95'][0]:+.4f} .. {b['ci95'][1]:+.4f}).")
+        lines.append(f"Paired bootstrap over {b['users']:,} test users ({b['samples']} resamples), "
+                     f"N@10 of {b['a']} minus {b['b']}: {b['mean_diff']:+.4f} "
+                     f"(95% CI {b['ci95'][0]:+.4f} .. {b['ci95'][1]:+.4f}).")
     return "\n".join(lines)
 
 
@@ -325,8 +332,9 @@ def main(argv: list[str] | None = None) -> None:
     for split in ("valid", "test") if sas else ():
         mean, std = mean_std(sas, split)
         no_repeat = ", no repeats" if all(r["params"].get("exclude_history") for r in sas) else ""
-        rows.append(row("sasrec", f"2x64, CE, len 50, dropout 0.5{no_repeat}", split, mean, seeds=[r["seed"] for r in sas],
-                        std=std, fit_s=round(sum(r["wall_time_s"] for r in sas) / len(sas))))
+        rows.append(row("sasrec", f"2x64, CE, len 50, dropout 0.5{no_repeat}", split, mean,
+                        seeds=[r["seed"] for r in sas], std=std,
+                        fit_s=round(sum(r["wall_time_s"] for r in sas) / len(sas))))
     evaluations = {}
     for name in args.variants:
         marker = variant_run(args, name) / "generate" / "fit_done.json"

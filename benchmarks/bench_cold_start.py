@@ -186,7 +186,8 @@ def cold_slots(args) -> dict:
     info = json.loads((args.run / "cold.json").read_text())
     warm = info["warm"]
     version_dir = pointer_path(args.run).parent / json.loads(pointer_path(args.run).read_text())["dir"]
-    module = GeneratorModule.load_from_checkpoint(args.run / "generate" / "checkpoints" / "best.ckpt", map_location="cpu")
+    module = GeneratorModule.load_from_checkpoint(args.run / "generate" / "checkpoints" / "best.ckpt",
+                                                  map_location="cpu")
     tok = SIDTokenizer(SIDTable.load(version_dir))
     module.set_tokenizer(tok)
     module.generator.set_unseen_items(tok.item_tokens[warm:])

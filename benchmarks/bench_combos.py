@@ -2,14 +2,17 @@
 
 Runs `dig pipeline` for every (dataset, variant, seed) of `benchmarks/combos.yaml` (or a subset), reusing the
 evidence cache across variants of a dataset, and writes
-  <runs>/<dataset>/<variant>/seed<k>/            the run directory (all artifacts, TensorBoard logs; runs/ is not tracked)
+  <runs>/<dataset>/<variant>/seed<k>/            the run directory (all artifacts, TensorBoard logs;
+                                                 runs/ is not tracked)
   <out>/runs/<dataset>__<variant>__seed<k>.json  one JSON per run: test metrics of generator and policy, SID stats,
-                                                 and on synthetic data the information SIDs carry about the latent intents
+                                                 and on synthetic data the information SIDs carry about the
+                                                 latent intents
   <out>/combos.md                                a markdown table, mean ± std over seeds
   <out>/combos_<dataset>.png                     bar plots of N@10 (and intent NMI on synthetic)
 
     python benchmarks/bench_combos.py --datasets synthetic --seeds 42 2333 6666
-    python benchmarks/bench_combos.py --datasets beauty --variants text_only dcim qarm full --seeds 42 --data-root ../shared/data
+    python benchmarks/bench_combos.py --datasets beauty --variants text_only dcim qarm full --seeds 42 \\
+        --data-root ../shared/data
 """
 
 from __future__ import annotations
@@ -56,15 +59,18 @@ def run_one(dataset: str, base_path: str, variant_name: str, variant: dict, seed
         proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"{dataset}/{variant_name}/seed{seed} failed (exit {proc.returncode}); see {run_dir / 'pipeline.log'}")
+        raise RuntimeError(f"{dataset}/{variant_name}/seed{seed} failed (exit {proc.returncode}); "
+                           f"see {run_dir / 'pipeline.log'}")
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     record = {
         "dataset": dataset, "variant": variant_name, "seed": seed, "wall_seconds": round(seconds, 1),
         "description": variant.get("description", ""),
         "generator": {m: _pick(results.get("generate", {}).get("metrics", {}), m) for m in METRICS},
-        "policy": {m: _pick(results.get("rl", {}).get("metrics", {}), m) for m in METRICS} if results.get("rl") else None,
+        "policy": ({m: _pick(results.get("rl", {}).get("metrics", {}), m) for m in METRICS}
+                   if results.get("rl") else None),
         "sid": _sid_stats(run_dir),
-        "stage_seconds": {k: v.get("seconds") for k, v in json.loads((run_dir / "pipeline_state.json").read_text()).items()},
+        "stage_seconds": {k: v.get("seconds")
+                          for k, v in json.loads((run_dir / "pipeline_state.json").read_text()).items()},
     }
     return record
 
@@ -122,8 +128,9 @@ def oracle_label(dataset: str, variant: dict | None) -> str:
 
 
 def write_table(records: list[dict], out: Path, variants: dict | None = None) -> str:
-    lines = ["| dataset | variant | seeds | model | R@5 | N@5 | R@10 | N@10 | intent NMI@L1 | purity@L1 | 2-code / 3-code "
-             "collisions | perplexity L0 / L1 / L2 |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | variant | seeds | model | R@5 | N@5 | R@10 | N@10 | intent NMI@L1 | purity@L1 | "
+             "2-code / 3-code collisions | perplexity L0 / L1 / L2 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     keys = sorted({(r["dataset"], r["variant"]) for r in records}, key=lambda k: (k[0], list(dict.fromkeys(
         r["variant"] for r in records)).index(k[1])))
     for dataset, variant in keys:
@@ -157,8 +164,10 @@ def write_plots(records: list[dict], out: Path) -> list[Path]:
         fig, axes = plt.subplots(1, len(panels) + with_truth, figsize=(5 * (len(panels) + with_truth), 4))
         for ax, (model, metric) in zip(axes, panels):
             values = [[(r.get(model) or {}).get(metric) for r in rows if r["variant"] == v] for v in variants]
-            means = [statistics.mean([x for x in vs if x is not None]) if any(x is not None for x in vs) else 0 for vs in values]
-            errs = [statistics.stdev([x for x in vs if x is not None]) if sum(x is not None for x in vs) > 1 else 0 for vs in values]
+            means = [statistics.mean([x for x in vs if x is not None]) if any(x is not None for x in vs) else 0
+                     for vs in values]
+            errs = [statistics.stdev([x for x in vs if x is not None]) if sum(x is not None for x in vs) > 1 else 0
+                    for vs in values]
             ax.bar(variants, means, yerr=errs, capsize=3)
             ax.set_title(f"{dataset}: {model} test {metric}")
             ax.tick_params(axis="x", rotation=45)

@@ -128,7 +128,8 @@ def synthetic_recovery(name: str, model: str, n: int, args, encoder) -> dict:
            "random": {"nmi": round(float(normalized_mutual_info_score(
                torch.randint(0, len(INTENTS), (n,), generator=torch.Generator().manual_seed(args.seed)), main)), 4),
                "accuracy": round(1 / len(INTENTS), 4)},
-           "examples": [{"title": it.title, "truth": INTENTS[int(t)], "descriptors": [d.descriptor for d in m.descriptors]}
+           "examples": [{"title": it.title, "truth": INTENTS[int(t)],
+                         "descriptors": [d.descriptor for d in m.descriptors]}
                         for it, t, m in list(zip(items, main, llm))[:6]]}
     log.info("%s synthetic recovery: NMI %.3f (zero-shot oracle %.3f, random %.3f)", name, out["nmi"],
              out["zero_shot_oracle"]["nmi"], out["random"]["nmi"])
@@ -172,7 +173,8 @@ def mask_cost(tokenizer, schema: dict, answer: str, steps: int = 3) -> dict:
             for k in range(len(ids)):
                 allowed = enforcer.get_allowed_tokens(ids[:k])
                 if not allowed.is_token_allowed(ids[k]):
-                    out["lm_format_enforcer_rejected"] = f"rejected the answer's token {k} ({tokenizer.decode(ids[k])!r})"
+                    out["lm_format_enforcer_rejected"] = (f"rejected the answer's token {k} "
+                                                          f"({tokenizer.decode(ids[k])!r})")
                     break
         out["lm_format_enforcer_ms_per_token"] = round((time.perf_counter() - t) / steps / len(ids) * 1000, 3)
     except ImportError:
@@ -181,7 +183,8 @@ def mask_cost(tokenizer, schema: dict, answer: str, steps: int = 3) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
     p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--models", nargs="+", default=["smollm2-135m"], choices=list(MODELS))
@@ -201,13 +204,14 @@ def main(argv=None) -> None:
 
     encoder = shared_text_encoder("minilm-packaged")
     items = beauty_items(args.data_root, args.sample, args.seed) if args.sample else []
-    result = {"dataset": "Beauty", "sample_seed": args.seed, "rows": [], "command": "python benchmarks/bench_dcim_llm.py "
-              + " ".join(argv if argv is not None else sys.argv[1:])}
+    result = {"dataset": "Beauty", "sample_seed": args.seed, "rows": [],
+              "command": "python benchmarks/bench_dcim_llm.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     if args.out.exists():  # models measured by an earlier invocation stay unless measured again
         earlier = json.loads(args.out.read_text(encoding="utf-8"))
         again = set(args.models)
         result["rows"] = [r for r in earlier.get("rows", []) if not (args.sample and r["model"] in again)]
-        result["mask_cost"] = {k: v for k, v in earlier.get("mask_cost", {}).items() if not (args.sample and k in again)}
+        result["mask_cost"] = {k: v for k, v in earlier.get("mask_cost", {}).items()
+                               if not (args.sample and k in again)}
         result["synthetic_recovery"] = [r for r in earlier.get("synthetic_recovery", [])
                                         if not (args.synthetic and r["model"] in again)]
     for name in args.models:
@@ -220,9 +224,11 @@ def main(argv=None) -> None:
                 result["rows"].append(mine_row(name, MODELS[name], items[: args.free_sample], args, encoder,
                                                constrained=False))
             tokenizer, _ = load_causal_lm(MODELS[name])
-            answer = json.dumps({"descriptors": [{"descriptor": "gift for a new mother", "confidence": 0.9},
-                                                 {"descriptor": "stretch mark care during pregnancy", "confidence": 0.8}]})
-            result.setdefault("mask_cost", {})[name] = mask_cost(tokenizer, descriptors_schema(args.max_descriptors), answer)
+            answer = json.dumps({"descriptors": [
+                {"descriptor": "gift for a new mother", "confidence": 0.9},
+                {"descriptor": "stretch mark care during pregnancy", "confidence": 0.8}]})
+            result.setdefault("mask_cost", {})[name] = mask_cost(
+                tokenizer, descriptors_schema(args.max_descriptors), answer)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(result, indent=2, ensure_ascii=False))

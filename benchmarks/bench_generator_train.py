@@ -51,9 +51,9 @@ def measure(run: str, arch: str, bucketing: bool, *, batch_size: int, steps: int
     dm = SequenceDataModule(run, batch_size=batch_size, length_bucketing=bucketing)
     model = GeneratorModule(generator=T5SIDGenerator(**ARCHS[arch]), early_stopping_patience=0)
     timer = StepTimer(warmup)
-    trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_steps=warmup + steps, limit_val_batches=0,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[timer])
+    trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_steps=warmup + steps,
+                        limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[timer])
     trainer.fit(model, datamodule=dm)
     elapsed = time.perf_counter() - timer.t0
     return {"arch": arch, "length_bucketing": bucketing, "batch_size": batch_size, "steps": timer.steps,

@@ -72,7 +72,8 @@ def main() -> None:
         row = {
             "items": metrics["num_items"], "collision_rate_3codes": metrics["collision_rate"],
             "usage": metrics["usage"], "perplexity": [round(p, 1) for p in metrics["perplexity"]],
-            "max_group_size": metrics["max_group_size"], "all_sids_unique": metrics["num_sids_unique"] == metrics["num_items"],
+            "max_group_size": metrics["max_group_size"],
+            "all_sids_unique": metrics["num_sids_unique"] == metrics["num_items"],
             "num_suffix": metrics["num_suffix"], "fit_seconds": metrics["fit_seconds"], "stage_wall_seconds": wall,
             "epochs": metrics["epochs"], "config": [Path(model_cfg).name, *overrides, *extra],
             "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),

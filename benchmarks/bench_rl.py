@@ -125,13 +125,13 @@ def markdown_table(results: dict) -> str:
     start = results["start"]
     lines = [f"Start (the generator, same ranker): N@10 {start['ndcg@10']:.4f}, R@10 {start['recall@10']:.4f}, "
              f"distinct top-1 {start['distinct_top1']}, {results['users']} test users.", "",
-             "| setting | reward | candidates | μ | lr | steps | seeds | N@10 (mean ± std) | Δ N@10 | 95% CI (paired) | "
-             "zero-adv. groups | clip frac. | distinct top-1 | coverage@10 |",
+             "| setting | reward | candidates | μ | lr | steps | seeds | N@10 (mean ± std) | "
+             "Δ N@10 | 95% CI (paired) | zero-adv. groups | clip frac. | distinct top-1 | coverage@10 |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["settings"]:
         lines.append(
-            f"| {r['setting']} | {r['reward_name']} | {r['candidates']} | {r['ppo_epochs']} | {r['lr']:g} | {r['steps']} | "
-            f"{len(r['seeds'])} | {r['policy']['ndcg@10']:.4f} ± {r['policy_std']['ndcg@10']:.4f} | "
+            f"| {r['setting']} | {r['reward_name']} | {r['candidates']} | {r['ppo_epochs']} | {r['lr']:g} | "
+            f"{r['steps']} | {len(r['seeds'])} | {r['policy']['ndcg@10']:.4f} ± {r['policy_std']['ndcg@10']:.4f} | "
             f"{r['delta_ndcg@10']:+.4f} ({100 * r['relative_delta_ndcg@10']:+.1f}%) | "
             f"{r['ci95'][0]:+.4f} .. {r['ci95'][1]:+.4f} | {r['zero_advantage_fraction']:.2f} | "
             f"{r['clip_fraction']:.3f} | {r['distinct_top1']:.0f} | {r['coverage@10']:.3f} |")
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
-    p.add_argument("--run", type=Path, default=REPO / "runs" / "synthetic", help="run directory with a trained generator")
+    p.add_argument("--run", type=Path, default=REPO / "runs" / "synthetic",
+                   help="run directory with a trained generator")
     p.add_argument("--name", default="synthetic", help="results file: benchmarks/results/rl_<name>_grpo.json")
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 2333, 6666])
@@ -223,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
                "group_size": args.group_size, "beta": args.beta, "seeds": args.seeds,
                "start": start_metrics, "policy": mean, "policy_std": std,
                "delta_ndcg@10": mean["ndcg@10"] - start_metrics["ndcg@10"],
-               "relative_delta_ndcg@10": (mean["ndcg@10"] - start_metrics["ndcg@10"]) / max(start_metrics["ndcg@10"], 1e-12),
+               "relative_delta_ndcg@10": ((mean["ndcg@10"] - start_metrics["ndcg@10"])
+                                          / max(start_metrics["ndcg@10"], 1e-12)),
                "ci95": boot["ci95"], "zero_advantage_fraction": avg("train/zero_advantage_fraction"),
                "clip_fraction": avg("train/clip_fraction"), "kl": avg("train/kl"),
                "reward_mean": avg("train/reward_mean"),

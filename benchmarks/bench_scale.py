@@ -74,7 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = [bench(n, users=args.users, beam=args.beam, seed=0) for n in args.sizes]
-    cols = ["items", "collision_rate", "assign_s", "assign_peak_mb", "trie_build_s", "trie_peak_mb", "decode_ms_per_user"]
+    cols = ["items", "collision_rate", "assign_s", "assign_peak_mb", "trie_build_s", "trie_peak_mb",
+            "decode_ms_per_user"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:

@@ -6,7 +6,8 @@ co-occurrence SVD of the training sequences (window 3, no valid/test items), and
 marginal entropy of the next item's code, the valid-split cross-entropy of a smoothed code-bigram count model, and
 how often the next item shares the last item's code. Writes JSON:
 
-    python benchmarks/bench_sid_predictability.py --run runs/beauty --out benchmarks/results/sid_predictability_beauty.json
+    python benchmarks/bench_sid_predictability.py --run runs/beauty \\
+        --out benchmarks/results/sid_predictability_beauty.json
 """
 
 from __future__ import annotations

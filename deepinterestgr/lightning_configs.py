@@ -68,8 +68,8 @@ class DigLightningCLI(LightningCLI):
 
 
 def run_lightning(args: Sequence[str], *, run: bool = True) -> DigLightningCLI:
-    """Run `dig <subcommand> ...` in-process (used by the pipeline and tests); returns the CLI (trainer, model, datamodule).
-    `-c configs/...` fragments are found in the package when the working directory has no `configs/`."""
+    """Run `dig <subcommand> ...` in-process (used by the pipeline and tests); returns the CLI (trainer, model,
+    datamodule). `-c configs/...` fragments are found in the package when the working directory has no `configs/`."""
     from deepinterestgr.config_files import resolve_config_args
 
     return DigLightningCLI(args=resolve_config_args(args), run=run)

@@ -83,7 +83,8 @@ def _fit_and_test(stage: TrainStage, run: Path, stage_name: str, *, key: str, fr
     stage_dir = run / stage_name
     args = _lightning_args(stage, run, stage_name)
     probe = run_lightning(args, run=False)  # parse + instantiate only, to see how the trainer will run
-    launches_ranks = probe.trainer.world_size > 1 and not probe.trainer.strategy.cluster_environment.creates_processes_externally
+    launches_ranks = (probe.trainer.world_size > 1
+                      and not probe.trainer.strategy.cluster_environment.creates_processes_externally)
     last = resumable_checkpoint(stage_dir, key, fresh=fresh)
     fit_args = ["fit", *args] + (["--ckpt_path", str(last)] if last is not None else [])
     start = time.perf_counter()
@@ -202,12 +203,14 @@ def run_pipeline(
         print(f"[{name}] done in {seconds:.1f} s", flush=True)
         return result
 
-    run_stage("data", data_kwargs, lambda key, fresh: _jsonable(prepare_dataset(run_dir=str(run), **data_kwargs)), always_call=True)
+    run_stage("data", data_kwargs, lambda key, fresh: _jsonable(prepare_dataset(run_dir=str(run), **data_kwargs)),
+              always_call=True)
 
     from deepinterestgr.evidence.stage import run_evidence
 
     evidence_kwargs = _stage_kwargs(evidence, accepts=run_evidence)
-    run_stage("evidence", evidence_kwargs, lambda key, fresh: _jsonable(run_evidence(run_dir=str(run), **evidence_kwargs)))
+    run_stage("evidence", evidence_kwargs,
+              lambda key, fresh: _jsonable(run_evidence(run_dir=str(run), **evidence_kwargs)))
 
     results: dict[str, Any] = {}
     if quantize is not None:
@@ -215,8 +218,9 @@ def run_pipeline(
 
         qcfg = {**asdict(quantize), "files": _config_files_digest(quantize.configs)}
         results["quantize"] = run_stage(
-            "quantize", qcfg, lambda key, fresh: _jsonable(run_quantize(str(run), configs=quantize.configs, overrides=quantize.overrides,
-                                                              fresh=fresh))
+            "quantize", qcfg,
+            lambda key, fresh: _jsonable(run_quantize(str(run), configs=quantize.configs, overrides=quantize.overrides,
+                                                      fresh=fresh))
         )
     for name, stage in (("generate", generate), ("rl", rl)):
         if stage is not None:
@@ -296,5 +300,6 @@ def format_results_table(results: dict) -> str:
     lines = ["", "Test metrics (full ranking, leave-one-out):", header, "|" + "-" * (len(header) - 2) + "|"]
     for label, metrics in rows:
         cells = [_pick(metrics, c) for c in METRIC_COLUMNS]
-        lines.append(f"| {label:<16} | " + " | ".join(f"{v:>9.4f}" if v is not None else f"{'-':>9}" for v in cells) + " |")
+        lines.append(f"| {label:<16} | "
+                     + " | ".join(f"{v:>9.4f}" if v is not None else f"{'-':>9}" for v in cells) + " |")
     return "\n".join(lines)

@@ -463,8 +463,8 @@ CASES = [
          Raises(ArtifactError, [r"quantize/sid_table\.safetensors: SID table has duplicate SIDs", "items 1 and 3",
                                 "rerun the `quantize` stage"])),
     Case("sid-table-code-outside-codebook", saved_out_of_range_sid_table,
-         Raises(ArtifactError, [r"quantize/sid_table\.safetensors: codes must lie in \[0, 4\)", r"got codes in \[0, 7\]",
-                                "Rerun the `quantize` stage"])),
+         Raises(ArtifactError, [r"quantize/sid_table\.safetensors: codes must lie in \[0, 4\)",
+                                r"got codes in \[0, 7\]", "Rerun the `quantize` stage"])),
     Case("sid-table-duplicate-sids-tokenizer", tokenizer_over_duplicates,
          Raises(ArtifactError, ["duplicate SIDs", "items 1 and 3", "assign_sids"])),
     # --- generator inputs (sequences.jsonl against the SID table)

@@ -105,7 +105,8 @@ def test_cooccurrence_rejects_bad_parameters():
 
 
 def test_score_top_k_values():
-    top = torch.tensor([[7, 1, 2, 3, 4, 5, 6, 8, 9, 0], [1, 2, 3, 4, 5, 6, 7, 8, 9, 0], [0, 1, 2, 3, 4, 5, 6, 8, 9, 10]])
+    top = torch.tensor([[7, 1, 2, 3, 4, 5, 6, 8, 9, 0], [1, 2, 3, 4, 5, 6, 7, 8, 9, 0],
+                        [0, 1, 2, 3, 4, 5, 6, 8, 9, 10]])
     targets = [7, 7, 7]  # ranks 0, 6, absent
     m = score_top_k(top, targets)
     assert m["recall@5"] == pytest.approx(1 / 3) and m["recall@10"] == pytest.approx(2 / 3)
@@ -202,7 +203,8 @@ def test_run_baselines_writes_one_json_per_method(tmp_path):
     # popularity top 5 = items 0..4 in id order; cycle-a test targets 4, 0, 1, 2, 3 (ranks 4, 0, 1, 2, 3), twice each
     plain = records["most-popular"]["by_exclude_history"]["false"]
     chosen = records["most-popular"]["params"]["exclude_history"]
-    assert records["most-popular"]["valid"] == records["most-popular"]["by_exclude_history"][str(chosen).lower()]["valid"]
+    assert (records["most-popular"]["valid"]
+            == records["most-popular"]["by_exclude_history"][str(chosen).lower()]["valid"])
     popular = plain["test"]
     assert popular["recall@5"] == pytest.approx(10 / 15)
     assert popular["ndcg@5"] == pytest.approx(2 * sum(1 / math.log2(r + 2) for r in range(5)) / 15)
@@ -226,7 +228,7 @@ def test_run_baselines_refuses_a_tampered_run(tmp_path):
 
 
 def test_sasrec_trimmed_batches_score_like_padded_ones():
-    from deepinterestgr.baselines.sasrec import SASRec, _collate, EvalExamples
+    from deepinterestgr.baselines.sasrec import EvalExamples, SASRec, _collate
 
     model = SASRec(num_items=10, max_len=6, hidden_size=8, num_blocks=2, dropout=0.0).eval()
     batch = _collate([EvalExamples([[1, 2], [3, 4, 5]], [0, 0], max_len=6)[i] for i in range(2)])

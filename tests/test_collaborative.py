@@ -13,8 +13,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from deepinterestgr.artifacts import (ArtifactError, atomic_write_jsonl, read_jsonl, read_manifest, verify_manifest,
-                                      write_manifest)
+from deepinterestgr.artifacts import (
+    ArtifactError,
+    atomic_write_jsonl,
+    read_jsonl,
+    read_manifest,
+    verify_manifest,
+    write_manifest,
+)
 from deepinterestgr.evidence.collaborative import CooccurrenceSVD, training_sequences
 from deepinterestgr.evidence.stage import run_evidence
 from deepinterestgr.quantize.datamodule import EmbeddingDataModule

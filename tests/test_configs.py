@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from deepinterestgr.cli.main import STAGE_COMMANDS, build_function_parser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +62,8 @@ def _grid_experiments() -> list[tuple[str, dict]]:
 
 def _quality_benchmark_experiments() -> list[tuple[str, dict]]:
     """The SID experiments and generator variants of benchmarks/bench_beauty_quality.py."""
-    spec = importlib.util.spec_from_file_location("bench_beauty_quality", REPO / "benchmarks" / "bench_beauty_quality.py")
+    spec = importlib.util.spec_from_file_location("bench_beauty_quality",
+                                                  REPO / "benchmarks" / "bench_beauty_quality.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     sids = [(p.name, yaml.safe_load(p.read_text())) for p in sorted((REPO / "benchmarks").glob("beauty_sids_*.yaml"))]

@@ -8,8 +8,14 @@ import re
 import pytest
 
 from deepinterestgr.data.schema import Item
-from deepinterestgr.evidence.constrained import (CONFIDENCES, SchemaConstraint, descriptors_schema, labels_schema,
-                                                 max_answer_chars, stop_tokens)
+from deepinterestgr.evidence.constrained import (
+    CONFIDENCES,
+    SchemaConstraint,
+    descriptors_schema,
+    labels_schema,
+    max_answer_chars,
+    stop_tokens,
+)
 from deepinterestgr.evidence.contracts import Descriptor
 from deepinterestgr.evidence.judges import LLMQualityJudge
 from deepinterestgr.evidence.llm import ChatGenerator

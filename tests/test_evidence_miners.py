@@ -6,8 +6,13 @@ import pytest
 
 from deepinterestgr.artifacts import ArtifactError
 from deepinterestgr.data.schema import Item
-from deepinterestgr.evidence.miners import (JsonlIntentMiner, ZeroShotIntentMiner, read_vocabulary, segment_text,
-                                            vocabulary_path)
+from deepinterestgr.evidence.miners import (
+    JsonlIntentMiner,
+    ZeroShotIntentMiner,
+    read_vocabulary,
+    segment_text,
+    vocabulary_path,
+)
 
 ITEMS = [Item(0, "B001", "Belly Butter"), Item(1, "B002", "Travel Shampoo"), Item(2, "B003", "Glitter")]
 

@@ -8,8 +8,12 @@ from PIL import Image
 
 from deepinterestgr.data.schema import Item
 from deepinterestgr.evidence.captioners import ImageNetLabelCaptioner, VLMCaptioner
-from deepinterestgr.evidence.image_encoders import (PackagedEfficientNetLite0Encoder, TimmImageEncoder,
-                                                    load_in_order, packaged_efficientnet_lite0_checkpoint)
+from deepinterestgr.evidence.image_encoders import (
+    PackagedEfficientNetLite0Encoder,
+    TimmImageEncoder,
+    load_in_order,
+    packaged_efficientnet_lite0_checkpoint,
+)
 from deepinterestgr.evidence.text_encoders import HFTextEncoder, PackagedMiniLMEncoder, _packaged_minilm_path
 
 
@@ -100,6 +104,7 @@ def test_local_weights_are_keyed_on_their_content_not_their_folder_name_or_size(
     for name, scale in (("x", 1.0), ("y", 2.0)):
         (tmp_path / name).mkdir()
         torch.save({k: v * scale for k, v in state.items()}, tmp_path / name / "w.pth")
-    keys = {TimmImageEncoder(name="tf_efficientnet_lite0", checkpoint=str(tmp_path / n / "w.pth")).describe()["checkpoint"]
+    keys = {TimmImageEncoder(name="tf_efficientnet_lite0",
+                             checkpoint=str(tmp_path / n / "w.pth")).describe()["checkpoint"]
             for n in ("x", "y")}
     assert len(keys) == 2 and all(k.startswith("w.pth:sha256:") for k in keys)

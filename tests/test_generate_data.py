@@ -42,7 +42,8 @@ def test_leave_one_out_hand_made(tmp_path):
 
 def test_no_leakage_on_random_sequences(tmp_path):
     g = torch.Generator().manual_seed(0)
-    seqs = [torch.randint(0, 50, (int(torch.randint(3, 15, (1,), generator=g)),), generator=g).tolist() for _ in range(40)]
+    seqs = [torch.randint(0, 50, (int(torch.randint(3, 15, (1,), generator=g)),), generator=g).tolist()
+            for _ in range(40)]
     dm = SequenceDataModule(str(_run(tmp_path, seqs, num_items=50)), max_history=20)
     dm.setup("fit")
     train, _ = _examples(dm, "train")
@@ -63,7 +64,8 @@ def test_batches_trim_common_padding_without_changing_content(tmp_path):
 
 def test_length_bucketed_sampler_covers_every_example_once(tmp_path):
     g = torch.Generator().manual_seed(1)
-    seqs = [torch.randint(0, 10, (int(torch.randint(3, 12, (1,), generator=g)),), generator=g).tolist() for _ in range(30)]
+    seqs = [torch.randint(0, 10, (int(torch.randint(3, 12, (1,), generator=g)),), generator=g).tolist()
+            for _ in range(30)]
     dm = SequenceDataModule(str(_run(tmp_path, seqs)), batch_size=7)
     dm.setup("fit")
     seen = sorted(i for b in dm.train_dataloader().batch_sampler for i in b)

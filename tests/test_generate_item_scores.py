@@ -65,7 +65,8 @@ def test_item_loss_learns_a_transition_the_codes_cannot_express():
 
 
 def test_rerank_orders_by_beam_plus_weighted_item_score_and_keeps_padding_last():
-    result = SearchResult(tokens=torch.arange(8).view(1, 4, 2), scores=torch.tensor([[-1.0, -2.0, -3.0, float("-inf")]]),
+    result = SearchResult(tokens=torch.arange(8).view(1, 4, 2),
+                          scores=torch.tensor([[-1.0, -2.0, -3.0, float("-inf")]]),
                           items=torch.tensor([[0, 1, 2, -1]]))
     item_logp = torch.log(torch.tensor([[0.05, 0.05, 0.9]]))
     assert rerank(result, item_logp, 0.0) is result

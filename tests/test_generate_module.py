@@ -21,7 +21,8 @@ def test_shipped_model_configs_parse(config, tmp_path):
     from deepinterestgr.cli.lightning import run_lightning
 
     cli = run_lightning(["-c", str(config), "-c", str(REPO / "configs/data/sequences.yaml"),
-                         "-c", str(REPO / "configs/trainer/generate_cpu.yaml"), "--data.run_dir", str(tmp_path)], run=False)
+                         "-c", str(REPO / "configs/trainer/generate_cpu.yaml"), "--data.run_dir", str(tmp_path)],
+                        run=False)
     assert type(cli.model).__name__ == "GeneratorModule"
     assert type(cli.datamodule).__name__ == "SequenceDataModule"
 
@@ -31,7 +32,8 @@ def test_fast_dev_run_then_test_and_reload(tmp_path):
     from deepinterestgr.generate.module import GeneratorModule
 
     run = write_tiny_run(tmp_path / "run")
-    common = ["-c", str(REPO / "configs/trainer/generate_cpu.yaml"), "-c", str(REPO / "configs/model/generator_t5_tiny.yaml"),
+    common = ["-c", str(REPO / "configs/trainer/generate_cpu.yaml"),
+              "-c", str(REPO / "configs/model/generator_t5_tiny.yaml"),
               "-c", str(REPO / "configs/data/sequences_tiny.yaml"), "--data.run_dir", str(run), *TRAINER,
               "--trainer.default_root_dir", str(tmp_path / "root")]
     cli = run_lightning(["fit", *common, "--trainer.fast_dev_run", "2"])
@@ -119,7 +121,8 @@ def test_ddp_two_cpu_processes_fit_and_test(tmp_path):
     import sys
 
     run = write_tiny_run(tmp_path / "run", num_users=25)
-    args = ["fit", "-c", str(REPO / "configs/trainer/generate_cpu.yaml"), "-c", str(REPO / "configs/model/generator_t5_tiny.yaml"),
+    args = ["fit", "-c", str(REPO / "configs/trainer/generate_cpu.yaml"),
+            "-c", str(REPO / "configs/model/generator_t5_tiny.yaml"),
             "-c", str(REPO / "configs/data/sequences_tiny.yaml"), "--data.run_dir", str(run), *TRAINER,
             "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.max_epochs", "1",
             "--trainer.default_root_dir", str(tmp_path / "root")]
@@ -139,7 +142,8 @@ def test_ddp_two_cpu_processes_fit_and_test(tmp_path):
     assert metrics["num_users"] == metrics["num_users_evaluated"] == 25 and 0.0 <= metrics["test/recall@10"] <= 1.0
 
     # the checkpoint trained on 2 processes loads on 1, and `dig test` there gives the same metrics as on 2
-    single = ["test", "-c", str(REPO / "configs/trainer/generate_cpu.yaml"), "-c", str(REPO / "configs/model/generator_t5_tiny.yaml"),
+    single = ["test", "-c", str(REPO / "configs/trainer/generate_cpu.yaml"),
+              "-c", str(REPO / "configs/model/generator_t5_tiny.yaml"),
               "-c", str(REPO / "configs/data/sequences_tiny.yaml"), "--data.run_dir", str(run), *TRAINER,
               "--trainer.default_root_dir", str(tmp_path / "root1"),
               "--ckpt_path", str(run / "generate/checkpoints/last.ckpt")]
@@ -176,8 +180,9 @@ def test_a_generator_fits_and_validates_with_items_outside_its_sid_table(tmp_pat
         row["items"] = row["items"][:2] + [40 + k % 4] + row["items"][2:]  # a cold item in every split's reach
         row["items"][-1 - k % 2] = 40 + k % 4  # and as valid / test targets
     atomic_write_jsonl(run / "data" / "sequences.jsonl", rows)
-    cli = run_lightning(["fit", "-c", str(REPO / "configs/model/generator_t5_tiny.yaml"), "--model.init_args.renormalize",
-                         "true", "-c", str(REPO / "configs/data/sequences_tiny.yaml"), "--data.run_dir", str(run),
+    cli = run_lightning(["fit", "-c", str(REPO / "configs/model/generator_t5_tiny.yaml"),
+                         "--model.init_args.renormalize", "true",
+                         "-c", str(REPO / "configs/data/sequences_tiny.yaml"), "--data.run_dir", str(run),
                          "--data.unknown_items", "drop", *TRAINER, "--trainer.max_epochs", "1",
                          "--trainer.default_root_dir", str(tmp_path / "root")])
     assert cli.datamodule.unknown_counts["interactions"] >= 8

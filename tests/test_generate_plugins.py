@@ -41,7 +41,8 @@ def test_generator_contract(spec, user_buckets, item_buckets):
 def test_rebuilding_with_other_sizes_is_refused():
     from deepinterestgr.generate.t5 import T5SIDGenerator
 
-    g = T5SIDGenerator(d_model=16, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=8, d_ff=16, vocab_size=20, sid_length=3)
+    g = T5SIDGenerator(d_model=16, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=8, d_ff=16,
+                       vocab_size=20, sid_length=3)
     g.build(vocab_size=20, sid_length=3)
     with pytest.raises(ValueError, match="SID table changed"):
         g.build(vocab_size=21, sid_length=3)

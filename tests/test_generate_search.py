@@ -12,9 +12,9 @@ from deepinterestgr.generate.reference import hf_constrained_beam_search
 from deepinterestgr.generate.search import constrained_beam_search, constrained_sample, sid_log_probs
 from deepinterestgr.generate.t5 import T5SIDGenerator
 from deepinterestgr.generate.testing import random_sid_table
-from deepinterestgr.quantize.sid import assign_sids
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import DEAD, SIDTrie
+from deepinterestgr.quantize.sid import assign_sids
 
 
 class RandomTableGenerator(Generator):
@@ -100,8 +100,10 @@ def test_sampling_only_emits_catalog_sids(num_items, levels, seed, temperature):
 
 def test_sampling_is_reproducible_with_a_seeded_rng():
     tok, gen, trie, enc = _setup(40, 3, 3, 5)
-    a = constrained_sample(gen, trie, enc.tokens, enc.mask, num_samples=6, generator_rng=torch.Generator().manual_seed(9))
-    b = constrained_sample(gen, trie, enc.tokens, enc.mask, num_samples=6, generator_rng=torch.Generator().manual_seed(9))
+    a = constrained_sample(gen, trie, enc.tokens, enc.mask, num_samples=6,
+                           generator_rng=torch.Generator().manual_seed(9))
+    b = constrained_sample(gen, trie, enc.tokens, enc.mask, num_samples=6,
+                           generator_rng=torch.Generator().manual_seed(9))
     assert torch.equal(a.items, b.items)
 
 
@@ -173,7 +175,8 @@ def test_trie_rejects_duplicate_sids_and_walks_steps():
 def test_renormalized_search_skips_a_forced_last_step(search):
     """Collision-free SIDs: the suffix level is always END, probability 1 after renormalisation, so no model call."""
     torch.manual_seed(0)
-    codes = torch.stack(torch.meshgrid(torch.arange(4), torch.arange(3), torch.arange(5), indexing="ij"), -1).view(-1, 3)
+    codes = torch.stack(torch.meshgrid(torch.arange(4), torch.arange(3), torch.arange(5), indexing="ij"),
+                        -1).view(-1, 3)
     tok = SIDTokenizer(assign_sids(codes, codebook_size=5))
     assert tok.num_suffix == 0
     gen = T5SIDGenerator(d_model=32, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16, d_ff=64, dropout=0.0,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 import pytest
+import torch
 
-from deepinterestgr.generate.tokenizer import INVALID_CODE, NUM_SPECIAL, PAD, SIDTokenizer
 from deepinterestgr.generate.testing import random_sid_table
+from deepinterestgr.generate.tokenizer import INVALID_CODE, NUM_SPECIAL, PAD, SIDTokenizer
 from deepinterestgr.quantize.sid import NO_SUFFIX, assign_sids
 
 

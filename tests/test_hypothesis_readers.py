@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from deepinterestgr.data.preprocess import preprocess
 from deepinterestgr.data.readers.base import DataFormatError
 from deepinterestgr.data.testing import check_raw_dataset
-from deepinterestgr.data.preprocess import preprocess
 from deepinterestgr.registry import create, get_registry
 from deepinterestgr.registry.host import BUILTIN_SOURCE
 

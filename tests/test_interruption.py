@@ -61,7 +61,8 @@ def _experiment(tmp_path: Path, run: Path) -> Path:
         "run_dir": str(run),
         "data": {"reader": "synthetic", "kcore": 0,
                  "reader_args": {"num_items": 60, "num_users": 80, "seed": 3, "render_images": False}},
-        "evidence": {"text_encoder": "minilm-packaged", "intent_miner": "zero-shot-miner", "quality_judge": "rule-judge",
+        "evidence": {"text_encoder": "minilm-packaged", "intent_miner": "zero-shot-miner",
+                     "quality_judge": "rule-judge",
                      "plugin_args": {"intent_miner": {"domain": "synthetic", "top_k": 3}}},
         # 4 batches per epoch, dead-code restarts every 2 epochs: the kill at step 10 lands mid-epoch 2
         "quantize": {"configs": [f"{REPO}/configs/trainer/cpu.yaml", f"{REPO}/configs/model/quantizer_rqvae.yaml",
@@ -72,7 +73,8 @@ def _experiment(tmp_path: Path, run: Path) -> Path:
                                    "--model.quantizer.init_args.kmeans_iters", "5",
                                    "--model.refresh_every_n_epochs", "2",
                                    "--data.batch_size", "16", "--trainer.max_epochs", "6", *quiet]},
-        # 50 batches per epoch, dropout on: the kill at step 75 resumes from the end of epoch 0 and must draw the same masks
+        # 50 batches per epoch, dropout on: the kill at step 75 resumes from the end of epoch 0
+        # and must draw the same masks
         "generate": {"configs": [f"{REPO}/configs/trainer/cpu.yaml", f"{REPO}/configs/model/generator_t5_tiny.yaml",
                                  f"{REPO}/configs/data/sequences_tiny.yaml"],
                      "overrides": ["--model.generator.init_args.dropout", "0.2", "--trainer.max_epochs", "3", *quiet]},
@@ -115,7 +117,8 @@ def test_sigkill_in_every_stage_then_rerun_equals_an_uninterrupted_run(tmp_path)
     outputs = []
     for kill, stage in kills:
         proc = _pipeline(exp, kill, tmp_path)
-        assert proc.returncode == -signal.SIGKILL, f"{kill}: expected a SIGKILL, got {proc.returncode}\n{proc.stderr[-3000:]}"
+        assert proc.returncode == -signal.SIGKILL, (
+            f"{kill}: expected a SIGKILL, got {proc.returncode}\n{proc.stderr[-3000:]}")
         # the stage was cut short: no manifest says it finished
         assert not (killed_run / stage / "manifest.json").exists(), f"{stage} finished before the kill at {kill}"
         outputs.append(proc.stdout)

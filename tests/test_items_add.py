@@ -15,7 +15,8 @@ from deepinterestgr.serve.versions import load_current, pointer_path
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = {"nail polish": ["red", "pink", "glitter", "matte"], "face cream": ["night", "day", "spf 30", "retinol"],
-          "shampoo": ["dry hair", "curly hair", "anti dandruff", "volume"], "perfume": ["floral", "citrus", "oud", "musk"]}
+          "shampoo": ["dry hair", "curly hair", "anti dandruff", "volume"],
+          "perfume": ["floral", "citrus", "oud", "musk"]}
 
 
 def _rows(prefix: str, n: int, offset: int = 0) -> list[dict]:

@@ -22,7 +22,8 @@ from deepinterestgr.quantize.stage import run_quantize
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = [str(REPO / "configs/trainer/cpu.yaml"), str(REPO / "configs/trainer/quantize_cpu.yaml")]
-RQVAE_CFG, RQKMEANS_CFG = str(REPO / "configs/model/quantizer_rqvae.yaml"), str(REPO / "configs/model/quantizer_rqkmeans.yaml")
+RQVAE_CFG, RQKMEANS_CFG = (str(REPO / "configs/model/quantizer_rqvae.yaml"),
+                           str(REPO / "configs/model/quantizer_rqkmeans.yaml"))
 DATA_CFG = str(REPO / "configs/data/embeddings.yaml")
 SMALL = ["--model.quantizer.init_args.codebook_size", "16", "--data.batch_size", "64",
          "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -42,7 +43,8 @@ def make_run(root: Path, *, n: int = 200, d: int = 16, image_dim: int | None = N
 
 def fit_args(run: Path, model_cfg: str, *extra: str) -> list[str]:
     configs = [x for c in (*CPU, model_cfg, DATA_CFG) for x in ("-c", c)]
-    return ["fit", *configs, "--data.run_dir", str(run), "--trainer.default_root_dir", str(run / "quantize"), *SMALL, *extra]
+    return ["fit", *configs, "--data.run_dir", str(run), "--trainer.default_root_dir", str(run / "quantize"),
+            *SMALL, *extra]
 
 
 def check_artifacts(run: Path, n: int) -> dict:
@@ -85,7 +87,8 @@ def test_image_fusion_trains_wv_wf_its_readout_and_the_quantizer_and_reloads_fro
     model = cli.model
     assert model.hparams.image_dim == 10 and model.fusion is not None
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"fusion.w_v.weight", "fusion.w_f.weight", "fusion.readout.weight"} | {f"quantizer.{n}" for n, _ in model.quantizer.named_parameters()}
+    assert trainable == ({"fusion.w_v.weight", "fusion.w_f.weight", "fusion.readout.weight"}
+                         | {f"quantizer.{n}" for n, _ in model.quantizer.named_parameters()})
     assert model.fusion.w_v.weight.grad is not None  # the image branch learned from the input reconstruction
     check_artifacts(run, 200)
 
@@ -118,7 +121,8 @@ def test_run_quantize_skips_when_the_config_is_unchanged(tmp_path):
     assert run_quantize(str(run), configs=[*CPU, RQKMEANS_CFG, DATA_CFG], overrides=overrides) == first
     assert manifest.stat().st_mtime_ns == stamp
     # another setting -> another hash -> retrained
-    run_quantize(str(run), configs=[*CPU, RQKMEANS_CFG, DATA_CFG], overrides=[*overrides, "--model.quantizer.init_args.seed", "1"])
+    run_quantize(str(run), configs=[*CPU, RQKMEANS_CFG, DATA_CFG],
+                 overrides=[*overrides, "--model.quantizer.init_args.seed", "1"])
     assert manifest.stat().st_mtime_ns != stamp
 
 

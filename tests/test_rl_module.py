@@ -60,7 +60,8 @@ def _cli_args(run: Path, model_config: str, *extra: str) -> list[str]:
 def test_fast_dev_run_through_the_cli(tiny_run):
     from deepinterestgr.cli.lightning import run_lightning
 
-    cli = run_lightning(["fit", *_cli_args(tiny_run, "configs/model/policy_qarm.yaml"), "--trainer.fast_dev_run", "true"])
+    cli = run_lightning(["fit", *_cli_args(tiny_run, "configs/model/policy_qarm.yaml"),
+                         "--trainer.fast_dev_run", "true"])
     model = cli.model
     assert isinstance(model, PolicyModule) and isinstance(model.reward, CompositeReward)
     assert model.hparams.reward is not None
@@ -106,14 +107,16 @@ def test_category_reward_from_the_plugin_package(tiny_run):
     pytest.importorskip("dig_category_reward", reason="install plugins/dig-category-reward (pip install -e)")
     from deepinterestgr.cli.lightning import run_lightning
 
-    cli = run_lightning(["fit", *_cli_args(tiny_run, "configs/model/policy_category.yaml"), "--trainer.fast_dev_run", "true"])
+    cli = run_lightning(["fit", *_cli_args(tiny_run, "configs/model/policy_category.yaml"),
+                         "--trainer.fast_dev_run", "true"])
     assert "train/reward_category" in cli.trainer.logged_metrics
     assert len(cli.model.reward_extras["item_categories"]) == NUM_ITEMS
 
 
 def test_missing_quality_file_is_a_clear_error(tiny_run, tmp_path):
     run = write_tiny_run(tmp_path / "run", num_items=NUM_ITEMS, num_users=24)
-    module = PolicyModule(reward=CompositeReward.paper(), init_checkpoint=str(tiny_run / "generate/checkpoints/best.ckpt"))
+    module = PolicyModule(reward=CompositeReward.paper(),
+                          init_checkpoint=str(tiny_run / "generate/checkpoints/best.ckpt"))
     dm = SequenceDataModule(str(run), max_history=6, batch_size=8, eval_batch_size=8)
     with pytest.raises(ArtifactError, match="quality.safetensors not found"):
         _trainer(fast_dev_run=True).fit(module, datamodule=dm)
@@ -138,7 +141,8 @@ def test_constructor_rejects_bad_settings():
     with pytest.raises(ValueError, match="candidates"):
         PolicyModule(reward=ExactMatchReward(), candidates="greedy")
     with pytest.raises(ValueError, match="beam ranks"):
-        PolicyModule(reward=CompositeReward(terms={"exact": ExactMatchReward(), "rank": RankPenaltyReward()}), candidates="sample")
+        PolicyModule(reward=CompositeReward(terms={"exact": ExactMatchReward(), "rank": RankPenaltyReward()}),
+                     candidates="sample")
     with pytest.raises(ValueError, match="group_size"):
         PolicyModule(reward=ExactMatchReward(), group_size=1)
 
@@ -146,8 +150,8 @@ def test_constructor_rejects_bad_settings():
 def test_bf16_mixed_fast_dev_run(tiny_run):
     from deepinterestgr.cli.lightning import run_lightning
 
-    cli = run_lightning(["fit", *_cli_args(tiny_run, "configs/model/policy_qarm.yaml"), "--trainer.fast_dev_run", "true",
-                         "--trainer.precision", "bf16-mixed"])
+    cli = run_lightning(["fit", *_cli_args(tiny_run, "configs/model/policy_qarm.yaml"),
+                         "--trainer.fast_dev_run", "true", "--trainer.precision", "bf16-mixed"])
     assert torch.isfinite(cli.trainer.logged_metrics["train/kl"])
 
 
@@ -157,7 +161,8 @@ import torch
 torch.set_num_threads(1)
 from deepinterestgr.cli.lightning import run_lightning
 run, repo, out = sys.argv[1], sys.argv[2], sys.argv[3]
-cli = run_lightning(["fit", "-c", repo + "/configs/trainer/ddp_cpu.yaml", "-c", repo + "/configs/model/policy_qarm.yaml",
+cli = run_lightning(["fit", "-c", repo + "/configs/trainer/ddp_cpu.yaml",
+                     "-c", repo + "/configs/model/policy_qarm.yaml",
                      "-c", repo + "/configs/data/sequences_tiny.yaml", "--data.run_dir", run,
                      "--trainer.default_root_dir", run + "/rl", "--trainer.enable_progress_bar", "false",
                      "--trainer.logger", "false", "--model.group_size", "4", "--model.beam_size", "10",
@@ -320,7 +325,8 @@ def test_several_epochs_per_batch_move_the_ratio_and_the_clip_acts(tiny_run, ppo
     """mu = 1: every token's ratio is exactly 1 (nothing to clip); mu = 4 at a large step: later epochs see a moved
     policy, and the clip bounds their update."""
     torch.manual_seed(0)
-    module = PolicyModule(reward=PreferredItemsReward(), init_checkpoint=str(tiny_run / "generate/checkpoints/best.ckpt"),
+    module = PolicyModule(reward=PreferredItemsReward(),
+                          init_checkpoint=str(tiny_run / "generate/checkpoints/best.ckpt"),
                           candidates="sample", group_size=8, lr=0.05, beta=0.0, ppo_epochs=ppo_epochs, beam_size=10)
     dm = SequenceDataModule(str(tiny_run), max_history=6, batch_size=16, eval_batch_size=8)
     trainer = _trainer(max_steps=ppo_epochs, limit_val_batches=0, num_sanity_val_steps=0)  # one generated batch
@@ -342,8 +348,10 @@ def test_mixed_groups_hold_the_beam_top_half_and_samples(tiny_run):
     module.load_policy(module.hparams.init_checkpoint, tokenizer=dm.tokenizer)
     batch = dm.make_batch("valid", list(range(8)))
     result, ranks = module.propose(batch["history"], batch["history_mask"])
-    beam = constrained_beam_search(module.policy.eval(), module.trie, batch["history"], batch["history_mask"], beam_size=3)
+    beam = constrained_beam_search(module.policy.eval(), module.trie, batch["history"], batch["history_mask"],
+                                   beam_size=3)
     assert ranks is None and result.items.shape == (8, 6) and (result.items >= 0).all()
     assert torch.equal(result.items[:, :3], beam.items)
     with pytest.raises(ValueError, match="beam ranks"):
-        PolicyModule(reward=CompositeReward(terms={"exact": ExactMatchReward(), "rank": RankPenaltyReward()}), candidates="mixed")
+        PolicyModule(reward=CompositeReward(terms={"exact": ExactMatchReward(), "rank": RankPenaltyReward()}),
+                     candidates="mixed")

@@ -4,10 +4,10 @@ entry-point machinery, usable by name in a composite reward."""
 from __future__ import annotations
 
 import importlib.metadata
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
 from deepinterestgr.registry import Registry

@@ -36,7 +36,8 @@ def _dig(installed: dict, *args: str, timeout: int = 600) -> subprocess.Complete
 
 
 def test_the_installed_wheel_is_what_runs_and_carries_its_configs(installed):
-    code = "import deepinterestgr.config_files as c, deepinterestgr; print(deepinterestgr.__file__); print(c.PACKAGE_CONFIGS)"
+    code = ("import deepinterestgr.config_files as c, deepinterestgr; "
+            "print(deepinterestgr.__file__); print(c.PACKAGE_CONFIGS)")
     out = subprocess.run([sys.executable, "-c", code], cwd=installed["cwd"], env=installed["env"], capture_output=True,
                          text=True, check=True, timeout=300).stdout.splitlines()
     assert out[0].startswith(str(installed["target"])), "the source tree's package was imported, not the wheel's"
@@ -57,7 +58,8 @@ def test_the_synthetic_pipeline_runs_from_the_wheel_with_packaged_config_paths(i
         "run_dir": "run",
         "data": {"reader": "synthetic", "kcore": 0,
                  "reader_args": {"num_items": 60, "num_users": 80, "seed": 3, "render_images": False}},
-        "evidence": {"text_encoder": "minilm-packaged", "intent_miner": "zero-shot-miner", "quality_judge": "rule-judge",
+        "evidence": {"text_encoder": "minilm-packaged", "intent_miner": "zero-shot-miner",
+                     "quality_judge": "rule-judge",
                      "plugin_args": {"intent_miner": {"domain": "synthetic", "top_k": 3}}},
         "quantize": {"configs": ["configs/trainer/cpu.yaml", "configs/model/quantizer_rqkmeans.yaml",
                                  "configs/data/embeddings.yaml"],

@@ -39,7 +39,8 @@ def transition_counts(sequences: Sequence[Sequence[int]], num_items: int) -> tor
     return _sparse_counts(rows, cols, num_items)
 
 
-def cooccurrence_counts(sequences: Sequence[Sequence[int]], num_items: int, *, window: int | None = None) -> torch.Tensor:
+def cooccurrence_counts(sequences: Sequence[Sequence[int]], num_items: int, *,
+                        window: int | None = None) -> torch.Tensor:
     """C [N, N] sparse, symmetric: pairs of distinct positions (at most `window` apart when set) in one sequence."""
     rows, cols = [], []
     for seq in sequences:
@@ -103,7 +104,8 @@ class CoOccurrence(SequenceRecommender):
                 values.append(self.recency_decay**r)
         index = torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1)
         values = torch.tensor(values, dtype=torch.float64)
-        return torch.sparse_coo_tensor(index, values, (len(histories), self.num_items), check_invariants=True).coalesce()
+        return torch.sparse_coo_tensor(index, values, (len(histories), self.num_items),
+                                       check_invariants=True).coalesce()
 
     def scores(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """Scores [U, N] float64 for one batch of histories."""

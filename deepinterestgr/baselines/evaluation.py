@@ -29,7 +29,8 @@ DEFAULT_KS = (5, 10)
 
 
 class SplitView(NamedTuple):
-    """What a model may see for one evaluation split: fit sequences [U][*], histories [U][<=max_history], targets [U]."""
+    """What a model may see for one evaluation split: fit sequences [U][*], histories [U][<=max_history],
+    targets [U]."""
 
     fit_sequences: list[list[int]]
     histories: list[list[int]]
@@ -50,7 +51,8 @@ def split_view(sequences: Sequence[UserSequence], split: str, *, max_history: in
     )
 
 
-def score_top_k(top_k: torch.Tensor, targets: Sequence[int] | torch.Tensor, *, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+def score_top_k(top_k: torch.Tensor, targets: Sequence[int] | torch.Tensor, *,
+                ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     """{"recall@5": ..., "ndcg@5": ..., ...} of top-K lists [U, K] (best first) against targets [U]."""
     if top_k.shape[1] < max(ks):
         raise ValueError(f"top-K lists hold {top_k.shape[1]} items but recall/ndcg@{max(ks)} was asked")

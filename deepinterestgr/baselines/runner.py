@@ -128,7 +128,8 @@ def select_sasrec_exclude_history(record: dict, checkpoint: str, valid, test) ->
     return record
 
 
-METHODS: dict[str, Callable[..., dict]] = {"most-popular": _most_popular, "cooccurrence": _cooccurrence, "sasrec": _sasrec}
+METHODS: dict[str, Callable[..., dict]] = {"most-popular": _most_popular, "cooccurrence": _cooccurrence,
+                                           "sasrec": _sasrec}
 
 
 def run_baselines_on_sequences(
@@ -169,7 +170,8 @@ def run_baselines(
     sasrec_max_epochs: int = 50,
     sasrec_max_minutes: float | None = None,
 ) -> dict:
-    """Read `<run>/data` (verified against its manifest), write `<run>/baselines/<method>.json`, return {method: record}."""
+    """Read `<run>/data` (verified against its manifest), write `<run>/baselines/<method>.json`,
+    return {method: record}."""
     from deepinterestgr.data.io import load_catalog, load_sequences
 
     num_items = len(load_catalog(run_dir))

@@ -10,8 +10,8 @@ selects on valid NDCG@10.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple
 

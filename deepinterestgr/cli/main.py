@@ -21,7 +21,8 @@ STAGE_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "download"): ("deepinterestgr.data.download:download_amazon",
                            "stream public Amazon review files (2014/2018/2023) with resume and size checks"),
     ("evidence",): ("deepinterestgr.evidence.stage:run_evidence",
-                    "CMSA captions + image features, DCIM descriptors, QARM quality, text embeddings -> <run>/evidence"),
+                    "CMSA captions + image features, DCIM descriptors, QARM quality, text embeddings "
+                    "-> <run>/evidence"),
     ("quantize",): ("deepinterestgr.quantize.stage:run_quantize",
                     "train a quantizer and write the Semantic ID table -> <run>/quantize"),
     ("pipeline",): ("deepinterestgr.pipeline:run_pipeline",
@@ -39,7 +40,8 @@ def _usage() -> str:
     lines = [
         "usage: dig <command> [options]   (every command takes -h/--help and -c/--config FILE.yaml)",
         "",
-        "Lightning commands (LightningCLI; compose configs: -c configs/trainer/cpu.yaml -c configs/model/... -c configs/data/...):",
+        "Lightning commands (LightningCLI; compose configs: "
+        "-c configs/trainer/cpu.yaml -c configs/model/... -c configs/data/...):",
         "  fit | validate | test | predict",
         "",
         "Stage commands:",
@@ -182,7 +184,8 @@ def bare_flags(args: Sequence[str], booleans: set[str] | None = None) -> list[st
                 break
         else:
             follows = args[i + 1] if i + 1 < len(args) else None
-            has_value = follows is not None and (not follows.startswith("-") or follows.lstrip("-").replace(".", "").isdigit())
+            has_value = follows is not None and (not follows.startswith("-")
+                                                 or follows.lstrip("-").replace(".", "").isdigit())
             out += [arg, "true"] if not has_value and (booleans is None or name in booleans) else [arg]
     return out
 

@@ -1,6 +1,7 @@
 """Item evidence: CMSA captions and image features, DCIM descriptors, QARM quality labels, text embeddings.
 
 Entry point: `deepinterestgr.evidence.stage.run_evidence(run_dir, ...)` (the `dig evidence` stage). Plugins of the
-kinds text_encoder, intent_miner, quality_judge, cmsa_branch and collaborative_source are registered in `deepinterestgr.evidence.plugins`;
-`deepinterestgr.evidence.testing` holds the contract checks every registered plugin must pass.
+kinds text_encoder, intent_miner, quality_judge, cmsa_branch and collaborative_source are registered in
+`deepinterestgr.evidence.plugins`; `deepinterestgr.evidence.testing` holds the contract checks every registered
+plugin must pass.
 """

@@ -95,8 +95,9 @@ class BranchCache:
 
 def model_identity(model_id: str) -> str:
     """The identity of a model in cache keys (every plugin that loads weights records it in `describe`). A hub id or
-    a packaged name stays as given; a local folder is recorded by its name and the content hash of its files: the key survives a moved
-    virtualenv and changes with the weights (two fine-tunes in folders of one name and size never share a key)."""
+    a packaged name stays as given; a local folder is recorded by its name and the content hash of its files: the key
+    survives a moved virtualenv and changes with the weights (two fine-tunes in folders of one name and size never
+    share a key)."""
     if os.path.isdir(model_id):
         return f"local:{os.path.basename(os.path.normpath(model_id))}:sha256:{weights_digest(model_id)[:16]}"
     return model_id

@@ -28,7 +28,8 @@ def descriptors_schema(max_descriptors: int, max_chars: int = 40) -> dict:
     if max_descriptors < 1 or max_chars < 1:
         raise ValueError(f"max_descriptors and max_chars must be >= 1, got {max_descriptors}, {max_chars}")
     row = {"type": "object",
-           "properties": {"descriptor": {"type": "string", "pattern": f"^[a-z0-9][{DESCRIPTOR_CHARS}]{{0,{max_chars - 1}}}$"},
+           "properties": {"descriptor": {"type": "string",
+                                         "pattern": f"^[a-z0-9][{DESCRIPTOR_CHARS}]{{0,{max_chars - 1}}}$"},
                           "confidence": {"type": "number", "enum": CONFIDENCES}},
            "required": ["descriptor", "confidence"], "additionalProperties": False}
     return {"type": "object", "properties": {"descriptors": {"type": "array", "items": row, "minItems": 1,

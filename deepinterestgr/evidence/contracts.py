@@ -70,7 +70,8 @@ class QualityJudge(EvidencePlugin):
     def judge(self, items: Sequence["Item"], descriptors: Sequence[Sequence[Descriptor]]) -> list[list[int]]: ...
 
     def judge_detailed(
-        self, items: Sequence["Item"], descriptors: Sequence[Sequence[Descriptor]], captions: Sequence[str] | None = None
+        self, items: Sequence["Item"], descriptors: Sequence[Sequence[Descriptor]],
+        captions: Sequence[str] | None = None
     ) -> list[JudgeResult]:
         """Like `judge`, but a judge that can fail per item (an LLM) reports the failure instead of raising.
         The default wraps `judge`, which cannot fail per item; `captions` lets a judge ground on the CMSA caption."""

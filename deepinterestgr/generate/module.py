@@ -91,7 +91,8 @@ class GeneratorModule(LightningModule):
             raise ValueError(f"item_loss_weight / rerank_weight need a generator with item-level scores; "
                              f"{type(generator).__name__} has none (T5SIDGenerator: set item_scores: true)")
         if item_loss_weight < 0 or rerank_weight < 0:
-            raise ValueError(f"item_loss_weight and rerank_weight must be >= 0, got {item_loss_weight}, {rerank_weight}")
+            raise ValueError("item_loss_weight and rerank_weight must be >= 0, "
+                             f"got {item_loss_weight}, {rerank_weight}")
         self.ranker = Ranker(renormalize=renormalize, beam_size=beam_size, rerank_weight=rerank_weight,
                              exclude_history=exclude_history, ks=tuple(ks))
         # the generator stays in hparams (its class_path + init_args when built by the CLI) so that
@@ -114,7 +115,8 @@ class GeneratorModule(LightningModule):
 
     def configure_model(self) -> None:
         if self.tokenizer is not None or self._trainer is None:
-            return  # outside a Trainer (load_from_checkpoint) the checkpoint's tokenizer builds it in on_load_checkpoint
+            # outside a Trainer (load_from_checkpoint) the checkpoint's tokenizer builds it in on_load_checkpoint
+            return
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None or getattr(dm, "tokenizer", None) is None:
             raise RuntimeError("GeneratorModule needs a datamodule with a SID tokenizer (SequenceDataModule)")
@@ -173,7 +175,8 @@ class GeneratorModule(LightningModule):
             return {"loss": sid_loss}
         item_logits = users.float() @ self.generator.item_vectors(self.item_tokens).float().T
         item_loss = F.cross_entropy(item_logits, batch["target_item"])
-        return {"loss": sid_loss + self.hparams.item_loss_weight * item_loss, "sid_loss": sid_loss, "item_loss": item_loss}
+        return {"loss": sid_loss + self.hparams.item_loss_weight * item_loss, "sid_loss": sid_loss,
+                "item_loss": item_loss}
 
     def _loss(self, batch: dict) -> torch.Tensor:
         return self._losses(batch)["loss"]
@@ -228,7 +231,8 @@ class GeneratorModule(LightningModule):
         result = self.generate(batch["history"], batch["history_mask"])
         self.ranker.update("test", result, batch["target_item"])
         if self.dump_test_results:
-            self.ranker.record_test_rows(batch, result, getattr(getattr(self.trainer, "datamodule", None), "split", None))
+            self.ranker.record_test_rows(batch, result,
+                                         getattr(getattr(self.trainer, "datamodule", None), "split", None))
 
     def on_test_epoch_end(self) -> None:
         values = self.ranker.compute("test", self.trainer.strategy if self._trainer else None)
@@ -284,5 +288,6 @@ class GeneratorModule(LightningModule):
             if out_dir is not None:
                 out.extend(best_and_last_checkpoints(out_dir / "checkpoints", self.hparams.monitor))
         if self.hparams.early_stopping_patience > 0 and not any(isinstance(c, EarlyStopping) for c in callbacks):
-            out.append(EarlyStopping(monitor=self.hparams.monitor, mode="max", patience=self.hparams.early_stopping_patience))
+            out.append(EarlyStopping(monitor=self.hparams.monitor, mode="max",
+                                     patience=self.hparams.early_stopping_patience))
         return out

@@ -25,7 +25,8 @@ class SearchResult(NamedTuple):
 
 
 def allowed_log_softmax(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """log-softmax over the allowed entries of the last dim; -inf elsewhere, and everywhere in rows with none allowed."""
+    """log-softmax over the allowed entries of the last dim; -inf elsewhere, and everywhere in rows with none
+    allowed."""
     x = logits.float().masked_fill(~allowed, float("-inf"))
     lse = torch.logsumexp(x, dim=-1, keepdim=True)
     return x - torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
@@ -97,7 +98,8 @@ def constrained_beam_search(
             else:
                 logits, decoding = generator.decode_step(decoding)
                 logp = _level_log_probs(rearrange(logits, "(b k) v -> b k v", k=k), allowed, lo, hi, renormalize)
-            cand = rearrange(scores.unsqueeze(-1) + logp, "b k w -> b (k w)")  # flat // W = parent beam, flat % W = token
+            # flat // W = parent beam, flat % W = token
+            cand = rearrange(scores.unsqueeze(-1) + logp, "b k w -> b (k w)")
             scores, flat = _topk_padded(cand, k)
             parent = flat // (hi - lo)
             parent_nodes = nodes.gather(1, parent)

@@ -1,8 +1,8 @@
 """TIGER-style T5 generator with one encoder position per history item.
 
 Each history item enters the encoder as ONE vector: the sum of its S code-token embeddings plus a learned recency
-embedding (TIGER feeds S tokens per item; one position per item was measured ~8x faster per training step on 2 CPU cores, and the
-decoder still predicts the next item's SID token by token).
+embedding (TIGER feeds S tokens per item; one position per item was measured ~8x faster per training step on 2 CPU
+cores, and the decoder still predicts the next item's SID token by token).
 """
 
 from __future__ import annotations
@@ -14,8 +14,12 @@ from torch import nn
 from transformers import DynamicCache, EncoderDecoderCache, T5Config, T5ForConditionalGeneration
 
 from deepinterestgr.generate.base import Generator
-from deepinterestgr.generate.t5_beam_decoding import (BeamDecoding, beam_decode_step, extend_beam_decoding,
-                                                      start_beam_decoding)
+from deepinterestgr.generate.t5_beam_decoding import (
+    BeamDecoding,
+    beam_decode_step,
+    extend_beam_decoding,
+    start_beam_decoding,
+)
 from deepinterestgr.generate.tokenizer import PAD, START
 
 
@@ -24,7 +28,7 @@ class EncoderState(NamedTuple):
 
     hidden: torch.Tensor  # [B0, H, d_model]
     mask: torch.Tensor  # [B0, H] long (1 = attend)
-    cross_kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per decoder layer: cross-attention K, V [B0, heads, H, d_kv]
+    cross_kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per decoder layer: cross-attn K, V [B0, heads, H, d_kv]
     repeats: int = 1  # decoding rows per user: B = B0 * repeats
 
     @property
@@ -176,7 +180,8 @@ class T5SIDGenerator(Generator):
 
     def _require_built(self) -> None:
         if not self.is_built:
-            raise RuntimeError("T5SIDGenerator is not built: call build(vocab_size=..., sid_length=...) (GeneratorModule does)")
+            raise RuntimeError("T5SIDGenerator is not built: call build(vocab_size=..., sid_length=...) "
+                               "(GeneratorModule does)")
 
     def encode(self, history: torch.Tensor, history_mask: torch.Tensor) -> EncoderState:
         self._require_built()
@@ -269,8 +274,8 @@ class T5SIDGenerator(Generator):
 
     def start_decoding(self, state: EncoderState, empty_prefix: torch.Tensor) -> T5Decoding | BeamDecoding:
         if self.fast_decoding_applies():
-            return start_beam_decoding(self.t5, state.cross_kv, state.mask, rows_per_user=state.repeats, start_token=START,
-                                       max_steps=self.sid_length)
+            return start_beam_decoding(self.t5, state.cross_kv, state.mask, rows_per_user=state.repeats,
+                                       start_token=START, max_steps=self.sid_length)
         return T5Decoding(state, DynamicCache(), state.cross_cache(), empty_prefix.new_full((state.rows, 1), START))
 
     def decode_step(self, decoding: T5Decoding | BeamDecoding) -> tuple[torch.Tensor, T5Decoding | BeamDecoding]:

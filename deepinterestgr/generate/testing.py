@@ -19,7 +19,8 @@ from deepinterestgr.quantize.sid import SIDTable, assign_sids
 def random_sid_table(*, num_items: int, num_levels: int = 3, codebook_size: int = 8, seed: int = 0) -> SIDTable:
     """Random codes (collisions included, as a quantizer gives) -> SID table with suffixes."""
     g = torch.Generator().manual_seed(seed)
-    return assign_sids(torch.randint(0, codebook_size, (num_items, num_levels), generator=g), codebook_size=codebook_size)
+    return assign_sids(torch.randint(0, codebook_size, (num_items, num_levels), generator=g),
+                       codebook_size=codebook_size)
 
 
 def write_tiny_run(
@@ -34,9 +35,11 @@ def write_tiny_run(
     for u in range(num_users):
         n = rng.randint(min_len, max_len)
         start = rng.randrange(num_items)
-        rows.append({"user": f"u{u}", "items": [(start + j) % num_items for j in range(n)], "timestamps": list(range(n))})
+        rows.append({"user": f"u{u}", "items": [(start + j) % num_items for j in range(n)],
+                     "timestamps": list(range(n))})
     atomic_write_jsonl(run_dir / "data" / "sequences.jsonl", rows)
-    random_sid_table(num_items=num_items, num_levels=num_levels, codebook_size=codebook_size, seed=seed).save(run_dir / "quantize")
+    random_sid_table(num_items=num_items, num_levels=num_levels, codebook_size=codebook_size,
+                     seed=seed).save(run_dir / "quantize")
     return run_dir
 
 
@@ -72,5 +75,6 @@ def check_generator_contract(generator: Generator, tokenizer: SIDTokenizer, *, b
     seq = generator.sequence_log_probs(enc.tokens.repeat_interleave(k, 0), enc.mask.repeat_interleave(k, 0),
                                        res.tokens.flatten(0, 1)).sum(-1).view(batch, k)
     assert torch.allclose(seq, res.scores, atol=1e-3), "beam scores must be the model's sum of log-probs"
-    smp = constrained_sample(generator, trie, enc.tokens, enc.mask, num_samples=3, generator_rng=torch.Generator().manual_seed(1))
+    smp = constrained_sample(generator, trie, enc.tokens, enc.mask, num_samples=3,
+                             generator_rng=torch.Generator().manual_seed(1))
     assert (smp.items >= 0).all() and trie.contains(smp.tokens).all()

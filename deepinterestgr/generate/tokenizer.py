@@ -63,7 +63,8 @@ class SIDTokenizer:
 
         codes = table.codes
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
-            raise ValueError(f"SID table codes must lie in [0, {self.codebook_size}); got [{int(codes.min())}, {int(codes.max())}]")
+            raise ValueError(f"SID table codes must lie in [0, {self.codebook_size}); "
+                             f"got [{int(codes.min())}, {int(codes.max())}]")
         suffix_local = torch.where(table.suffix == NO_SUFFIX, torch.zeros_like(table.suffix), table.suffix + 1)
         local = torch.cat([codes, suffix_local[:, None]], dim=1)
         self.item_tokens = local + self.level_offsets  # [N, S]
@@ -152,7 +153,8 @@ class SIDTokenizer:
             mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
         return EncodedHistory(tokens, mask)
 
-    def encode_user_histories(self, histories: Sequence[Sequence[int]], *, max_history: int, users: Sequence[str] | None = None) -> EncodedHistory:
+    def encode_user_histories(self, histories: Sequence[Sequence[int]], *, max_history: int,
+                              users: Sequence[str] | None = None) -> EncodedHistory:
         """Convenience for ragged Python lists: keep the last `max_history` items of each, right-aligned."""
         ids = torch.full((len(histories), max_history), -1, dtype=torch.long)
         for row, h in enumerate(histories):

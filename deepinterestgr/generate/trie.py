@@ -141,7 +141,8 @@ class SIDTrie:
         cache = self.__dict__.setdefault("_edge_key_cache", {})
         lvl = self.levels[level]
         if level not in cache or cache[level].device != lvl.child_token.device:
-            parents = torch.repeat_interleave(torch.arange(len(lvl.ptr) - 1, device=lvl.ptr.device), lvl.ptr[1:] - lvl.ptr[:-1])
+            parents = torch.repeat_interleave(torch.arange(len(lvl.ptr) - 1, device=lvl.ptr.device),
+                                              lvl.ptr[1:] - lvl.ptr[:-1])
             cache[level] = parents * self.vocab_size + lvl.child_token
         return cache[level]
 

@@ -8,8 +8,13 @@ from pathlib import Path
 import torch
 
 from deepinterestgr.artifacts import atomic_path, atomic_write_json, write_manifest
-from deepinterestgr.quantize.metrics import (code_table_metrics, collapsed_levels, collision_rate, group_sizes,
-                                             level_perplexity)
+from deepinterestgr.quantize.metrics import (
+    code_table_metrics,
+    collapsed_levels,
+    collision_rate,
+    group_sizes,
+    level_perplexity,
+)
 from deepinterestgr.quantize.sid import SIDTable, assign_sids
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,8 @@ def load_evidence_tensor(path: Path, key: str) -> torch.Tensor:
     except Exception as e:  # safetensors raises its own types for truncated / foreign files
         raise ArtifactError(f"{path}: unreadable ({e}). {fix}") from e
     if t.ndim != 2 or t.shape[0] == 0 or not t.is_floating_point():
-        raise ArtifactError(f"{path}: {key!r} must be a non-empty float matrix [N, D], got {t.dtype} {tuple(t.shape)}. {fix}")
+        raise ArtifactError(f"{path}: {key!r} must be a non-empty float matrix [N, D], "
+                            f"got {t.dtype} {tuple(t.shape)}. {fix}")
     t = t.float()
     bad = (~torch.isfinite(t)).any(dim=1)
     if bad.any():
@@ -116,8 +117,8 @@ class EmbeddingDataModule(LightningDataModule):
             image = load_evidence_tensor(self.evidence_dir / IMAGE_FILE, IMAGE_KEY)
             if image.shape[0] != self.text.shape[0]:
                 raise ArtifactError(
-                    f"{self.evidence_dir / IMAGE_FILE}: {image.shape[0]} rows but {TEXT_FILE} has {self.text.shape[0]}; "
-                    "both must have one row per item. Rerun the `evidence` stage."
+                    f"{self.evidence_dir / IMAGE_FILE}: {image.shape[0]} rows but {TEXT_FILE} has "
+                    f"{self.text.shape[0]}; both must have one row per item. Rerun the `evidence` stage."
                 )
             self.image = image
         log.info("quantize data: %d items, text %d-d%s", self.num_items, self.text_dim,

@@ -26,8 +26,10 @@ def squared_distances(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     return (x.pow(2).sum(1, keepdim=True) - 2 * x @ centroids.T + centroids.pow(2).sum(1)[None]).clamp_min_(0)
 
 
-def init_centroids(x: torch.Tensor, k: int, *, init: Init = "kmeans++", generator: torch.Generator | None = None) -> torch.Tensor:
-    """k initial centroids from the rows of x. With fewer distinct rows than k, rows repeat (dead codes are restarted later)."""
+def init_centroids(x: torch.Tensor, k: int, *, init: Init = "kmeans++",
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """k initial centroids from the rows of x. With fewer distinct rows than k, rows repeat (dead codes are
+    restarted later)."""
     n = x.shape[0]
     if n == 0:
         raise ValueError("k-means needs at least one vector")
@@ -58,7 +60,8 @@ def sinkhorn_assign(dist: torch.Tensor, *, epsilon: float = 0.05, iters: int = 5
     d = (d - d.min()) / (d.max() - d.min()).clamp_min(1e-12)
     log_p = -d / epsilon
     n, k = log_p.shape
-    log_r, log_c = torch.full((n,), -torch.log(torch.tensor(float(n), dtype=d.dtype))), torch.full((k,), -torch.log(torch.tensor(float(k), dtype=d.dtype)))
+    log_r, log_c = (torch.full((n,), -torch.log(torch.tensor(float(n), dtype=d.dtype))),
+                    torch.full((k,), -torch.log(torch.tensor(float(k), dtype=d.dtype))))
     u, v = torch.zeros(n, dtype=d.dtype), torch.zeros(k, dtype=d.dtype)
     for _ in range(iters):
         u = log_r - torch.logsumexp(log_p + v[None], dim=1)
@@ -98,11 +101,14 @@ def balanced_capacity(n: int, k: int, factor: float = 1.0) -> int:
     return max(1, int(-(-n * factor // k)))
 
 
-def assign(x: torch.Tensor, centroids: torch.Tensor, *, balanced: bool = False, capacity_factor: float = 1.0) -> torch.Tensor:
+def assign(x: torch.Tensor, centroids: torch.Tensor, *, balanced: bool = False,
+           capacity_factor: float = 1.0) -> torch.Tensor:
     dist = squared_distances(x, centroids)
     if not balanced:
         return dist.argmin(dim=1)
-    return capacity_assign(dist, capacity=balanced_capacity(x.shape[0], centroids.shape[0], capacity_factor)).to(x.device)
+    return capacity_assign(
+        dist, capacity=balanced_capacity(x.shape[0], centroids.shape[0], capacity_factor)
+    ).to(x.device)
 
 
 def update_centroids(x: torch.Tensor, assignment: torch.Tensor, centroids: torch.Tensor, *,

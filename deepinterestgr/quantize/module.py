@@ -80,10 +80,11 @@ class QuantizerModule(LightningModule):
     # ----------------------------------------------------------------------------------------------- building
     def _build(self, input_dim: int, image_dim: int | None) -> None:
         if image_dim is not None and self.fusion is None:
-            self.fusion = CMSAFusion(text_dim=input_dim, image_dim=image_dim, image_proj_dim=self.hparams.image_proj_dim)
+            self.fusion = CMSAFusion(text_dim=input_dim, image_dim=image_dim,
+                                     image_proj_dim=self.hparams.image_proj_dim)
             if not self.quantizer.trainable:
-                log.warning("%s is gradient-free: the CMSA fusion head (W_v, W_f) gets no training signal and keeps its "
-                            "init (text passes through, image features add a fixed random projection)",
+                log.warning("%s is gradient-free: the CMSA fusion head (W_v, W_f) gets no training signal and "
+                            "keeps its init (text passes through, image features add a fixed random projection)",
                             type(self.quantizer).__name__)
         self.quantizer.build(self.fusion.out_dim if self.fusion is not None else input_dim)
 
@@ -96,8 +97,9 @@ class QuantizerModule(LightningModule):
             self._build(text_dim, image_dim)
         elif (self.hparams.input_dim, self.hparams.image_dim) != (text_dim, image_dim):
             raise ValueError(
-                f"this quantizer was built for text width {self.hparams.input_dim} / image width {self.hparams.image_dim} "
-                f"but {dm.run_dir} has {text_dim} / {image_dim}; train a new quantizer for these embeddings"
+                f"this quantizer was built for text width {self.hparams.input_dim} / "
+                f"image width {self.hparams.image_dim} but {dm.run_dir} has {text_dim} / {image_dim}; "
+                "train a new quantizer for these embeddings"
             )
 
     def _datamodule(self) -> EmbeddingDataModule:

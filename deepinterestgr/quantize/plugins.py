@@ -6,4 +6,5 @@ def register_builtins(register) -> None:
     from deepinterestgr.quantize.rqvae import RQVAE
 
     register("rqvae", RQVAE, aliases=("rq-vae",), description="RQ-VAE (TIGER): MLP autoencoder with residual codebooks")
-    register("rqkmeans", RQKMeans, aliases=("rq-kmeans",), description="residual k-means (optionally balanced), no gradients")
+    register("rqkmeans", RQKMeans, aliases=("rq-kmeans",),
+             description="residual k-means (optionally balanced), no gradients")

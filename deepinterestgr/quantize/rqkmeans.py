@@ -9,8 +9,15 @@ from __future__ import annotations
 import torch
 
 from deepinterestgr.quantize.base import Quantizer, QuantizerOutput
-from deepinterestgr.quantize.kmeans import (Init, assign, distinct_within_groups, kmeans, residual_candidates,
-                                           squared_distances, update_centroids)
+from deepinterestgr.quantize.kmeans import (
+    Init,
+    assign,
+    distinct_within_groups,
+    kmeans,
+    residual_candidates,
+    squared_distances,
+    update_centroids,
+)
 
 
 class RQKMeans(Quantizer):
@@ -49,7 +56,8 @@ class RQKMeans(Quantizer):
         super().__init__()
         self.num_levels, self.codebook_size = int(num_levels), int(codebook_size)
         self.iters, self.init, self.seed = int(iters), init, int(seed)
-        self.balanced, self.balanced_iters, self.capacity_factor = bool(balanced), int(balanced_iters), float(capacity_factor)
+        self.balanced, self.balanced_iters, self.capacity_factor = (bool(balanced), int(balanced_iters),
+                                                                    float(capacity_factor))
         self.distinct_last_level = bool(distinct_last_level)
         self.register_buffer("codebooks", torch.empty(0))
         self.register_buffer("initialized", torch.tensor(False))

@@ -15,8 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepinterestgr.quantize.base import Quantizer, QuantizerOutput
-from deepinterestgr.quantize.kmeans import (distinct_within_groups, kmeans, residual_candidates, sinkhorn_assign,
-                                           squared_distances)
+from deepinterestgr.quantize.kmeans import (
+    distinct_within_groups,
+    kmeans,
+    residual_candidates,
+    sinkhorn_assign,
+    squared_distances,
+)
 
 
 def mlp(dims: Sequence[int], *, dropout: float = 0.0) -> nn.Sequential:
@@ -128,7 +133,8 @@ class RQVAE(Quantizer):
             code = self._level_codes(residual.detach(), level, prefix)
             e = self.codebooks[level][code]
             # codebook moves to the (frozen) residual; encoder commits to the (frozen) code
-            vq_loss = vq_loss + (e - residual.detach()).pow(2).sum(-1).mean() + self.beta * (residual - e.detach()).pow(2).sum(-1).mean()
+            vq_loss = (vq_loss + (e - residual.detach()).pow(2).sum(-1).mean()
+                       + self.beta * (residual - e.detach()).pow(2).sum(-1).mean())
             quantized = quantized + e
             residual = residual - e.detach()
             codes.append(code)

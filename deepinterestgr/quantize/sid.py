@@ -29,7 +29,8 @@ class SIDTable:
         self.codes = self.codes.long().cpu().contiguous()
         self.suffix = self.suffix.long().cpu().contiguous()
         if self.codes.ndim != 2 or self.suffix.shape != (self.codes.shape[0],):
-            raise ValueError(f"SIDTable: codes must be [N, L] and suffix [N]; got {tuple(self.codes.shape)}, {tuple(self.suffix.shape)}")
+            raise ValueError("SIDTable: codes must be [N, L] and suffix [N]; "
+                             f"got {tuple(self.codes.shape)}, {tuple(self.suffix.shape)}")
 
     @property
     def num_items(self) -> int:

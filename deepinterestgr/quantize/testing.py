@@ -34,13 +34,16 @@ def check_quantizer_contract(quantizer: Quantizer, *, input_dim: int = 24, num_i
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert torch.isfinite(out.quantized).all()
     for name, value in out.metrics.items():
-        assert torch.is_tensor(value) and value.ndim == 0 and torch.isfinite(value), f"metric {name} not a finite scalar"
+        assert torch.is_tensor(value) and value.ndim == 0 and torch.isfinite(value), (
+            f"metric {name} not a finite scalar")
     if quantizer.trainable:
         out.loss.backward()
         grads = [p.grad for p in quantizer.parameters() if p.requires_grad]
-        assert grads and any(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads), "no gradient"
+        assert grads and any(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
+                             for g in grads), "no gradient"
     quantizer.eval()
     with torch.no_grad():
         out = quantizer(x)
         assert torch.equal(quantizer.encode(x), out.codes), "encode() is not deterministic in eval mode"
-        assert torch.allclose(out.quantized, quantizer.decode_codes(out.codes), atol=1e-6), "decode_codes round trip failed"
+        assert torch.allclose(out.quantized, quantizer.decode_codes(out.codes), atol=1e-6), (
+            "decode_codes round trip failed")

@@ -119,7 +119,8 @@ class Registry:
         contract = _import_contract(kind)
         where = f"{kind} plugin {name!r} from {source}"
         if not isinstance(cls, type) or not issubclass(cls, contract):
-            raise RegistryError(f"{where}: {cls!r} does not implement the contract {contract.__module__}.{contract.__name__}")
+            raise RegistryError(f"{where}: {cls!r} does not implement the contract "
+                                f"{contract.__module__}.{contract.__name__}")
         if getattr(cls, "__abstractmethods__", None):
             missing = ", ".join(sorted(cls.__abstractmethods__))
             raise RegistryError(f"{where}: {cls.__name__} leaves abstract methods unimplemented: {missing}")
@@ -128,7 +129,8 @@ class Registry:
         for key in (name, *aliases):
             if key in specs or key in aliases_of_kind:
                 prior = specs.get(key) or specs[aliases_of_kind[key]]
-                raise RegistryError(f"{where}: the name {key!r} is already registered by {prior.source} ({prior.class_path})")
+                raise RegistryError(f"{where}: the name {key!r} is already registered by "
+                                    f"{prior.source} ({prior.class_path})")
         for prior in specs.values():
             # jsonargparse resolves `class_path: RQVAE` by class name: two classes with one name would be ambiguous
             if prior.cls.__name__ == cls.__name__ and prior.cls is not cls:

@@ -22,7 +22,8 @@ import torch
 ADVANTAGE_EPS = 1e-6
 
 
-def group_advantages(rewards: torch.Tensor, *, mask: torch.Tensor | None = None, eps: float = ADVANTAGE_EPS) -> torch.Tensor:
+def group_advantages(rewards: torch.Tensor, *, mask: torch.Tensor | None = None,
+                     eps: float = ADVANTAGE_EPS) -> torch.Tensor:
     """[B, G] advantages: rewards standardised within each user's group (row).
 
     The std is the unbiased sample std (as in TRL's GRPOTrainer); a group whose rewards are all equal gets zero

@@ -159,7 +159,8 @@ class PolicyModule(LightningModule):
         # weights_only: a checkpoint is a file users pass around; never unpickle code from it. Fits through the CLI
         # (`dig fit`, the pipeline) store the generator as its class_path config, which loads this way.
         try:
-            generator_module = GeneratorModule.load_from_checkpoint(str(checkpoint), map_location="cpu", weights_only=True)
+            generator_module = GeneratorModule.load_from_checkpoint(str(checkpoint), map_location="cpu",
+                                                                    weights_only=True)
         except pickle.UnpicklingError as e:
             raise ArtifactError(
                 f"{checkpoint}: holds pickled Python objects, which are not loaded (weights_only=True: unpickling can "
@@ -168,7 +169,8 @@ class PolicyModule(LightningModule):
             ) from e
         loaded = generator_module.tokenizer
         if loaded is None:
-            raise ArtifactError(f"{checkpoint}: no SID tokenizer in this checkpoint; is it a GeneratorModule checkpoint?")
+            raise ArtifactError(f"{checkpoint}: no SID tokenizer in this checkpoint; "
+                                "is it a GeneratorModule checkpoint?")
         if tokenizer is not None and not (
             torch.equal(loaded.table.codes, tokenizer.table.codes)
             and torch.equal(loaded.table.suffix, tokenizer.table.suffix)
@@ -176,12 +178,14 @@ class PolicyModule(LightningModule):
         ):
             raise ArtifactError(
                 f"{checkpoint}: the generator was trained on a different SID table (or user buckets) than this run's "
-                "`quantize` stage produced. Retrain the generator on this run, or point init_checkpoint at the right one."
+                "`quantize` stage produced. Retrain the generator on this run, "
+                "or point init_checkpoint at the right one."
             )
         self.adopt_generator(generator_module.generator, dict(generator_module.hparams), loaded,
                              generator_module.recorded_ranking)
         self.init_checkpoint_path = Path(checkpoint)
-        log.info("policy initialised from %s (%d parameters)", checkpoint, sum(p.numel() for p in self.policy.parameters()))
+        log.info("policy initialised from %s (%d parameters)", checkpoint,
+                 sum(p.numel() for p in self.policy.parameters()))
 
     def adopt_generator(self, generator: Generator, generator_hparams: dict, tokenizer: SIDTokenizer,
                         ranking: dict | None) -> None:
@@ -242,7 +246,8 @@ class PolicyModule(LightningModule):
                 continue
             key = need.removeprefix("extras.")
             if key == "item_categories":
-                self.reward_extras[key] = read_item_categories(run_dir / "data" / "catalog.jsonl", self.tokenizer.num_items)
+                self.reward_extras[key] = read_item_categories(run_dir / "data" / "catalog.jsonl",
+                                                               self.tokenizer.num_items)
             else:
                 raise ValueError(
                     f"{type(self.reward).__name__} needs extras[{key!r}], which the policy cannot provide "
@@ -285,9 +290,9 @@ class PolicyModule(LightningModule):
             ours = sid_table_hash(self.tokenizer)
             if saved["sid_table_sha256"] != ours:
                 raise ArtifactError(
-                    f"this policy checkpoint was trained on SID table {saved['sid_table_sha256'][:16]}..., but the run's "
-                    f"SID table is {ours[:16]}... (the quantize stage changed since). Retrain the generator and the "
-                    "policy on this run.")
+                    f"this policy checkpoint was trained on SID table {saved['sid_table_sha256'][:16]}..., "
+                    f"but the run's SID table is {ours[:16]}... (the quantize stage changed since). "
+                    "Retrain the generator and the policy on this run.")
             return
         tokenizer = SIDTokenizer.from_state(saved["tokenizer"])
         if sid_table_hash(tokenizer) != saved["sid_table_sha256"]:
@@ -296,7 +301,8 @@ class PolicyModule(LightningModule):
         generator_module = instantiate_module(GeneratorModule, dict(saved["hparams"]))
         generator_module.set_tokenizer(tokenizer)
         self.adopt_generator(generator_module.generator, dict(saved["hparams"]), tokenizer, saved.get("ranking"))
-        self.init_checkpoint_path = Path(checkpoint[CHECKPOINT_INIT_KEY]) if checkpoint.get(CHECKPOINT_INIT_KEY) else None
+        self.init_checkpoint_path = (Path(checkpoint[CHECKPOINT_INIT_KEY]) if checkpoint.get(CHECKPOINT_INIT_KEY)
+                                     else None)
 
     def _set_generator_modes(self) -> None:
         # Set on every step: Lightning restores per-module training flags around validation by assigning them
@@ -380,7 +386,8 @@ class PolicyModule(LightningModule):
             optimizer.step()
 
         real_groups = real.sum(dim=1) >= 2
-        zero_advantage = ((advantages.abs().sum(dim=1) == 0) & real_groups).float().sum() / real_groups.sum().clamp(min=1)
+        zero_advantage = (((advantages.abs().sum(dim=1) == 0) & real_groups).float().sum()
+                          / real_groups.sum().clamp(min=1))
         stats = {
             "train/loss": outs[0].loss.detach(),
             "train/reward_mean": rewards.mean(),
@@ -474,6 +481,7 @@ def read_item_categories(path: Path, num_items: int) -> list[set[str]]:
     for lineno, row in enumerate(read_jsonl(path, stage="data"), 1):
         item_id = row.get("item_id")
         if not isinstance(item_id, int) or not 0 <= item_id < num_items:
-            raise ArtifactError(f"{path}:{lineno}: item_id {item_id!r} is not in 0..{num_items - 1}; rerun the `data` stage")
+            raise ArtifactError(f"{path}:{lineno}: item_id {item_id!r} is not in 0..{num_items - 1}; "
+                                "rerun the `data` stage")
         categories[item_id] = set(row.get("categories") or [])
     return categories

@@ -75,7 +75,8 @@ def extend_sequences(path: Path, sequences: dict[str, list[int]], problems: Prob
     try:
         header = next(csv.reader([header_line[1]]))
     except csv.Error as e:
-        raise DataFormatError(f"{path}:1: unreadable CSV header ({e}); expected {','.join(REQUIRED_COLUMNS)},...") from e
+        raise DataFormatError(f"{path}:1: unreadable CSV header ({e}); "
+                              f"expected {','.join(REQUIRED_COLUMNS)},...") from e
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise DataFormatError(

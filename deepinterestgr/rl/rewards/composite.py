@@ -19,7 +19,8 @@ class CompositeReward(Reward):
     `terms` maps a name (used in logs and `weights`) to a reward object: in a config, each is a
     `{class_path, init_args}` block naming any Reward subclass, built-in or from a plugin package; nothing is
     looked up in the global plugin registry. `weights` defaults to 1 per term. The paper's reward
-    `R = 1[exact] + lambda_valid * 1[valid] + lambda_pref * LCP/L + alpha * q_t * 1[exact]` is `CompositeReward.paper()`:
+    `R = 1[exact] + lambda_valid * 1[valid] + lambda_pref * LCP/L + alpha * q_t * 1[exact]` is
+    `CompositeReward.paper()`:
 
         CompositeReward(terms={"exact": ExactMatchReward(), "valid": ValidityReward(), "prefix": PrefixReward(),
                                "qarm": QARMReward(alpha=0.5)},
@@ -77,4 +78,5 @@ class CompositeReward(Reward):
         return sum(self.weights[name] * value.float() for name, value in parts.items())
 
     def __repr__(self) -> str:
-        return f"CompositeReward(terms={ {n: type(t).__name__ for n, t in self.terms.items()} }, weights={self.weights})"
+        return (f"CompositeReward(terms={ {n: type(t).__name__ for n, t in self.terms.items()} }, "
+                f"weights={self.weights})")

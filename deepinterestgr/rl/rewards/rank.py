@@ -37,7 +37,8 @@ class RankPenaltyReward(Reward):
         group_size = exact.shape[1]
         ranks = batch.ranks.long()
         if ranks.numel() and (ranks.min() < 0 or ranks.max() >= group_size):
-            raise ValueError(f"RankPenaltyReward: ranks must lie in [0, {group_size}); got {ranks.min()}..{ranks.max()}")
+            raise ValueError(f"RankPenaltyReward: ranks must lie in [0, {group_size}); "
+                             f"got {ranks.min()}..{ranks.max()}")
         penalty = rank_penalties(group_size).to(exact.device)[ranks]
         group_hit = exact.any(dim=1, keepdim=True)
         return torch.where(group_hit & ~exact, penalty, torch.zeros_like(penalty))

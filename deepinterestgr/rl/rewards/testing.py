@@ -17,7 +17,8 @@ from deepinterestgr.quantize.sid import NO_SUFFIX
 from deepinterestgr.rl.rewards.base import Reward, RewardBatch
 
 
-def make_catalog_sids(*, num_items: int, num_levels: int, codebook_size: int, generator: torch.Generator) -> torch.Tensor:
+def make_catalog_sids(*, num_items: int, num_levels: int, codebook_size: int,
+                      generator: torch.Generator) -> torch.Tensor:
     """[num_items, L+1] distinct random SIDs (no suffix needed since the L codes are already distinct)."""
     space = codebook_size**num_levels
     if num_items > space:
@@ -120,7 +121,8 @@ def check_reward_contract(reward: Reward, *, seeds: tuple[int, ...] = (0, 1, 2),
     name = type(reward).__name__
     assert isinstance(reward, Reward), f"{name} does not subclass deepinterestgr.rl.rewards.base.Reward"
     low, high = reward.bounds
-    assert math.isfinite(low) and math.isfinite(high) and low <= high, f"{name}.bounds {reward.bounds} is not a finite range"
+    assert math.isfinite(low) and math.isfinite(high) and low <= high, (
+        f"{name}.bounds {reward.bounds} is not a finite range")
     for seed in seeds:
         extras = type(reward).example_extras(num_items=num_items, generator=torch.Generator().manual_seed(seed))
         for batch_size, group_size in ((4, 8), (1, 1), (3, 5)):
@@ -131,7 +133,8 @@ def check_reward_contract(reward: Reward, *, seeds: tuple[int, ...] = (0, 1, 2),
             out = reward(batch)
             where = f"{name} (seed {seed}, B={batch_size}, G={group_size})"
             assert isinstance(out, torch.Tensor), f"{where}: returned {type(out).__name__}, not a tensor"
-            assert out.shape == (batch_size, group_size), f"{where}: shape {tuple(out.shape)} != {(batch_size, group_size)}"
+            assert out.shape == (batch_size, group_size), (
+                f"{where}: shape {tuple(out.shape)} != {(batch_size, group_size)}")
             assert out.dtype == torch.float32, f"{where}: dtype {out.dtype}, expected torch.float32"
             assert torch.isfinite(out).all(), f"{where}: non-finite rewards {out}"
             tol = 1e-5 * max(1.0, abs(low), abs(high))

@@ -16,7 +16,8 @@ def categories_to_multi_hot(categories: Sequence[set[str]] | torch.Tensor) -> to
     """[N, C] bool from per-item category sets (or a multi-hot tensor, passed through as bool)."""
     if isinstance(categories, torch.Tensor):
         if categories.ndim != 2:
-            raise ValueError(f"extras[{CATEGORIES_KEY!r}] tensor must be multi-hot [N, C]; got {tuple(categories.shape)}")
+            raise ValueError(f"extras[{CATEGORIES_KEY!r}] tensor must be multi-hot [N, C]; "
+                             f"got {tuple(categories.shape)}")
         return categories.bool()
     vocab = {name: i for i, name in enumerate(sorted({c for cats in categories for c in cats}))}
     multi_hot = torch.zeros(len(categories), max(len(vocab), 1), dtype=torch.bool)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from dig_category_reward import CategoryConsistencyReward
 
 from deepinterestgr.rl.rewards.base import RewardBatch
 from deepinterestgr.rl.rewards.testing import check_reward_contract
-from dig_category_reward import CategoryConsistencyReward
 
 
 def _batch(categories, generated_items, target_items):

@@ -155,7 +155,8 @@ class ItemsWatcher:
     def _load(self, base_only: bool = False) -> ServedItems:
         from deepinterestgr.serve.versions import base_version
 
-        version = base_version(self.run_dir, self.base.table) if base_only else load_current(self.run_dir, self.base.table)
+        load = base_version if base_only else load_current
+        version = load(self.run_dir, self.base.table)
         return ServedItems(version, serving_tokenizer(version, self.base))
 
     def refresh(self) -> bool:
@@ -206,8 +207,8 @@ def resolve_checkpoint(run_dir: str | Path, stage: str, checkpoint: str | Path |
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     path = Path(checkpoint) if checkpoint else Path(run_dir) / CHECKPOINTS[stage]
     if not path.is_file():
-        hint = ("train the generator (`dig fit` with a GeneratorModule config, or `dig pipeline`)" if stage == "generate"
-                else "run the rl stage, or serve the generator with --stage generate")
+        hint = ("train the generator (`dig fit` with a GeneratorModule config, or `dig pipeline`)"
+                if stage == "generate" else "run the rl stage, or serve the generator with --stage generate")
         raise ArtifactError(f"{path}: no {stage} checkpoint; {hint}, or pass --checkpoint")
     return path
 

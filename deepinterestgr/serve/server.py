@@ -24,14 +24,19 @@ and `X-Items-Version` headers, for load tests and debugging.
 # FastAPI as they are, and FastAPI cannot resolve string annotations from litserve's module
 import logging
 import os
+import signal
 import time
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from queue import Empty
+from typing import Annotated, Literal
 
 import litserve as ls
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+from litserve.loops.simple_loops import BatchedLoop
+from litserve.utils import LitAPIStatus, LoopResponseType
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictInt, StrictStr, WithJsonSchema
 
 from deepinterestgr.serve.recommender import MAX_QUERY_HISTORY, Query, RequestError
@@ -51,9 +56,10 @@ def _item_key(value):
                      f"got {value!r}")
 
 
-ItemKey = Annotated[Union[int, str], PlainValidator(_item_key), WithJsonSchema({"anyOf": [
+ItemKey = Annotated[int | str, PlainValidator(_item_key), WithJsonSchema({"anyOf": [
     {"type": "integer", "minimum": 0, "description": "item id"},
-    {"type": "string", "minLength": 1, "maxLength": ITEM_KEY_MAX_LENGTH, "description": "ASIN (the catalog's source_id)"},
+    {"type": "string", "minLength": 1, "maxLength": ITEM_KEY_MAX_LENGTH,
+     "description": "ASIN (the catalog's source_id)"},
 ]})]
 
 
@@ -123,6 +129,43 @@ def _jsonable(value):
     return repr(value)
 
 
+class ArrivalBatchedLoop(BatchedLoop):
+    """LitServe's batched loop with a collector that does not poll.
+
+    LitServe's own waits for a batch by asking the request queue (a multiprocessing manager: one IPC round trip
+    per call) for an item every millisecond, whether or not requests come: an idle `dig serve` used 20% of a core
+    (its queue manager 11.5%, its worker 8.6%). This one blocks in one call until the first request arrives, then
+    waits at most `batch_timeout` after that arrival for the batch to fill (each further call returns as soon as a
+    request is queued) and takes whatever else is already queued, up to `max_batch_size`.
+    """
+
+    def get_batch_requests(self, lit_api, request_queue, transport):
+        payloads, timed_out = [], []
+        try:
+            item = request_queue.get(timeout=1.0)
+        except Empty:
+            return payloads, timed_out
+        deadline = time.monotonic() + lit_api.batch_timeout
+        apply_timeout = lit_api.request_timeout not in (-1, False, None)
+        while True:
+            if item == _SENTINEL_VALUE:
+                raise _StopLoopError()
+            response_queue_id, uid, timestamp, x_enc = item
+            self.put_response(transport, response_queue_id, uid, (), LitAPIStatus.START, LoopResponseType.REGULAR)
+            if apply_timeout and time.monotonic() - timestamp > lit_api.request_timeout:
+                timed_out.append((response_queue_id, uid))
+            else:
+                payloads.append((response_queue_id, uid, x_enc))
+            if len(payloads) >= lit_api.max_batch_size:
+                break
+            remaining = deadline - time.monotonic()
+            try:
+                item = request_queue.get(timeout=remaining) if remaining > 0 else request_queue.get_nowait()
+            except Empty:
+                break
+        return payloads, timed_out
+
+
 class RecommendAPI(ls.LitAPI):
     """The inference worker: a `Recommender` behind LitServe's batching loop."""
 
@@ -130,10 +173,11 @@ class RecommendAPI(ls.LitAPI):
                  max_history: int | None = None, beam_size: int | None = None, rerank_weight: float | None = None,
                  exclude_history: bool | None = None, threads: int = 1, max_batch_size: int = 64,
                  batch_timeout: float = 0.005) -> None:
-        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/recommend")
+        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/recommend",
+                         loop=ArrivalBatchedLoop() if max_batch_size > 1 else "auto")
         # only plain options here: this object is pickled into the spawned worker, which loads the model in setup
-        self.options = dict(stage=stage, checkpoint=checkpoint, max_history=max_history, beam_size=beam_size,
-                            rerank_weight=rerank_weight, exclude_history=exclude_history)
+        self.options = {"stage": stage, "checkpoint": checkpoint, "max_history": max_history, "beam_size": beam_size,
+                        "rerank_weight": rerank_weight, "exclude_history": exclude_history}
         self.run_dir = str(run_dir)
         self.threads = threads
         self.recommender = None
@@ -194,8 +238,8 @@ class ItemsEndpoint:
         served = self.watcher.current
         item = served.lookup_path(key)
         if item is None:
-            raise HTTPException(404, detail=f"unknown item {key!r}: not an ASIN nor an item id 0..{served.num_items - 1} "
-                                            f"of items version {served.number}")
+            raise HTTPException(404, detail=f"unknown item {key!r}: not an ASIN nor an item id "
+                                            f"0..{served.num_items - 1} of items version {served.number}")
         return served.row(item)
 
 
@@ -211,9 +255,8 @@ def build_server(run_dir: str | Path, *, stage: str = "generate", checkpoint: st
     path = resolve_checkpoint(run_dir, stage, checkpoint)
     info = read_checkpoint_info(path)  # memory-mapped: the HTTP process never builds the model
     ranking = dict(info["ranking"])
-    for key, value in (("beam_size", beam_size), ("rerank_weight", rerank_weight), ("exclude_history", exclude_history)):
-        if value is not None:
-            ranking[key] = value
+    overrides = {"beam_size": beam_size, "rerank_weight": rerank_weight, "exclude_history": exclude_history}
+    ranking.update({k: v for k, v in overrides.items() if v is not None})
     items = ItemsEndpoint(run_dir, info["tokenizer"])  # fails here, before any worker starts, on a bad catalog
     api = RecommendAPI(run_dir, stage=stage, checkpoint=str(path), max_history=max_history, beam_size=beam_size,
                        rerank_weight=rerank_weight, exclude_history=exclude_history, threads=threads,
@@ -273,4 +316,14 @@ def serve(run_dir: str, stage: Literal["generate", "rl"] = "generate", port: int
                           rerank_weight=rerank_weight, exclude_history=exclude_history, max_batch_size=max_batch_size,
                           batch_timeout=batch_timeout, threads=threads, accelerator=accelerator, timeout=timeout,
                           fast_queue=fast_queue)
-    server.run(host=host, port=port, log_level=log_level, generate_client_file=False, num_api_servers=1)
+    # LitServe shuts its processes down on KeyboardInterrupt only; a plain SIGTERM (docker stop, systemd, kill) would
+    # end this process and leave the uvicorn, queue-manager and worker processes behind, the uvicorn one spinning
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.run(host=host, port=port, log_level=log_level, generate_client_file=False, num_api_servers=1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

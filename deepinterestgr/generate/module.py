@@ -219,13 +219,7 @@ class GeneratorModule(LightningModule):
         self.ranker.update("val", self.generate(batch["history"], batch["history_mask"]), batch["target_item"])
 
     def on_validation_epoch_end(self) -> None:
-        values = self.ranker.compute("val", self.trainer.strategy)  # summed over DDP ranks: equal on every rank
-        ranking = {k: v for k, v in values.items() if "ndcg" in k or "recall" in k}
-        self.log_dict(ranking, prog_bar=True)
-        self.log_dict({k: v for k, v in values.items() if k not in ranking})
-        if not self.trainer.sanity_checking:
-            log.info("epoch %d step %d: %s", self.current_epoch, self.global_step,
-                     ", ".join(f"{k}={float(v):.4f}" for k, v in values.items() if "ndcg" in k or "recall" in k))
+        self.ranker.log_validation(self, f"epoch {self.current_epoch} step {self.global_step}")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         result = self.generate(batch["history"], batch["history_mask"])

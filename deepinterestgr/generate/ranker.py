@@ -9,6 +9,7 @@ from (same beam, same re-ranking weight, same no-repeat rule) and both write the
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from deepinterestgr.generate.rerank import exclude_items, item_log_probs, rerank
 from deepinterestgr.generate.search import SearchResult, constrained_beam_search
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
+
+log = logging.getLogger(__name__)
 
 #: what a checkpoint records of the ranking it was evaluated with (a policy started from it ranks the same way)
 RANKING_KEY = "ranking"
@@ -151,6 +154,17 @@ class Ranker(nn.Module):
             values[f"{split}/distinct_top1"] = float((top1 > 0).sum())
             values[f"{split}/coverage@{k}"] = float((topk > 0).sum()) / self._require_tokenizer().num_items
         values[f"{split}/num_users"] = float(count)
+        return values
+
+    def log_validation(self, module, label: str) -> dict[str, float]:
+        """Compute the validation split (summed over DDP ranks: equal on every rank), log it through `module` (the
+        ranking metrics on the progress bar) and, outside the sanity check, one `label: metrics` line."""
+        values = self.compute("val", module.trainer.strategy)
+        ranking = {k: v for k, v in values.items() if "ndcg" in k or "recall" in k}
+        module.log_dict(ranking, prog_bar=True)
+        module.log_dict({k: v for k, v in values.items() if k not in ranking})
+        if not module.trainer.sanity_checking:
+            log.info("%s: %s", label, ", ".join(f"{k}={float(v):.4f}" for k, v in ranking.items()))
         return values
 
     def record_test_rows(self, batch: dict, result: SearchResult, users=None) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from deepinterestgr.data.readers.amazon_raw import AmazonRawReader, required_number, required_str
-from deepinterestgr.data.readers.lines import category_paths, text_field
-from deepinterestgr.data.schema import Item
+from deepinterestgr.data.readers.amazon_raw import AmazonRawReader, asin_item
 
 
 class Amazon2014Reader(AmazonRawReader):
@@ -18,21 +16,6 @@ class Amazon2014Reader(AmazonRawReader):
         cat = category or "*"
         return [f"reviews_{cat}_5.json.gz", f"reviews_{cat}_5.json", f"reviews_{cat}.json.gz", f"reviews_{cat}.json"]
 
-    def meta_patterns(self, category):
-        cat = category or "*"
-        return [f"meta_{cat}.json.gz", f"meta_{cat}.json"]
-
-    def review_fields(self, record):
-        user, item = required_str(record, "reviewerID"), required_str(record, "asin")
-        return user, item, required_number(record, "unixReviewTime")
-
     def item_from_meta(self, record):
-        return Item(
-            item_id=-1,
-            source_id=required_str(record, "asin"),
-            title=text_field(record.get("title")),
-            description=text_field(record.get("description")),
-            brand=text_field(record.get("brand")),
-            categories=category_paths(record.get("categories")),
-            images=[record["imUrl"]] if record.get("imUrl") else [],
-        )
+        return asin_item(record, categories=record.get("categories"),
+                         images=[record["imUrl"]] if record.get("imUrl") else [])

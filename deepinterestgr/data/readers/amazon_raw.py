@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from deepinterestgr.data.readers.base import DataFormatError, DatasetReader
-from deepinterestgr.data.readers.lines import Problems, iter_lines, where
+from deepinterestgr.data.readers.lines import Problems, category_paths, iter_lines, text_field, where
 from deepinterestgr.data.schema import Interaction, Item, RawDataset
 
 
@@ -50,12 +50,16 @@ class AmazonRawReader(DatasetReader):
     @abstractmethod
     def review_patterns(self, category: str | None) -> list[str]: ...
 
-    @abstractmethod
-    def meta_patterns(self, category: str | None) -> list[str]: ...
+    def meta_patterns(self, category: str | None) -> list[str]:
+        """`meta_<Cat>.json(.gz)`, the 2014 and 2018 dumps' metadata files."""
+        cat = category or "*"
+        return [f"meta_{cat}.json.gz", f"meta_{cat}.json"]
 
-    @abstractmethod
     def review_fields(self, record: dict) -> tuple[str, str, float]:
-        """(user, item source id, timestamp in seconds); KeyError/ValueError/TypeError for a bad record."""
+        """(user, item source id, timestamp in seconds); KeyError/ValueError/TypeError for a bad record. The 2014
+        and 2018 dumps' fields: reviewerID, asin, unixReviewTime."""
+        user, item = required_str(record, "reviewerID"), required_str(record, "asin")
+        return user, item, required_number(record, "unixReviewTime")
 
     @abstractmethod
     def item_from_meta(self, record: dict) -> Item:
@@ -125,6 +129,20 @@ class AmazonRawReader(DatasetReader):
                 continue
             items[item.source_id] = item
         return items
+
+
+def asin_item(record: dict, *, categories, images: list[str]) -> Item:
+    """An Item (item_id -1) of a 2014/2018 metadata record: its asin, title, description, brand, and the category
+    field and image list each dump names its own way."""
+    return Item(
+        item_id=-1,
+        source_id=required_str(record, "asin"),
+        title=text_field(record.get("title")),
+        description=text_field(record.get("description")),
+        brand=text_field(record.get("brand")),
+        categories=category_paths(categories),
+        images=images,
+    )
 
 
 def required_str(record: dict, key: str) -> str:

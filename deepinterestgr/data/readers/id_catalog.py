@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepinterestgr.data.readers.base import DataFormatError
+from deepinterestgr.data.readers.base import DataFormatError, DatasetReader
 from deepinterestgr.data.readers.lines import Problems, category_paths, load_json_document, text_field
 from deepinterestgr.data.schema import Item
+
+
+class IdCatalogReader(DatasetReader):
+    """A reader of a processed benchmark whose item file is optional (interactions by integer id suffice);
+    `require_metadata=True` makes a missing item file an error instead of items with ids only."""
+
+    def __init__(self, *, strict: bool = False, require_metadata: bool = False) -> None:
+        super().__init__(strict=strict)
+        self.require_metadata = require_metadata
 
 
 def item_from_record(item_id: int, record: dict) -> Item:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from deepinterestgr.data.readers.amazon_raw import find_one
-from deepinterestgr.data.readers.base import DataFormatError, DatasetReader
-from deepinterestgr.data.readers.id_catalog import items_in_id_order, read_item_file
+from deepinterestgr.data.readers.base import DataFormatError
+from deepinterestgr.data.readers.id_catalog import IdCatalogReader, items_in_id_order, read_item_file
 from deepinterestgr.data.readers.lines import Problems, load_json_document
 from deepinterestgr.data.schema import Interaction, RawDataset
 
 
-class LetterReader(DatasetReader):
+class LetterReader(IdCatalogReader):
     """LC-Rec/LETTER format: {"user": [item ids]} chronological, item file keyed by the same 0-based ids.
 
     Sequences carry no timestamps, so position is the timestamp (file order is the chronological order).
@@ -19,10 +19,6 @@ class LetterReader(DatasetReader):
     """
 
     expects = "<Cat>.inter.json + <Cat>.item.json or <Cat>.item.derived.json (LC-Rec/LETTER)"
-
-    def __init__(self, *, strict: bool = False, require_metadata: bool = False) -> None:
-        super().__init__(strict=strict)
-        self.require_metadata = require_metadata
 
     def read(self, path: str | Path, *, category: str | None = None) -> RawDataset:
         root = Path(path)

@@ -12,8 +12,8 @@ import io
 from pathlib import Path
 
 from deepinterestgr.data.readers.amazon_raw import find_one
-from deepinterestgr.data.readers.base import DataFormatError, DatasetReader
-from deepinterestgr.data.readers.id_catalog import items_in_id_order, read_item_file
+from deepinterestgr.data.readers.base import DataFormatError
+from deepinterestgr.data.readers.id_catalog import IdCatalogReader, items_in_id_order, read_item_file
 from deepinterestgr.data.readers.letter import to_interactions
 from deepinterestgr.data.readers.lines import Problems, iter_lines, where
 from deepinterestgr.data.schema import RawDataset
@@ -22,7 +22,7 @@ SPLITS = ("train", "valid", "test")
 REQUIRED_COLUMNS = ("user_id", "history_item_id", "item_id")
 
 
-class MiniOneRecReader(DatasetReader):
+class MiniOneRecReader(IdCatalogReader):
     """MiniOneRec CSV/JSON: index/<Cat>.item.json + {train,valid,test}/<Cat>_*.csv; sequences rebuilt per user.
 
     The public release lacks the train CSV for most categories; then only the valid/test period (plus the up-to-10
@@ -30,10 +30,6 @@ class MiniOneRecReader(DatasetReader):
     """
 
     expects = "index/<Cat>.item.json + valid/ and test/ (and train/) <Cat>_*.csv (MiniOneRec)"
-
-    def __init__(self, *, strict: bool = False, require_metadata: bool = False) -> None:
-        super().__init__(strict=strict)
-        self.require_metadata = require_metadata
 
     def read(self, path: str | Path, *, category: str | None = None) -> RawDataset:
         root = Path(path)

@@ -158,7 +158,8 @@ def free_port() -> int:
 
 
 def start_server(args, port: int, log_path: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "deepinterestgr.cli.main", "serve", "--run_dir", str(args.run_dir), "--port", str(port),
+    cmd = [sys.executable, "-m", "deepinterestgr.cli.main", "serve", "--run_dir", str(args.run_dir),
+           "--port", str(port),
            "--max_batch_size", str(args.max_batch_size), "--batch_timeout", str(args.batch_timeout),
            "--threads", str(args.threads), "--log_level", "warning"]
     if args.fast_queue:
@@ -360,7 +361,8 @@ def main() -> None:
     else:
         off = offline(rec, histories, asins, args.max_batch_size, args.repeats)
     print(f"offline: {off['offline_rps']:.1f} rps at batch {args.max_batch_size} ({off['offline_rps_cpu']:.1f} per "
-          f"CPU-second, {off['offline_single_rps']:.1f} unbatched); search CPU {off['search_overhead']['beam_search_ms']:.1f} ms vs bare decoder "
+          f"CPU-second, {off['offline_single_rps']:.1f} unbatched); search CPU "
+          f"{off['search_overhead']['beam_search_ms']:.1f} ms vs bare decoder "
           f"{off['search_overhead']['bare_decoder_ms']:.1f} ms: overhead {off['search_overhead']['overhead_pct']:.1f}%",
           flush=True)
 
@@ -375,7 +377,8 @@ def main() -> None:
                 row = {"client": client, **asyncio.run(load(port, bodies, c, n, args.budget_s, client,
                                                             cpu_snapshot=lambda: process_cpu(proc.pid)))}
                 rows.append(row)
-                print(f"{client:<5} c={c:<3} {row['rps']:7.1f} rps  p50 {row['p50_ms']:7.1f}  p95 {row['p95_ms']:7.1f}  "
+                print(f"{client:<5} c={c:<3} {row['rps']:7.1f} rps  p50 {row['p50_ms']:7.1f}  "
+                      f"p95 {row['p95_ms']:7.1f}  "
                       f"p99 {row['p99_ms']:7.1f} ms  errors {row['errors']}  batch {row['mean_batch_size'] or 0:.1f}  "
                       f"cpu % of a core {row['cpu_pct']}", flush=True)
     finally:
@@ -413,7 +416,8 @@ def main() -> None:
     print(f"\n{'client':>6} {'concurrency':>11} {'rps':>8} {'p50_ms':>8} {'p95_ms':>8} {'p99_ms':>8} {'errors':>6} "
           f"{'offline_rps':>11} {'%':>5} {'batch':>6} {'cpu_eff%':>8}")
     for r in rows:
-        print(f"{r['client']:>6} {r['concurrency']:>11} {r['rps']:8.1f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['p99_ms']:8.1f} "
+        print(f"{r['client']:>6} {r['concurrency']:>11} {r['rps']:8.1f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} "
+              f"{r['p99_ms']:8.1f} "
               f"{r['errors']:>6} {r['offline_rps']:11.1f} {r['of_offline_pct']:5.0f} {r['mean_batch_size'] or 0:6.1f} "
               f"{r['server_cpu_efficiency_pct'] or 0:8.0f}")
     print(f"wrote {args.out} ({time.time() - started:.0f} s)")

@@ -306,7 +306,7 @@ def serve(run_dir: str, stage: Literal["generate", "rl"] = "generate", port: int
         rerank_weight: item-level re-ranking weight (default: as the checkpoint was evaluated).
         exclude_history: never recommend a history item (default: as the checkpoint was evaluated).
         max_batch_size: most requests ranked together in one beam search (the Beauty T5, beam 50, one CPU thread:
-            131 / 157 / 166 / 154 / 147 users per CPU-second at batches of 8 / 16 / 32 / 64 / 128).
+            145 / 183 / 220 / 170 / 160 users per CPU-second at batches of 8 / 16 / 32 / 64 / 128).
         batch_timeout: seconds the worker waits, after a batch's first request arrives, for more requests to
             join it (0: take what is queued).
         threads: torch threads of the inference worker.

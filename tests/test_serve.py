@@ -86,7 +86,8 @@ def _fresh_codes(table: SIDTable, n: int) -> torch.Tensor:
     """n code tuples no item has (new items without a suffix: the vocabulary stays the model's)."""
     taken = {tuple(c) for c in table.codes.tolist()}
     size, levels = table.codebook_size, table.num_levels
-    free = [c for c in (tuple((i // size**p) % size for p in range(levels)) for i in range(size**levels)) if c not in taken]
+    every = (tuple((i // size**p) % size for p in range(levels)) for i in range(size**levels))
+    free = [c for c in every if c not in taken]
     return torch.tensor(free[:n])
 
 
@@ -95,14 +96,16 @@ def _add_items(run: Path, table: SIDTable, codes: torch.Tensor, suffix: torch.Te
     first = previous.num_items
     new_table = SIDTable(torch.cat([previous.table.codes, codes]), torch.cat([previous.table.suffix, suffix]),
                          table.codebook_size)
-    catalog = previous.catalog + [Item(first + i, f"A{first + i:04d}", f"new item {first + i}") for i in range(len(codes))]
+    catalog = previous.catalog + [Item(first + i, f"A{first + i:04d}", f"new item {first + i}")
+                                  for i in range(len(codes))]
     return write_version(run, new_table, catalog, previous=previous)
 
 
 # ----------------------------------------------------------------------------------------------- Recommender
 def test_recommender_ranks_as_the_evaluation_does(tiny_run):
     rec = Recommender(tiny_run)
-    assert (rec.beam_size, rec.ranker.rerank_weight, rec.ranker.exclude_history, rec.max_history) == (BEAM, 0.5, True, 6)
+    ranking = (rec.beam_size, rec.ranker.rerank_weight, rec.ranker.exclude_history, rec.max_history)
+    assert ranking == (BEAM, 0.5, True, 6)
     histories = _test_histories(tiny_run)
 
     # the offline evaluation path (`dig test`): the datamodule's test batch and the module's own generate
@@ -124,7 +127,8 @@ def test_recommender_ranks_as_the_evaluation_does(tiny_run):
     assert _as_lists(out)[4][:5] == _as_lists(out)[0]
     first = out[0]["items"][0]
     assert first["asin"] == f"A{first['item']:04d}" and first["title"] == f"item {first['item']}"
-    assert first["sid"] == rec.items.current.version.table.to_strings()[first["item"]] and first["sid"].startswith("<a_")
+    assert first["sid"] == rec.items.current.version.table.to_strings()[first["item"]]
+    assert first["sid"].startswith("<a_")
 
 
 def test_bad_queries_are_values_and_leave_the_rest_of_the_batch_alone(tiny_run):
@@ -251,8 +255,12 @@ def server(tiny_run, tmp_path_factory):
 
 async def _post_all(base: str, bodies: list) -> list:
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        return await asyncio.gather(*(client.post("/recommend", **(
-            {"content": b, "headers": {"content-type": "application/json"}} if isinstance(b, bytes) else {"json": b})) for b in bodies))
+        def body(b):
+            if isinstance(b, bytes):
+                return {"content": b, "headers": {"content-type": "application/json"}}
+            return {"json": b}
+
+        return await asyncio.gather(*(client.post("/recommend", **body(b)) for b in bodies))
 
 
 def test_health_openapi_and_items(server, tiny_run):

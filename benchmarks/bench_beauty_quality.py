@@ -50,18 +50,24 @@ PUBLISHED = {  # reported rows on this exact data (BASELINES.md / LITERATURE.md)
 }
 SASREC_SETTINGS = {"max_len": 50, "hidden_size": 64, "num_blocks": 2, "num_heads": 1, "dropout": 0.5, "lr": 2e-3,
                    "batch_size": 128, "patience": 10}
+STEP_BUDGET = ("--trainer.max_steps", "6682", "--trainer.max_epochs", "13", "--trainer.max_time", "00:02:00:00")
 VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
     "t5-small": ("configs/model/generator_t5_small.yaml", "text", ()),
     "t5-items": ("configs/model/generator_t5_items.yaml", "text", ()),
     "t5-items-collab": ("configs/model/generator_t5_items.yaml", "collab", ()),
     # the same model with the LR annealed to the budget: cosine over the 13 epochs that fit in 55 min on one core
     # (the inverse-sqrt run's valid N@10 was still rising when its time ran out)
-    # the best variant again with another seed (its spread is the generator rows' seed variance)
-    "t5-items-collab-s2": ("configs/model/generator_t5_items.yaml", "collab", ("--seed_everything", "2333")),
     "t5-items-collab-cosine": ("configs/model/generator_t5_items.yaml", "collab",
                                ("--model.schedule", "cosine", "--model.min_lr_ratio", "0.05",
                                 "--trainer.max_epochs", "13")),
+    # the best variant with two more seeds at its budget: 13 epochs (6,682 steps, the step of t5-items-collab's best
+    # checkpoint under its 55-min cap), counted in steps so that fits sharing the cores train as much as one alone
+    **{f"t5-items-collab-seed{seed}": ("configs/model/generator_t5_items.yaml", "collab",
+                                       ("--seed_everything", str(seed), *STEP_BUDGET))
+       for seed in (2333, 6666)},
 }
+# rows reported as mean ± std over seeds: name -> the variants that are its seeds (t5-items-collab is seed 42)
+SEED_GROUPS = {"t5-items-collab": ["t5-items-collab", "t5-items-collab-seed2333", "t5-items-collab-seed6666"]}
 log = logging.getLogger("bench_beauty_quality")
 
 
@@ -260,6 +266,24 @@ def carry_over(results: Path, rows: list[dict], sweeps: dict, bootstrap: dict | 
     return rows, merged_sweeps, bootstrap
 
 
+def seed_group_rows(rows: list[dict]) -> list[dict]:
+    """Mean ± std rows over the seeds of each SEED_GROUPS entry whose every member has its rows (each seed's beam,
+    re-ranking weight and no-repeat rule selected on its own valid)."""
+    out = []
+    for group, members in SEED_GROUPS.items():
+        for split in ("valid", "test"):
+            chosen = [r for m in members for r in rows if r["method"] == "generator" and r["split"] == split
+                      and r["variant"].startswith(f"{m} (") and "no rerank" not in r["variant"]]
+            if len(chosen) != len(members):
+                continue
+            t = torch.tensor([[r[c] for c in COLUMNS] for r in chosen], dtype=torch.float64)
+            out.append(row("generator, mean over seeds", f"{group} (selected on valid per seed)", split,
+                           dict(zip(COLUMNS, t.mean(0).tolist())), seeds=[s for r in chosen for s in r["seeds"]],
+                           std={c: round(float(v), 4) for c, v in zip(COLUMNS, t.std(0, unbiased=True))},
+                           fit_s=round(sum(r["fit_s"] for r in chosen) / len(chosen))))
+    return out
+
+
 def print_table(rows: list[dict]) -> None:
     print(f"{'method':<50}{'variant':<40}{'split':<7}" + "".join(f"{c:>10}" for c in COLUMNS) + f"{'fit s':>8}")
     for r in rows:
@@ -378,6 +402,7 @@ def main(argv: list[str] | None = None) -> None:
                      **paired_bootstrap(gen, floor)}
     sweeps = {n: {k: v for k, v in e.items() if k not in ("test_ranks", "test_users")} for n, e in evaluations.items()}
     rows, sweeps, bootstrap = carry_over(args.results, rows, sweeps, bootstrap)
+    rows = [r for r in rows if r["method"] != "generator, mean over seeds"] + seed_group_rows(rows)
     print_table(rows)
     for name, (r5, n5, r10, n10) in PUBLISHED.items():
         print(f"{name:<50}{'published':<40}{'test':<7}{r5:>10.4f}{n5:>10.4f}{r10:>10.4f}{n10:>10.4f}")

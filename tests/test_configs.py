@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -170,3 +171,49 @@ def test_every_rl_benchmark_setting_builds_a_valid_policy():
         module = PolicyModule(reward=bench.composite(bench.REWARDS[reward]), candidates=candidates, ppo_epochs=mu,
                               lr=lr)
         assert module.hparams.candidates == candidates, name
+
+
+def _quality_bench():
+    spec = importlib.util.spec_from_file_location("bench_beauty_quality",
+                                                  REPO / "benchmarks" / "bench_beauty_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.mark.parametrize("name", list(_quality_bench().VARIANTS))
+def test_quality_benchmark_variant_overrides_parse(name, tmp_path, monkeypatch):
+    """A variant's `dig fit` command line (its fragments and its own overrides) parses, and the overrides land."""
+    from deepinterestgr.cli.lightning import run_lightning
+
+    bench = _quality_bench()
+    monkeypatch.chdir(REPO)
+    args = [a for c in bench.generate_configs(name) for a in ("-c", c)]
+    overrides = list(bench.VARIANTS[name][2])
+    cli = run_lightning(args + ["--data.run_dir", str(tmp_path), "--trainer.default_root_dir", str(tmp_path),
+                                *overrides], run=False)
+    if "--trainer.max_steps" in overrides:
+        assert cli.trainer.max_steps == int(overrides[overrides.index("--trainer.max_steps") + 1])
+    if "--seed_everything" in overrides:
+        assert cli.config["seed_everything"] == bench.variant_seed(SimpleNamespace(seed=42), overrides)
+
+
+def test_quality_benchmark_seed_group_rows_are_mean_and_std_of_their_seeds():
+    bench = _quality_bench()
+    group, members = next(iter(bench.SEED_GROUPS.items()))
+    rows = []
+    for i, m in enumerate(members):
+        for split in ("valid", "test"):
+            metrics = {c: 0.01 * (i + 1) for c in bench.COLUMNS}
+            rows.append(bench.row("generator", f"{m} (beam 50, rerank w=4)", split, metrics, seeds=[i], fit_s=10 * i))
+            rows.append(bench.row("generator", f"{m} (beam 50, no rerank)", split, {c: 1.0 for c in bench.COLUMNS},
+                                  seeds=[i], fit_s=10 * i))
+    out = bench.seed_group_rows(rows)
+    assert [r["split"] for r in out] == ["valid", "test"]
+    n = len(members)
+    mean = sum(0.01 * (i + 1) for i in range(n)) / n
+    std = (sum((0.01 * (i + 1) - mean) ** 2 for i in range(n)) / (n - 1)) ** 0.5
+    for r in out:
+        assert r["ndcg@10"] == pytest.approx(mean, abs=1e-4) and r["std"]["ndcg@10"] == pytest.approx(std, abs=1e-4)
+        assert r["seeds"] == list(range(n)) and group in r["variant"]
+    assert bench.seed_group_rows(rows[:-4]) == [], "a group with a missing seed gets no row"

@@ -135,3 +135,32 @@ def test_items_added_after_training_get_no_untrained_identity_vector():
     assert torch.allclose(emb[0], after[[0, 27]] + recency)
     gen.set_unseen_items(None)
     assert torch.allclose(gen.item_vectors(tokens).detach(), before)
+
+
+def test_rank_reuses_the_search_encoder_pass_and_given_item_vectors_without_changing_the_ranking():
+    """Ranker.rank encodes once for the search and the user vectors, and a caller's cached item vectors (a server's)
+    give the same ranking as vectors computed per batch; both equal the plain search re-ranked by item_log_probs."""
+    from deepinterestgr.generate.search import constrained_beam_search
+
+    torch.manual_seed(3)
+    module = _module(item_loss_weight=1.0, rerank_weight=2.0, beam_size=10).eval()
+    gen, ranker = module.generator, module.ranker
+    batch = _batch(module, [[1, 3], [2, 9, 4], [5], [6, 7, 8, 10]], [0, 0, 0, 0])
+    history, mask = batch["history"], batch["history_mask"]
+    with torch.no_grad():
+        state = gen.encode(history, mask)
+        torch.testing.assert_close(gen.user_vectors_from_state(state, history, mask), gen.user_vectors(history, mask))
+        calls = []
+        encode = gen.encode
+        gen.encode = lambda *a: calls.append(1) or encode(*a)
+        fresh = ranker.rank(gen, history, mask)
+        assert len(calls) == 1, "one encoder pass for the search and the user vectors"
+        del gen.encode
+        cached = ranker.rank(gen, history, mask, item_vectors=ranker.item_vectors(gen, history.device))
+        plain = constrained_beam_search(gen, ranker.trie(history.device), history, mask, beam_size=10,
+                                        renormalize=True)
+        expected = rerank(plain, ranker.item_log_probs(gen, history, mask), 2.0)
+    for got in (fresh, cached):
+        assert torch.equal(got.items, expected.items)
+        torch.testing.assert_close(got.scores, expected.scores)
+    assert not torch.equal(plain.items, expected.items), "the re-ranking changed some order (else this checks little)"

@@ -70,6 +70,11 @@ class Generator(RecordsInitArgs, nn.Module, ABC):
         """One vector [B, d] per user for item-level scores `user_vectors @ item_vectors.T`."""
         raise NotImplementedError(f"{type(self).__name__} has no item-level scores")
 
+    def user_vectors_from_state(self, state: Any, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        """`user_vectors` of histories whose `encode` gave `state`: a generator whose user vector is read off its
+        encoder overrides this to skip a second encoder pass (the search's state is reused)."""
+        return self.user_vectors(history, history_mask)
+
     def item_vectors(self, item_tokens: torch.Tensor) -> torch.Tensor:
         """One vector [N, d] per item from its SID tokens [N, S]."""
         raise NotImplementedError(f"{type(self).__name__} has no item-level scores")

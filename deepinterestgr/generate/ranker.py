@@ -102,6 +102,10 @@ class Ranker(nn.Module):
         """Item ids [B, H] of the history rows (-1 for padding and user-token rows)."""
         return self._require_tokenizer().tokens_to_items(history).masked_fill(~history_mask, -1)
 
+    def item_vectors(self, generator: Generator, device: torch.device) -> torch.Tensor:
+        """Item vectors [N, d] (float) of every catalog item under `generator`'s current weights."""
+        return generator.item_vectors(self.item_tokens(device)).float()
+
     @torch.no_grad()
     def item_log_probs(self, generator: Generator, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
         """Item-level log-probabilities [B, N] over the whole catalog (generators with item-level scores)."""
@@ -110,18 +114,27 @@ class Ranker(nn.Module):
     # ------------------------------------------------------------------------------------------------ ranking
     def rank(self, generator: Generator, history: torch.Tensor, history_mask: torch.Tensor, *,
              beam_size: int | None = None, rerank_weight: float | None = None,
-             exclude_history: bool | None = None) -> SearchResult:
+             exclude_history: bool | None = None, item_vectors: torch.Tensor | None = None) -> SearchResult:
         """Constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K]), re-ranked by item-level
         scores when the re-ranking weight is > 0 and without history items under the no-repeat rule (defaults: the
-        ranker's own options)."""
-        result = constrained_beam_search(generator, self.trie(history.device), history, history_mask,
-                                         beam_size=beam_size or self.beam_size, renormalize=self.renormalize)
+        ranker's own options).
+
+        One encoder pass serves the search and the user vectors. `item_vectors` [N, d]: the catalog's item vectors
+        when the caller keeps them (a server, whose weights do not change); else computed here.
+        """
         weight = self.rerank_weight if rerank_weight is None else rerank_weight
+        if weight and not getattr(generator, "has_item_scores", False):
+            raise ValueError(f"rerank_weight {weight} needs a generator with item-level scores; "
+                             f"{type(generator).__name__} has none")
+        state = generator.encode(history, history_mask)
+        result = constrained_beam_search(generator, self.trie(history.device), history, history_mask,
+                                         beam_size=beam_size or self.beam_size, renormalize=self.renormalize,
+                                         state=state)
         if weight:
-            if not getattr(generator, "has_item_scores", False):
-                raise ValueError(f"rerank_weight {weight} needs a generator with item-level scores; "
-                                 f"{type(generator).__name__} has none")
-            result = rerank(result, self.item_log_probs(generator, history, history_mask), weight)
+            if item_vectors is None:
+                item_vectors = self.item_vectors(generator, history.device)
+            users = generator.user_vectors_from_state(state, history, history_mask).float()
+            result = rerank(result, torch.log_softmax(users @ item_vectors.float().T, dim=-1), weight)
         if self.exclude_history if exclude_history is None else exclude_history:
             result = exclude_items(result, self.history_items(history, history_mask))
         return result

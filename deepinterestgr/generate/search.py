@@ -9,7 +9,7 @@ model trained on catalog-normalised targets (`GeneratorModule(renormalize=True)`
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from einops import rearrange
@@ -59,9 +59,11 @@ def _check_depth(generator: Generator, trie: SIDTrie) -> int:
 @torch.no_grad()
 def constrained_beam_search(
     generator: Generator, trie: SIDTrie, history: torch.Tensor, history_mask: torch.Tensor, *, beam_size: int = 20,
-    renormalize: bool = False,
+    renormalize: bool = False, state: Any = None,
 ) -> SearchResult:
     """Top-`beam_size` catalog SIDs per user by exact (width-K) beam search.
+
+    `state`: what `generator.encode(history, history_mask)` returned, when the caller needs it too (else encoded here).
 
     Where a prefix has fewer continuations than K, the missing beams are padding (-inf score, DEAD node) and are
     replaced as soon as real candidates exist; items are -1 only when fewer than K catalog SIDs exist in total.
@@ -70,7 +72,7 @@ def constrained_beam_search(
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     depth = _check_depth(generator, trie)
     b, k = history.shape[0], beam_size
-    state = generator.repeat_state(generator.encode(history, history_mask), k)
+    state = generator.repeat_state(generator.encode(history, history_mask) if state is None else state, k)
     decoding = generator.start_decoding(state, history.new_zeros(b * k, 0))
     row_base = (torch.arange(b, device=history.device) * k).unsqueeze(1)  # first row of each user's beams
 

@@ -231,6 +231,12 @@ class T5SIDGenerator(Generator):
             raise NotImplementedError("T5SIDGenerator was built without item_scores: true")
         return self._user_vectors(self._encoder_hidden(history, history_mask.long()))
 
+    def user_vectors_from_state(self, state: EncoderState, history: torch.Tensor,
+                                history_mask: torch.Tensor) -> torch.Tensor:
+        if not self.has_item_scores:
+            raise NotImplementedError("T5SIDGenerator was built without item_scores: true")
+        return self._user_vectors(state.hidden)
+
     def item_vectors(self, item_tokens: torch.Tensor) -> torch.Tensor:
         self._require_built()
         if not self.has_item_scores:

@@ -13,10 +13,12 @@ Phases (each reuses what an earlier invocation left, so the command resumes):
   sids       the SID run directories the chosen variants need, via `dig pipeline`: text only (data -> MiniLM
              evidence -> RQ-VAE SIDs; benchmarks/beauty_sids_text.yaml) and text ⊕ a PPMI co-occurrence SVD of the
              training sequences (benchmarks/beauty_sids_collab.yaml)
-  floors     most-popular and co-occurrence (weights selected on valid) on the same split
+  floors     most-popular and co-occurrence (weights selected on valid) on the same split (kept in floors.json)
   sasrec     SASRec (full-softmax CE, max length 50, dropout, early stop on valid N@10), one fit per --sasrec-seeds
   fit        each generator variant: `dig fit` capped at --max-time (best checkpoint on valid N@10 of a seeded
              random sample of --val-max-users users)
+  candidates the beam searches of `evaluate` alone, cached in each variant's run (one process per variant can run
+             them side by side before one `evaluate` invocation writes the table)
   evaluate   one constrained beam search per variant and split over all users; the re-ranking weight is picked on
              valid from --weights and applied to test; a paired bootstrap over test users for the headline claim
 
@@ -92,9 +94,16 @@ def sequences_run(args) -> Path:
 
 
 def floors(args) -> dict[str, dict]:
+    """Most-popular and co-occurrence records, kept in the work folder so a later invocation (one more variant to
+    evaluate) does not refit them; the SID runs' sequences are the only input."""
     from deepinterestgr.baselines import run_baselines
 
-    return run_baselines(str(sequences_run(args)), methods=["most-popular", "cooccurrence"])
+    done = args.work / "floors.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    records = run_baselines(str(sequences_run(args)), methods=["most-popular", "cooccurrence"])
+    done.write_text(json.dumps(records, indent=2) + "\n")
+    return records
 
 
 def sasrec(args, *, train: bool = True) -> list[dict]:
@@ -350,6 +359,11 @@ def main(argv: list[str] | None = None) -> None:
             fit(args, name)
     if "sasrec" in args.phases:
         sasrec(args)
+    if "floors" in args.phases:
+        floors(args)
+    if "candidates" in args.phases:  # beam searches cached per variant: separate processes can run them side by side
+        for name in args.variants:
+            evaluate(args, name)
     if "evaluate" not in args.phases:
         return
 

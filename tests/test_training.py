@@ -39,17 +39,44 @@ def test_loader_state_resumes_inside_the_epoch_and_not_after_it():
     it = iter(interrupted)
     seen = [next(it).tolist() for _ in range(5)]
     state = interrupted.state_dict()
-    assert state == {"epoch": 1, "served": 5, "seed": 3}
+    assert state["seed"] == 3
 
     resumed = loader()
     resumed.load_state_dict(state)
     resumed.batch_sampler.set_epoch(1)  # Lightning resumes an interrupted epoch in that epoch
     assert seen + [b.tolist() for b in resumed] == expected
 
+    ended = loader()
+    ended.batch_sampler.set_epoch(1)
+    list(ended)
     after_end = loader()
-    after_end.load_state_dict({"epoch": 1, "served": len(after_end.batch_sampler), "seed": 3})
+    after_end.load_state_dict(ended.state_dict())
     after_end.batch_sampler.set_epoch(2)  # a checkpoint at the end of epoch 1 resumes in epoch 2: nothing skipped
     assert len(list(after_end)) == len(after_end.batch_sampler)
+
+    legacy = loader()  # a checkpoint of the loader before torchdata: (epoch, batches served)
+    legacy.load_state_dict({"epoch": 1, "served": 5, "seed": 3})
+    legacy.batch_sampler.set_epoch(1)
+    assert seen + [b.tolist() for b in legacy] == expected
+
+
+def test_loader_state_counts_consumed_batches_with_worker_processes():
+    """Workers prefetch batches ahead of the training step; the saved position is what was consumed."""
+    def loader():
+        return ResumableDataLoader(list(range(60)), batch_sampler=EpochBatchSampler(60, batch_size=4, seed=9),
+                                   num_workers=2)
+
+    full = loader()
+    expected = [b.tolist() for b in full]
+    interrupted = loader()
+    it = iter(interrupted)
+    seen = [next(it).tolist() for _ in range(6)]
+    state = interrupted.state_dict()
+    del it
+    resumed = loader()
+    resumed.load_state_dict(state)
+    resumed.batch_sampler.set_epoch(0)
+    assert seen + [b.tolist() for b in resumed] == expected
 
 
 def test_loader_refuses_a_state_drawn_with_another_seed():

@@ -61,12 +61,17 @@ def _grid_experiments() -> list[tuple[str, dict]]:
     ]
 
 
-def _quality_benchmark_experiments() -> list[tuple[str, dict]]:
-    """The SID experiments and generator variants of benchmarks/bench_beauty_quality.py."""
+def _quality_bench():
     spec = importlib.util.spec_from_file_location("bench_beauty_quality",
                                                   REPO / "benchmarks" / "bench_beauty_quality.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def _quality_benchmark_experiments() -> list[tuple[str, dict]]:
+    """The SID experiments and generator variants of benchmarks/bench_beauty_quality.py."""
+    bench = _quality_bench()
     sids = [(p.name, yaml.safe_load(p.read_text())) for p in sorted((REPO / "benchmarks").glob("beauty_sids_*.yaml"))]
     return sids + [(f"bench_beauty_quality:{name}", {"generate": {"configs": bench.generate_configs(name)}})
                    for name in bench.VARIANTS]
@@ -171,14 +176,6 @@ def test_every_rl_benchmark_setting_builds_a_valid_policy():
         module = PolicyModule(reward=bench.composite(bench.REWARDS[reward]), candidates=candidates, ppo_epochs=mu,
                               lr=lr)
         assert module.hparams.candidates == candidates, name
-
-
-def _quality_bench():
-    spec = importlib.util.spec_from_file_location("bench_beauty_quality",
-                                                  REPO / "benchmarks" / "bench_beauty_quality.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
 
 
 @pytest.mark.parametrize("name", list(_quality_bench().VARIANTS))

@@ -20,7 +20,7 @@ from torch import nn
 from deepinterestgr.artifacts import atomic_write_json, atomic_write_jsonl
 from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.metrics import retrieval_collection
-from deepinterestgr.generate.rerank import exclude_items, item_log_probs, rerank
+from deepinterestgr.generate.rerank import catalog_log_probs, exclude_items, item_log_probs, rerank
 from deepinterestgr.generate.search import SearchResult, constrained_beam_search
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
@@ -46,6 +46,12 @@ def check_ranking_options(beam_size: int, ks: tuple[int, ...], rerank_weight: fl
                          f"{max(ks)} items; raise beam_size to at least {max(ks)}")
     if rerank_weight is not None and rerank_weight < 0:
         raise ValueError(f"rerank_weight must be >= 0, got {rerank_weight}")
+
+
+def require_item_scores(generator: Generator, rerank_weight: float) -> None:
+    if not getattr(generator, "has_item_scores", False):
+        raise ValueError(f"rerank_weight {rerank_weight} needs a generator with item-level scores; "
+                         f"{type(generator).__name__} has none")
 
 
 class Ranker(nn.Module):
@@ -104,6 +110,7 @@ class Ranker(nn.Module):
 
     def item_vectors(self, generator: Generator, device: torch.device) -> torch.Tensor:
         """Item vectors [N, d] (float) of every catalog item under `generator`'s current weights."""
+        require_item_scores(generator, self.rerank_weight)
         return generator.item_vectors(self.item_tokens(device)).float()
 
     @torch.no_grad()
@@ -123,9 +130,8 @@ class Ranker(nn.Module):
         when the caller keeps them (a server, whose weights do not change); else computed here.
         """
         weight = self.rerank_weight if rerank_weight is None else rerank_weight
-        if weight and not getattr(generator, "has_item_scores", False):
-            raise ValueError(f"rerank_weight {weight} needs a generator with item-level scores; "
-                             f"{type(generator).__name__} has none")
+        if weight:
+            require_item_scores(generator, weight)
         state = generator.encode(history, history_mask)
         result = constrained_beam_search(generator, self.trie(history.device), history, history_mask,
                                          beam_size=beam_size or self.beam_size, renormalize=self.renormalize,
@@ -133,8 +139,8 @@ class Ranker(nn.Module):
         if weight:
             if item_vectors is None:
                 item_vectors = self.item_vectors(generator, history.device)
-            users = generator.user_vectors_from_state(state, history, history_mask).float()
-            result = rerank(result, torch.log_softmax(users @ item_vectors.float().T, dim=-1), weight)
+            users = generator.user_vectors_from_state(state, history, history_mask)
+            result = rerank(result, catalog_log_probs(users, item_vectors), weight)
         if self.exclude_history if exclude_history is None else exclude_history:
             result = exclude_items(result, self.history_items(history, history_mask))
         return result

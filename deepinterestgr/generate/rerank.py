@@ -21,8 +21,12 @@ from deepinterestgr.generate.search import SearchResult
 def item_log_probs(generator: Generator, item_tokens: torch.Tensor, history: torch.Tensor,
                    history_mask: torch.Tensor) -> torch.Tensor:
     """Log-softmax [B, N] over the whole catalog of `user_vectors @ item_vectors(item_tokens).T`."""
-    users = generator.user_vectors(history, history_mask).float()
-    return torch.log_softmax(users @ generator.item_vectors(item_tokens).float().T, dim=-1)
+    return catalog_log_probs(generator.user_vectors(history, history_mask), generator.item_vectors(item_tokens))
+
+
+def catalog_log_probs(user_vectors: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
+    """Log-softmax [B, N] over the catalog of `user_vectors [B, d] @ item_vectors [N, d].T`, in float."""
+    return torch.log_softmax(user_vectors.float() @ item_vectors.float().T, dim=-1)
 
 
 def combined_scores(items: torch.Tensor, beam_scores: torch.Tensor, candidate_logp: torch.Tensor,

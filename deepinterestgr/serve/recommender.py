@@ -372,9 +372,6 @@ class Recommender:
     def _item_vectors(self) -> torch.Tensor:
         """[N, d] float item vectors of the served catalog (cached until the items version changes)."""
         if self._item_vector_cache is None:
-            if not getattr(self.generator, "has_item_scores", False):
-                raise ValueError(f"rerank_weight {self.ranker.rerank_weight} needs a generator with item-level "
-                                 f"scores; {type(self.generator).__name__} has none")
             self._item_vector_cache = self.ranker.item_vectors(self.generator, self.device)
         return self._item_vector_cache
 

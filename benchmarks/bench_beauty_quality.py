@@ -173,6 +173,11 @@ def fit(args, name: str) -> dict:
 
 def evaluate(args, name: str) -> dict:
     """Beam search once per split and beam width; select (beam, re-ranking weight) on valid; per-user test ranks."""
+    return evaluate_run(variant_run(args, name), name, beams=args.beams, weights=args.weights)
+
+
+def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]) -> dict:
+    """`evaluate` for any generator run directory (its best checkpoint; beam searches cached in the run)."""
     from deepinterestgr.generate.data import SequenceDataModule
     from deepinterestgr.generate.evaluation import (
         Candidates,
@@ -184,11 +189,10 @@ def evaluate(args, name: str) -> dict:
     from deepinterestgr.generate.metrics import hit_ranks
     from deepinterestgr.generate.module import GeneratorModule
 
-    run = variant_run(args, name)
     module = GeneratorModule.load_from_checkpoint(run / "generate" / "checkpoints" / "best.ckpt", map_location="cpu")
     dm = None
     sweep, candidates = {}, {}
-    for beam in args.beams:
+    for beam in beams:
         cache = run / "generate" / f"evaluation_beam{beam}.pt"
         if cache.exists():
             cands = torch.load(cache, weights_only=False)
@@ -199,8 +203,8 @@ def evaluate(args, name: str) -> dict:
             cands = {s: collect_candidates(module, dm, s, beam_size=beam)._asdict() for s in ("valid", "test")}
             torch.save(cands, cache)
         candidates[beam] = {s: Candidates(**c) for s, c in cands.items()}
-        weights = args.weights if candidates[beam]["valid"].item_logp is not None else [0.0]
-        for w in weights:
+        tried = weights if candidates[beam]["valid"].item_logp is not None else [0.0]
+        for w in tried:
             for ex in (False, True):
                 sweep[(beam, w, ex)] = {s: metrics_from_ranks(ranks(candidates[beam][s], w, exclude_history=ex))
                                         for s in ("valid", "test")}
@@ -231,7 +235,7 @@ def mean_std(records: list[dict], split: str) -> tuple[dict, dict]:
     return dict(zip(COLUMNS, t.mean(0).tolist())), {c: round(float(s), 4) for c, s in zip(COLUMNS, std)}
 
 
-def per_user_floor_ndcg(args, method_record: dict) -> torch.Tensor:
+def per_user_floor_ndcg(run: Path, method_record: dict) -> torch.Tensor:
     """Per-user test NDCG@10 of the co-occurrence floor with its valid-selected weights (for the bootstrap)."""
     from deepinterestgr.baselines.cooccurrence import CoOccurrence
     from deepinterestgr.baselines.evaluation import drop_history_items, split_view
@@ -239,10 +243,10 @@ def per_user_floor_ndcg(args, method_record: dict) -> torch.Tensor:
     from deepinterestgr.generate.evaluation import ndcg_per_user
     from deepinterestgr.generate.metrics import hit_ranks
 
-    sequences = load_sequences(str(sequences_run(args)))
+    sequences = load_sequences(str(run))
     view = split_view(sequences, "test", max_history=20, protocol=PROTOCOL)
     params = {k: v for k, v in method_record["params"].items() if k not in ("last_n", "exclude_history")}
-    model = CoOccurrence(**params).fit(view.fit_sequences, num_items=len(load_catalog(str(sequences_run(args)))))
+    model = CoOccurrence(**params).fit(view.fit_sequences, num_items=len(load_catalog(str(run))))
     if method_record["params"].get("exclude_history"):
         top = drop_history_items(model.recommend(view.histories, k=10 + 20), view.histories, 10)
     else:
@@ -409,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
 
         best = max(evaluations, key=lambda n: evaluations[n]["valid"]["ndcg@10"])  # chosen on valid
         ev = evaluations[best]
-        floor = per_user_floor_ndcg(args, floor_records["cooccurrence"])
+        floor = per_user_floor_ndcg(sequences_run(args), floor_records["cooccurrence"])
         gen = torch.zeros_like(floor)
         gen[ev["test_users"]] = ndcg_per_user(ev["test_ranks"])  # the generator serves users in length order
         bootstrap = {"a": f"generator {best}", "b": "cooccurrence", "metric": "test ndcg@10 per user",

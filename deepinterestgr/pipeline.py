@@ -62,6 +62,10 @@ def _config_files_digest(configs: list[str]) -> dict[str, str]:
     return {c: sha256_file(resolve_config(c)) for c in configs}
 
 
+def _file_digest(path: str | None) -> str | None:
+    return sha256_file(path) if path and Path(path).is_file() else None
+
+
 def _lightning_args(stage: TrainStage, run: Path, stage_name: str) -> list[str]:
     args: list[str] = []
     for c in stage.configs:
@@ -136,6 +140,7 @@ def run_pipeline(
     data: dict | str | None = None,
     evidence: dict | str | None = None,
     quantize: TrainStage | None = None,
+    sids: dict | None = None,
     generate: TrainStage | None = None,
     rl: TrainStage | None = None,
     baselines: list[str] | None = None,
@@ -152,6 +157,10 @@ def run_pipeline(
         evidence: keyword arguments of `dig evidence` (text_encoder, intent_miner, quality_judge, captioner,
             image_encoder, plugin_args), or the path of a YAML file holding them. Omit to use the defaults.
         quantize: LightningCLI config fragments (+ overrides) of the quantizer fit.
+        sids: released Semantic IDs imported instead of a quantizer fit: the keyword arguments of `dig quantize
+            import` (`sids_file`, `key`, `codebook_size`), e.g. {sids_file: ../shared/data/Instruments/
+            Instruments.index.json}; a relative `sids_file` is read inside the data's `data_root` (the folder
+            holding the datasets: `Instruments/Instruments.index.json`). Exclusive with `quantize`.
         generate: LightningCLI config fragments (+ overrides) of the generator fit + test.
         rl: LightningCLI config fragments (+ overrides) of the GRPO policy fit + test; omit to skip RL.
         baselines: floors computed on the same split (most-popular, cooccurrence, sasrec).
@@ -213,6 +222,18 @@ def run_pipeline(
               lambda key, fresh: _jsonable(run_evidence(run_dir=str(run), **evidence_kwargs)))
 
     results: dict[str, Any] = {}
+    if sids is not None:
+        from deepinterestgr.quantize.precomputed import import_sids
+
+        if quantize is not None:
+            raise ValueError("give either quantize (train a quantizer) or sids (import released SIDs), not both")
+        sids_kwargs = _stage_kwargs(sids, accepts=import_sids)
+        root = data_kwargs.get("data_root")
+        if root and sids_kwargs.get("sids_file") and not Path(sids_kwargs["sids_file"]).is_absolute():
+            sids_kwargs["sids_file"] = str(Path(root) / sids_kwargs["sids_file"])
+        results["quantize"] = run_stage(
+            "quantize", {"import": sids_kwargs, "sha256": _file_digest(sids_kwargs.get("sids_file"))},
+            lambda key, fresh: _jsonable(import_sids(str(run), **sids_kwargs)))
     if quantize is not None:
         from deepinterestgr.quantize.stage import run_quantize
 

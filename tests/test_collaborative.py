@@ -158,7 +158,7 @@ def test_stage_writes_text_and_collaborative_embeddings_in_the_manifest(prepared
 
 def test_stage_refuses_no_embeddings_and_short_users(prepared, tmp_path):
     run = new_run(tmp_path, prepared)
-    with pytest.raises(ValueError, match="both null"):
+    with pytest.raises(ValueError, match="all null"):
         run_evidence(str(run), **{**COLLAB_ONLY, "collaborative": None})
     rewrite_sequences(run, lambda rows: rows[3].update(items=rows[3]["items"][:2],
                                                        timestamps=rows[3]["timestamps"][:2]))

@@ -25,6 +25,8 @@ STAGE_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
                     "-> <run>/evidence"),
     ("quantize",): ("deepinterestgr.quantize.stage:run_quantize",
                     "train a quantizer and write the Semantic ID table -> <run>/quantize"),
+    ("quantize", "import"): ("deepinterestgr.quantize.precomputed:import_sids",
+                             "released SIDs (LETTER's <Cat>.index.json) instead of a quantizer fit -> <run>/quantize"),
     ("pipeline",): ("deepinterestgr.pipeline:run_pipeline",
                     "prepare -> evidence -> quantize -> generate -> rl, skipping stages whose artifacts match"),
     ("items", "add"): ("deepinterestgr.serve.items:add_items",

@@ -140,6 +140,10 @@ def dataset_stats(prepared: Prepared, *, name: str = "") -> dict:
     for f in TEXT_FIELDS:
         count = sum(1 for it in prepared.items if getattr(it, f))
         coverage[f] = {"items": count, "of": n_items, "fraction": round(count / n_items, 6) if n_items else 0.0}
+    with_attributes = sum(1 for it in prepared.items if it.attributes)
+    if with_attributes:  # only then: stats of catalogs without the field keep their bytes
+        coverage["attributes"] = {"items": with_attributes, "of": n_items,
+                                  "fraction": round(with_attributes / n_items, 6)}
     no_text = sum(1 for it in prepared.items if not (it.title or it.description or it.brand or it.categories))
     return {
         "dataset": name,

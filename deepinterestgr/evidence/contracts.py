@@ -105,6 +105,20 @@ class CollaborativeSource(EvidencePlugin):
     def embed(self, train_sequences: list[list[int]], num_items: int) -> "torch.Tensor": ...
 
 
+class AttributeSource(EvidencePlugin):
+    """Item attribute ids (`Item.attributes`: brand, category ids, ...) -> one float32 vector per item [N, dim].
+
+    For catalogs whose items carry attribute ids but no text (Sports: S3-Rec's brand + category ids). `embed` sees
+    the whole catalog's attributes, never an interaction. An item without attributes gets a zero row."""
+
+    @property
+    @abstractmethod
+    def dim(self) -> int: ...
+
+    @abstractmethod
+    def embed(self, attributes: list[list[str]]) -> "torch.Tensor": ...
+
+
 class ImageEncoder(CMSABranch):
     branch: ClassVar[str] = "image"
 

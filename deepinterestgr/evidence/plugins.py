@@ -19,6 +19,13 @@ def register_collaborative_sources(register) -> None:
              description="truncated SVD of the PPMI (or degree-normalised) item co-occurrence of training sequences")
 
 
+def register_attribute_sources(register) -> None:
+    from deepinterestgr.evidence.attributes import AttributeSVD
+
+    register("attribute-svd", AttributeSVD,
+             description="truncated SVD of the TF-IDF-weighted item x attribute-id matrix (brand, category ids)")
+
+
 def register_intent_miners(register) -> None:
     from deepinterestgr.evidence.miners import JsonlIntentMiner, LLMIntentMiner, ZeroShotIntentMiner
 

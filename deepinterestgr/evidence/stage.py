@@ -37,9 +37,13 @@ TEXT_EMBEDDINGS_FILE = "text_embeddings.safetensors"
 IMAGE_FEATURES_FILE = "image_features.safetensors"
 QUALITY_FILE = "quality.safetensors"
 COLLAB_EMBEDDINGS_FILE = "collab_embeddings.safetensors"
-ROLES = ("text_encoder", "intent_miner", "quality_judge", "captioner", "image_encoder", "collaborative")
+ATTRIBUTE_EMBEDDINGS_FILE = "attribute_embeddings.safetensors"
+ROLES = ("text_encoder", "intent_miner", "quality_judge", "captioner", "image_encoder", "collaborative", "attributes")
 ROLE_KIND = {"text_encoder": "text_encoder", "intent_miner": "intent_miner", "quality_judge": "quality_judge",
-             "captioner": "cmsa_branch", "image_encoder": "cmsa_branch", "collaborative": "collaborative_source"}
+             "captioner": "cmsa_branch", "image_encoder": "cmsa_branch", "collaborative": "collaborative_source",
+             "attributes": "attribute_source"}
+#: roles added after runs existed: off, they stay out of the config hash so those runs stay up to date
+LATER_ROLES = ("collaborative", "attributes")
 
 
 def run_evidence(
@@ -50,6 +54,7 @@ def run_evidence(
     captioner: str | None = None,
     image_encoder: str | None = None,
     collaborative: str | None = None,
+    attributes: str | None = None,
     plugin_args: dict | None = None,
     batch_size: int = 64,
     shard: str | None = None,
@@ -68,7 +73,9 @@ def run_evidence(
     `collaborative` (a collaborative_source plugin such as cooccurrence-svd) embeds every item from the training
     part (items[:-2]) of `<run_dir>/data/sequences.jsonl`, never the valid/test targets; quantize fuses it with the
     text embeddings when `data.use_collaborative` is true. `text_encoder` may be null when `collaborative` is set
-    (a catalog without item text still gets SIDs); at least one of the two must be set.
+    (a catalog without item text still gets SIDs). `attributes` (an attribute_source plugin such as attribute-svd)
+    embeds every item's attribute ids (`Item.attributes`, e.g. the P5 reader's `attribute_file`); quantize fuses it
+    when `data.use_attributes` is true. At least one of text_encoder, collaborative and attributes must be set.
 
     Every result is cached per item and branch under `<run_dir>/evidence/cache/` (or `cache_dir`, which runs may
     share), keyed by the item content and the plugin's settings: a rerun computes nothing new, a changed item or
@@ -80,7 +87,8 @@ def run_evidence(
     Writes evidence/items.jsonl, text_embeddings.safetensors ("embeddings" [N, D], L2-normalised, row = item_id),
     quality.safetensors ("quality" [N], when a judge ran), image_features.safetensors ("features" [N, F], "mask"
     [N], when an image encoder ran), collab_embeddings.safetensors ("embeddings" [N, D], row = item_id, zero rows
-    for items without training co-occurrence, when `collaborative` ran) and manifest.json. Returns the summary dict.
+    for items without training co-occurrence, when `collaborative` ran), attribute_embeddings.safetensors (the same
+    for `attributes`) and manifest.json. Returns the summary dict.
 
     Args:
         run_dir: the run directory (reads `data/`, writes `evidence/`).
@@ -90,6 +98,7 @@ def run_evidence(
         captioner: caption branch (cmsa_branch plugin); null to skip.
         image_encoder: image branch (cmsa_branch plugin); null to skip.
         collaborative: collaborative_source plugin (e.g. cooccurrence-svd) over the training sequences; null to skip.
+        attributes: attribute_source plugin (e.g. attribute-svd) over the items' attribute ids; null to skip.
         plugin_args: role -> constructor arguments, e.g. {collaborative: {dim: 64, window: 3}}.
         batch_size: items per plugin call (and per cache record).
         shard: "i/n" fills the cache for one item range and writes no artifacts (collaborative does not run).
@@ -104,16 +113,18 @@ def run_evidence(
     lo, hi = shard_range(shard, len(items), align=batch_size)
     selected = items[lo:hi]
     roles = {"text_encoder": text_encoder, "intent_miner": intent_miner, "quality_judge": quality_judge,
-             "captioner": captioner, "image_encoder": image_encoder, "collaborative": collaborative}
+             "captioner": captioner, "image_encoder": image_encoder, "collaborative": collaborative,
+             "attributes": attributes}
     plugin_args = dict(plugin_args or {})
     unknown = set(plugin_args) - set(ROLES)
     if unknown:
         raise ValueError(f"plugin_args has unknown roles {sorted(unknown)}; roles are {list(ROLES)}")
     if quality_judge and not intent_miner:
         raise ValueError("quality_judge needs an intent_miner (it judges the mined descriptors)")
-    if not text_encoder and not collaborative:
-        raise ValueError("text_encoder and collaborative are both null: quantize needs item embeddings; set "
-                         "text_encoder (e.g. minilm-packaged) or collaborative (e.g. cooccurrence-svd)")
+    if not (text_encoder or collaborative or attributes):
+        raise ValueError("text_encoder, collaborative and attributes are all null: quantize needs item embeddings; "
+                         "set text_encoder (e.g. minilm-packaged), collaborative (e.g. cooccurrence-svd) or "
+                         "attributes (e.g. attribute-svd)")
     plugins = {role: _create(role, name, plugin_args.get(role, {})) for role, name in roles.items() if name}
     for role, kind_branch in (("captioner", "caption"), ("image_encoder", "image")):
         if role in plugins and getattr(plugins[role], "branch", None) != kind_branch:
@@ -124,6 +135,11 @@ def run_evidence(
         from deepinterestgr.evidence.collaborative import embed_run
 
         collab, collab_summary = embed_run(plugins["collaborative"], run, len(items))
+    attr = attr_summary = None
+    if "attributes" in plugins and shard is None:
+        from deepinterestgr.evidence.attributes import embed_catalog
+
+        attr, attr_summary = embed_catalog(plugins["attributes"], items)
 
     cache_root = Path(cache_dir) if cache_dir else out_dir / "cache"
     report = Report()
@@ -158,10 +174,11 @@ def run_evidence(
         "plugins": {role: {"name": roles[role], "describe": p.describe()} for role, p in plugins.items()},
         **report.to_json(),
         **({"collaborative": collab_summary} if collab_summary is not None else {}),
+        **({"attributes": attr_summary} if attr_summary is not None else {}),
     }
     if shard is None:
         quality = _write_artifacts(out_dir, prepared, captions, mined, judged, descriptors, texts, embeddings,
-                                   features, mask, report, collab)
+                                   features, mask, report, collab, attr)
         summary.update(report.to_json())
         summary["quality_mean"] = float(quality.mean()) if quality is not None and len(quality) else None
         summary["seconds"] = round(time.time() - started, 2)
@@ -170,8 +187,8 @@ def run_evidence(
         files += [QUALITY_FILE] if quality is not None else []
         files += [IMAGE_FEATURES_FILE] if features is not None else []
         files += [COLLAB_EMBEDDINGS_FILE] if collab is not None else []
-        # a role that is off and was not a role before `collaborative` existed keeps older runs' config hash
-        hashed = [r for r in ROLES if r != "collaborative" or r in plugins]
+        files += [ATTRIBUTE_EMBEDDINGS_FILE] if attr is not None else []
+        hashed = [r for r in ROLES if r not in LATER_ROLES or r in plugins]
         extra = {"sequences_sha256": sha256_file(run / "data" / "sequences.jsonl")} if collab is not None else {}
         write_manifest(out_dir, STAGE, files, catalog_sha256=sha256_file(catalog_path), **extra,
                        config={"max_text_chars": max_text_chars, "plugin_args": plugin_args},
@@ -213,7 +230,8 @@ def _wrong_field_types(item: Item) -> list[str]:
     """Type errors of a hand-made catalog row (a title of 5 would otherwise crash deep inside a text plugin)."""
     wrong = [f"{name} must be a string, got {getattr(item, name)!r}"
              for name in ("source_id", "title", "description", "brand") if not isinstance(getattr(item, name), str)]
-    wrong += [f"{name} must be a list of strings, got {getattr(item, name)!r}" for name in ("categories", "images")
+    wrong += [f"{name} must be a list of strings, got {getattr(item, name)!r}"
+              for name in ("categories", "images", "attributes")
               if not (isinstance(getattr(item, name), list) and all(isinstance(v, str) for v in getattr(item, name)))]
     return wrong
 
@@ -512,7 +530,7 @@ def _run_image_branch(plugin, images, cache_root, batch_size, report, offset) ->
 
 # ------------------------------------------------------------------------------------------------- artifacts
 def _write_artifacts(out_dir, items, captions, mined, judged, descriptors, texts, embeddings, features, mask,
-                     report, collab=None) -> torch.Tensor | None:
+                     report, collab=None, attr=None) -> torch.Tensor | None:
     from safetensors.torch import save_file
 
     quality = None
@@ -549,7 +567,8 @@ def _write_artifacts(out_dir, items, captions, mined, judged, descriptors, texts
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_jsonl(out_dir / ITEMS_FILE, rows)
     # quantize picks its input by which embedding files exist: one this run did not write must not linger
-    for name, tensor in ((TEXT_EMBEDDINGS_FILE, embeddings), (COLLAB_EMBEDDINGS_FILE, collab)):
+    for name, tensor in ((TEXT_EMBEDDINGS_FILE, embeddings), (COLLAB_EMBEDDINGS_FILE, collab),
+                         (ATTRIBUTE_EMBEDDINGS_FILE, attr)):
         if tensor is None:
             (out_dir / name).unlink(missing_ok=True)
         else:

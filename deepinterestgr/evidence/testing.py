@@ -11,6 +11,7 @@ import torch
 
 from deepinterestgr.data.schema import Item
 from deepinterestgr.evidence.contracts import (
+    AttributeSource,
     Captioner,
     CMSABranch,
     CollaborativeSource,
@@ -125,10 +126,31 @@ def check_collaborative_source(source: CollaborativeSource) -> None:
     assert torch.equal(source.embed(seqs, 7), emb), "embed() must be deterministic (SIDs are built from it)"
 
 
+#: attribute ids of 6 items; item 5 has none (it must get a zero row); items 0 and 1 share every attribute
+SAMPLE_ATTRIBUTES = [["brand:1", "cat:2"], ["brand:1", "cat:2"], ["brand:3", "cat:2", "cat:4"], ["cat:4"],
+                     ["brand:3"], []]
+
+
+def check_attribute_source(source: AttributeSource) -> None:
+    assert isinstance(source, AttributeSource)
+    check_describe(source)
+    attributes = [list(a) for a in SAMPLE_ATTRIBUTES]
+    emb = source.embed(attributes)
+    assert attributes == SAMPLE_ATTRIBUTES, "embed() must not modify the attributes it is given"
+    assert isinstance(emb, torch.Tensor) and emb.dtype == torch.float32, type(emb)
+    assert tuple(emb.shape) == (len(SAMPLE_ATTRIBUTES), source.dim), emb.shape
+    assert torch.isfinite(emb).all()
+    assert emb[5].abs().sum() == 0, "an item without attributes gets a zero row"
+    assert emb[:5].abs().sum(dim=1).gt(0).all(), "every item with attributes must get some signal"
+    assert torch.allclose(emb[0], emb[1]), "items with the same attributes get the same vector"
+    assert torch.equal(source.embed(attributes), emb), "embed() must be deterministic (SIDs are built from it)"
+
+
 CHECKS = {
     "text_encoder": check_text_encoder,
     "intent_miner": check_intent_miner,
     "quality_judge": check_quality_judge,
     "cmsa_branch": check_cmsa_branch,
     "collaborative_source": check_collaborative_source,
+    "attribute_source": check_attribute_source,
 }

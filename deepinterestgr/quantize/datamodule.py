@@ -2,6 +2,7 @@
 
 Reads `<run>/evidence/text_embeddings.safetensors` (key "embeddings" [N, D]); with `use_collaborative`,
 `<run>/evidence/collab_embeddings.safetensors` (key "embeddings" [N, C]) too, concatenated onto the text vector; with
+`use_attributes`, `<run>/evidence/attribute_embeddings.safetensors` likewise; with
 `use_image_features`, `<run>/evidence/image_features.safetensors` (key "features" [N, F]). Widths come from the files,
 never from a config.
 """
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 TEXT_FILE, TEXT_KEY = "text_embeddings.safetensors", "embeddings"
 IMAGE_FILE, IMAGE_KEY = "image_features.safetensors", "features"
 COLLAB_FILE, COLLAB_KEY = "collab_embeddings.safetensors", "embeddings"
+ATTRIBUTE_FILE, ATTRIBUTE_KEY = "attribute_embeddings.safetensors", "embeddings"
 
 
 def load_evidence_tensor(path: Path, key: str) -> torch.Tensor:
@@ -82,18 +84,24 @@ class EmbeddingDataModule(LightningDataModule):
             role): the quantizer input becomes concat(L2norm(text), collaborative_weight * L2norm(collab)), or
             L2norm(collab) alone when the run has no text embeddings (evidence ran with `text_encoder: null`).
         collaborative_weight: scale of the collaborative half against the unit-norm text half (>= 0; 1 gives both
-            equal weight in the quantizer's distances; no effect without text embeddings).
+            equal weight in the quantizer's distances; no effect when it is the only part).
+        use_attributes: also load `evidence/attribute_embeddings.safetensors` (the evidence stage's `attributes`
+            role), concatenated as attribute_weight * L2norm(attributes) beside the other parts (alone: L2norm).
+        attribute_weight: scale of the attribute part (>= 0), as collaborative_weight.
     """
 
     def __init__(self, *, run_dir: str, batch_size: int = 1024, num_workers: int = 0, use_image_features: bool = False,
-                 use_collaborative: bool = False, collaborative_weight: float = 1.0) -> None:
+                 use_collaborative: bool = False, collaborative_weight: float = 1.0, use_attributes: bool = False,
+                 attribute_weight: float = 1.0) -> None:
         super().__init__()
-        if not (math.isfinite(collaborative_weight) and collaborative_weight >= 0):
-            raise ValueError(f"collaborative_weight must be a finite number >= 0, got {collaborative_weight}")
+        for name, weight in (("collaborative_weight", collaborative_weight), ("attribute_weight", attribute_weight)):
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {weight}")
         self.save_hyperparameters()
         self.run_dir, self.batch_size, self.num_workers = Path(run_dir), int(batch_size), int(num_workers)
         self.use_image_features = bool(use_image_features)
         self.use_collaborative, self.collaborative_weight = bool(use_collaborative), float(collaborative_weight)
+        self.use_attributes, self.attribute_weight = bool(use_attributes), float(attribute_weight)
         self.text: torch.Tensor | None = None
         self.image: torch.Tensor | None = None
 
@@ -105,9 +113,15 @@ class EmbeddingDataModule(LightningDataModule):
     def input_files(self) -> list[Path]:
         """The evidence files the quantizer input is built from (their content is part of quantize's config hash)."""
         text = self.evidence_dir / TEXT_FILE
-        files = [text] if not self.use_collaborative or text.exists() else []
-        files += [self.evidence_dir / COLLAB_FILE] if self.use_collaborative else []
+        files = [text] if not self._extra_parts() or text.exists() else []
+        files += [self.evidence_dir / f for f, _, _, _ in self._extra_parts()]
         return files + ([self.evidence_dir / IMAGE_FILE] if self.use_image_features else [])
+
+    def _extra_parts(self) -> list[tuple[str, str, float, str]]:
+        """(file, key, weight, name) of the parts fused beside the text embedding."""
+        return ([(COLLAB_FILE, COLLAB_KEY, self.collaborative_weight, "collaborative")] if self.use_collaborative
+                else []) + ([(ATTRIBUTE_FILE, ATTRIBUTE_KEY, self.attribute_weight, "attributes")]
+                            if self.use_attributes else [])
 
     def setup(self, stage: str | None = None) -> None:
         if self.text is not None:
@@ -125,27 +139,36 @@ class EmbeddingDataModule(LightningDataModule):
                  f", image {self.image_dim}-d" if self.image is not None else "")
 
     def _load_vectors(self) -> torch.Tensor:
-        """The text embeddings, or with `use_collaborative` the fusion described in the class docstring."""
+        """The text embeddings, or with `use_collaborative` / `use_attributes` the fusion of the class docstring."""
         text_path = self.evidence_dir / TEXT_FILE
-        if not self.use_collaborative:
-            if not text_path.exists() and (self.evidence_dir / COLLAB_FILE).exists():
-                raise ArtifactError(f"{text_path}: not found, but {COLLAB_FILE} is (evidence ran with text_encoder: "
-                                    "null): set data.use_collaborative: true (configs/data/embeddings_collab.yaml).")
+        extra = self._extra_parts()
+        if not extra:
+            for name, option in ((COLLAB_FILE, "use_collaborative"), (ATTRIBUTE_FILE, "use_attributes")):
+                if not text_path.exists() and (self.evidence_dir / name).exists():
+                    raise ArtifactError(f"{text_path}: not found, but {name} is (evidence ran with text_encoder: "
+                                        f"null): set data.{option}: true (configs/data/embeddings_collab.yaml).")
             return load_evidence_tensor(text_path, TEXT_KEY)
-        collab = F.normalize(load_evidence_tensor(self.evidence_dir / COLLAB_FILE, COLLAB_KEY), dim=1)
-        zero = int((collab.abs().sum(dim=1) == 0).sum())
-        if not text_path.exists():
-            log.info("quantize data: no %s, quantizing the collaborative embeddings alone (%d items have zero rows "
-                     "and will share codes)", TEXT_FILE, zero)
-            return collab
-        text = load_evidence_tensor(text_path, TEXT_KEY)
-        if text.shape[0] != collab.shape[0]:
-            raise ArtifactError(
-                f"{self.evidence_dir / COLLAB_FILE}: {collab.shape[0]} rows but {TEXT_FILE} has {text.shape[0]}; both "
-                "must have one row per item. Rerun the `evidence` stage (both come from one catalog there).")
-        log.info("quantize data: text %d-d + %.3g x collaborative %d-d (%d items without collaborative signal)",
-                 text.shape[1], self.collaborative_weight, collab.shape[1], zero)
-        return torch.cat([F.normalize(text, dim=1), self.collaborative_weight * collab], dim=1).contiguous()
+        parts = []
+        for file, key, weight, name in extra:
+            vectors = F.normalize(load_evidence_tensor(self.evidence_dir / file, key), dim=1)
+            zero = int((vectors.abs().sum(dim=1) == 0).sum())
+            parts.append((name, file, weight, vectors, zero))
+        if text_path.exists():
+            text = load_evidence_tensor(text_path, TEXT_KEY)
+            parts.insert(0, ("text", TEXT_FILE, 1.0, F.normalize(text, dim=1), 0))
+        rows = {file: v.shape[0] for _, file, _, v, _ in parts}
+        if len(set(rows.values())) > 1:
+            raise ArtifactError(f"{self.evidence_dir}: the fused evidence files have different row counts {rows}; "
+                                "each needs one row per item. Rerun the `evidence` stage (all come from one catalog).")
+        log.info("quantize data: %s", " + ".join(
+            f"{w:.3g} x {name} {v.shape[1]}-d" + (f" ({zero} zero rows)" if zero else "")
+            for name, _, w, v, zero in parts))
+        if len(parts) == 1:  # one part alone: its weight scales nothing
+            if parts[0][4]:
+                log.info("quantize data: no %s; the %d items with zero %s rows will share codes", TEXT_FILE,
+                         parts[0][4], parts[0][0])
+            return parts[0][3]
+        return torch.cat([w * v for _, _, w, v, _ in parts], dim=1).contiguous()
 
     # widths the model reads in its own setup (never typed by users)
     @property

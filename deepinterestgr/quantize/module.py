@@ -255,6 +255,9 @@ def quantize_config_hash(model: QuantizerModule, datamodule: EmbeddingDataModule
     if not data_hp.get("use_collaborative"):  # off: the hash of runs made before the option existed stays valid
         data_hp.pop("use_collaborative", None)
         data_hp.pop("collaborative_weight", None)
+    if not data_hp.get("use_attributes"):
+        data_hp.pop("use_attributes", None)
+        data_hp.pop("attribute_weight", None)
     inputs = {p.name: sha256_file(p) for p in datamodule.input_files if p.exists()}
     # Lightning fills an unset max_epochs (1000 when max_steps is unset too) only when fit starts: normalise it here,
     # so the hash computed before training equals the one recorded after it

@@ -52,6 +52,13 @@ def dig_register_collaborative_source(register):
 
 
 @hookimpl
+def dig_register_attribute_source(register):
+    from deepinterestgr.evidence.plugins import register_attribute_sources
+
+    register_attribute_sources(register)
+
+
+@hookimpl
 def dig_register_quantizer(register):
     from deepinterestgr.quantize.plugins import register_builtins
 

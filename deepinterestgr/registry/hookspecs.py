@@ -51,6 +51,11 @@ def dig_register_collaborative_source(register: RegisterFn) -> None:
 
 
 @hookspec
+def dig_register_attribute_source(register: RegisterFn) -> None:
+    """Register item-attribute embedding sources (`deepinterestgr.evidence.contracts.AttributeSource`)."""
+
+
+@hookspec
 def dig_register_quantizer(register: RegisterFn) -> None:
     """Register quantizers (`deepinterestgr.quantize.base.Quantizer`)."""
 

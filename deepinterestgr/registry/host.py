@@ -22,6 +22,7 @@ KINDS: dict[str, str] = {
     "quality_judge": "deepinterestgr.evidence.contracts:QualityJudge",
     "text_encoder": "deepinterestgr.evidence.contracts:TextEncoder",
     "collaborative_source": "deepinterestgr.evidence.contracts:CollaborativeSource",
+    "attribute_source": "deepinterestgr.evidence.contracts:AttributeSource",
     "quantizer": "deepinterestgr.quantize.base:Quantizer",
     "generator": "deepinterestgr.generate.base:Generator",
     "reward": "deepinterestgr.rl.rewards.base:Reward",

@@ -94,6 +94,10 @@ def _quantizer_inputs(run: Path, scratch: Path, quantize_ckpt: dict, num_new: in
 
     dm_args = {k: v for k, v in (quantize_ckpt.get("datamodule_hyper_parameters") or {}).items()
                if k in ("use_image_features", "use_collaborative", "collaborative_weight")}
+    if (quantize_ckpt.get("datamodule_hyper_parameters") or {}).get("use_attributes"):
+        # the attribute SVD is fitted on the whole catalog: projecting new items needs its basis, which is not kept
+        raise ArtifactError(f"{run}: its SIDs fuse attribute embeddings (data.use_attributes), which `dig items add` "
+                            "cannot compute for new items yet; rebuild the SIDs with the new items in the catalog.")
     if dm_args.get("use_collaborative"):
         width = load_file(str(run / "evidence" / COLLAB_FILE))[COLLAB_KEY].shape[1]
         save_file({COLLAB_KEY: torch.zeros(num_new, width)}, str(scratch / "evidence" / COLLAB_FILE))

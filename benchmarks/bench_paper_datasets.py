@@ -1,0 +1,273 @@
+"""The paper's other two datasets (Sports, Instruments) under the Beauty protocol, with the best Beauty settings.
+
+    python benchmarks/bench_paper_datasets.py --data-root ../shared/data --datasets instruments sports
+
+Protocol: that of benchmarks/bench_beauty_quality.py (chronological leave-one-out, every model fitted on
+items[:-2], full ranking, all users on both splits, selection on valid, test quoted). Neither release ships item
+text, so the SIDs come from what each has:
+  instruments  collab   co-occurrence SVD alone (configs/experiment/instruments.yaml)
+               letter   LETTER's released 4-level SIDs, imported (configs/experiment/instruments_letter.yaml)
+  sports       collab   co-occurrence SVD alone (configs/experiment/sports.yaml)
+               attr-collab  brand + category attribute ids fused with it (configs/experiment/sports_attributes.yaml)
+Every variant trains the same generator (configs/model/generator_t5_items.yaml, the best Beauty CPU model) with the
+same budget, nothing retuned.
+
+Phases (each reuses what an earlier invocation left): sids, floors (most-popular, co-occurrence with weights
+selected on valid), sasrec (the Beauty bench's SASRec settings, --sasrec-seeds), fit, candidates (beam searches
+cached in the run, so two processes can search side by side), evaluate (writes the table).
+
+Writes benchmarks/results/paper_datasets.json: {"rows": [{"dataset", "method", "variant", "split", "seeds",
+"recall@5", "ndcg@5", "recall@10", "ndcg@10", "std", "fit_s"}, ...], "published_test": {...}}; rows of datasets
+not evaluated by this invocation are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_beauty_quality as beauty  # noqa: E402
+
+REPO = beauty.REPO
+COLUMNS = beauty.COLUMNS
+GENERATOR = "configs/model/generator_t5_items.yaml"
+#: dataset -> its data config, its SID sources (name -> experiment config + `dig pipeline` overrides) and the rows
+#: published on this exact processing (test split; sources in the README's "The paper's datasets" section)
+DATASETS = {
+    "instruments": {
+        "name": "Instruments",
+        "sids": {"collab": ("configs/experiment/instruments.yaml", ()),
+                 "letter": ("configs/experiment/instruments_letter.yaml", ())},
+        # N@10 only, as quoted from the LETTER paper (TIGER, LETTER-TIGER, LC-Rec, LETTER-LC-Rec) and the LC-Rec
+        # paper (its own row) by secondary sources; the primary tables were not reachable offline
+        "published": {"TIGER (LETTER paper)": (None, None, None, 0.0797),
+                      "LETTER-TIGER (LETTER paper)": (None, None, None, 0.0831),
+                      "LC-Rec (LETTER paper)": (None, None, None, 0.0772),
+                      "LETTER-LC-Rec (LETTER paper)": (None, None, None, 0.0854),
+                      "LC-Rec (LC-Rec paper)": (None, None, 0.1220, 0.0926)},
+    },
+    "sports": {
+        "name": "Sports",
+        "sids": {"collab": ("configs/experiment/sports.yaml", ()),
+                 "attr-collab": ("configs/experiment/sports_attributes.yaml", ())},
+        "published": {"TIGER (TIGER paper, Table 1)": (0.0264, 0.0181, 0.0400, 0.0225),
+                      "SASRec (TIGER paper, Table 1)": (0.0233, 0.0154, 0.0350, 0.0192)},
+    },
+}
+log = logging.getLogger("bench_paper_datasets")
+
+
+def sids_run(args, dataset: str, sids: str) -> Path:
+    return args.work / dataset / f"sids_{sids}"
+
+
+def make_sids(args, dataset: str, sids: str) -> Path:
+    """data -> evidence -> SIDs (quantizer fit or import) of one source, via `dig pipeline` without the later
+    stages."""
+    experiment, overrides = DATASETS[dataset]["sids"][sids]
+    run = sids_run(args, dataset, sids)
+    beauty.sh("pipeline", "-c", experiment, "--generate", "null", "--rl", "null", "--baselines", "null",
+              *overrides, "--run_dir", str(run), "--data-root", str(args.data_root), threads=args.threads)
+    return run
+
+
+def generator_run(args, dataset: str, sids: str) -> Path:
+    """Each generator trains in its own run whose data/ and quantize/ link to its SID run."""
+    run = args.work / dataset / "generators" / f"t5-items-{sids}"
+    run.mkdir(parents=True, exist_ok=True)
+    for part in ("data", "quantize"):
+        link = run / part
+        if not link.is_symlink() and not link.exists():
+            link.symlink_to((sids_run(args, dataset, sids) / part).resolve(), target_is_directory=True)
+    return run
+
+
+def generate_configs() -> list[str]:
+    """The LightningCLI fragments every generator fit composes (tests/test_configs.py parses them)."""
+    return ["configs/trainer/generate_cpu.yaml", GENERATOR, "configs/data/sequences.yaml"]
+
+
+def fit(args, dataset: str, sids: str) -> dict:
+    run = generator_run(args, dataset, sids)
+    marker = run / "generate" / "fit_done.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    fragments = [a for c in generate_configs() for a in ("-c", c)]
+    fit_s = beauty.sh("fit", *fragments, "--data.run_dir", str(run), "--trainer.default_root_dir",
+                      str(run / "generate"), "--trainer.enable_progress_bar", "false", "--trainer.max_time",
+                      args.max_time, "--data.val_max_users", str(args.val_max_users), "--seed_everything",
+                      str(args.seed), threads=args.threads)
+    record = {"dataset": dataset, "sids": sids, "config": GENERATOR, "fit_s": round(fit_s), "max_time": args.max_time,
+              "seed": args.seed, "val_max_users": args.val_max_users, "threads": args.threads}
+    marker.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def floors(args, dataset: str) -> dict:
+    from deepinterestgr.baselines import run_baselines
+
+    done = args.work / dataset / "floors.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    records = run_baselines(str(sequences_run(args, dataset)), methods=["most-popular", "cooccurrence"])
+    done.write_text(json.dumps(records, indent=2) + "\n")
+    return records
+
+
+def sequences_run(args, dataset: str) -> Path:
+    """A SID run holding the prepared data (every SID source of a dataset prepares the same data)."""
+    runs = [sids_run(args, dataset, s) for s in DATASETS[dataset]["sids"]]
+    return next((r for r in runs if (r / "data").exists()), runs[0])
+
+
+def sasrec(args, dataset: str, *, train: bool = True) -> list[dict]:
+    from deepinterestgr.baselines import run_baselines_on_sequences
+    from deepinterestgr.data.io import load_catalog, load_sequences
+
+    records = []
+    for seed in args.sasrec_seeds:
+        out = args.work / dataset / f"sasrec_seed{seed}"
+        done = out / "sasrec.json"
+        if done.exists():
+            records.append(json.loads(done.read_text()))
+        elif train:
+            run = str(sequences_run(args, dataset))
+            records.append(run_baselines_on_sequences(
+                load_sequences(run), num_items=len(load_catalog(run)), out_dir=out, methods=["sasrec"], seed=seed,
+                sasrec_max_epochs=200, sasrec_max_minutes=args.sasrec_max_minutes,
+                sasrec_kwargs=dict(beauty.SASREC_SETTINGS))["sasrec"])
+    return records
+
+
+def row(dataset: str, method: str, variant: str, split: str, metrics: dict, **kw) -> dict:
+    return {"dataset": DATASETS[dataset]["name"], **beauty.row(method, variant, split, metrics, **kw)}
+
+
+def dataset_rows(args, dataset: str) -> tuple[list[dict], dict]:
+    rows: list[dict] = []
+    for method, rec in floors(args, dataset).items():
+        for split in ("valid", "test"):
+            no_repeat = ", no repeats" if rec["params"].get("exclude_history") else ""
+            variant = ("weights selected on valid" if method == "cooccurrence" else "-") + no_repeat
+            rows.append(row(dataset, method, variant, split, rec[split], seeds=[], fit_s=rec["wall_time_s"]))
+    sas = sasrec(args, dataset, train=False)
+    for split in ("valid", "test") if sas else ():
+        mean, std = beauty.mean_std(sas, split)
+        no_repeat = ", no repeats" if all(r["params"].get("exclude_history") for r in sas) else ""
+        rows.append(row(dataset, "sasrec", f"2x64, CE, len 50, dropout 0.5{no_repeat}", split, mean,
+                        seeds=[r["seed"] for r in sas], std=std,
+                        fit_s=round(sum(r["wall_time_s"] for r in sas) / len(sas))))
+    sweeps = {}
+    for sids in DATASETS[dataset]["sids"]:
+        run = generator_run(args, dataset, sids)
+        marker = run / "generate" / "fit_done.json"
+        if not marker.exists():
+            log.warning("%s: generator on %s SIDs has no finished fit; left out (run --phases fit)", dataset, sids)
+            continue
+        fit_record = json.loads(marker.read_text())
+        ev = beauty.evaluate_run(run, f"t5-items-{sids}", beams=args.beams, weights=args.weights)
+        sweeps[sids] = {k: v for k, v in ev.items() if k not in ("test_ranks", "test_users")}
+        no_repeat = ", no repeats" if ev["selected_exclude_history"] else ""
+        for split in ("valid", "test"):
+            label = f"t5-items, {sids} SIDs (beam {ev['selected_beam']}, rerank w={ev['selected_weight']:g}{no_repeat})"
+            rows.append(row(dataset, "generator", label, split, ev[split], seeds=[fit_record["seed"]],
+                            fit_s=fit_record["fit_s"]))
+    return rows, sweeps
+
+
+def markdown_table(result: dict) -> str:
+    lines = ["| dataset | method | variant | seeds | R@5 | N@5 | R@10 | N@10 | valid N@10 | fit s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    valid = {(r["dataset"], r["method"], r["variant"]): r for r in result["rows"] if r["split"] == "valid"}
+
+    def cell(r: dict, c: str) -> str:
+        std = r["std"].get(c)
+        return f"{r[c]:.4f}" + (f" ± {std:.4f}" if std else "")
+
+    for r in (r for r in result["rows"] if r["split"] == "test"):
+        v = valid.get((r["dataset"], r["method"], r["variant"]))
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['variant']} | {len(r['seeds']) or '-'} | "
+                     + " | ".join(cell(r, c) for c in COLUMNS)
+                     + f" | {cell(v, 'ndcg@10') if v else '-'} | {r['fit_s'] if r['fit_s'] is not None else '-'} |")
+    for dataset, published in result["published_test"].items():
+        for name, values in published.items():
+            cells = " | ".join("-" if x is None else f"{x:.4f}" for x in values)
+            lines.append(f"| {dataset} | {name} | published | | {cells} | | |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
+    p.add_argument("--work", type=Path, default=REPO / "runs" / "paper_datasets", help="run directories and fits")
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    p.add_argument("--sids", nargs="+", default=None, help="SID sources to run (default: every source of a dataset)")
+    p.add_argument("--phases", nargs="+", default=["sids", "floors", "sasrec", "fit", "evaluate"])
+    p.add_argument("--sasrec-seeds", type=int, nargs="+", default=[42])
+    p.add_argument("--sasrec-max-minutes", type=float, default=35.0)
+    p.add_argument("--seed", type=int, default=42, help="generator seed")
+    p.add_argument("--threads", type=int, default=int(os.environ["OMP_NUM_THREADS"]))
+    p.add_argument("--max-time", default="00:00:55:00", help="generator fit wall-clock cap, DD:HH:MM:SS")
+    p.add_argument("--val-max-users", type=int, default=3000, help="seeded random valid sample for checkpointing")
+    p.add_argument("--beams", type=int, nargs="+", default=[50], help="beam widths tried (selected on valid)")
+    p.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
+    p.add_argument("--results", type=Path, default=beauty.RESULTS / "paper_datasets.json")
+    p.add_argument("--markdown", action="store_true", help="print the README table of --results and exit")
+    args = p.parse_args(argv)
+    if args.markdown:
+        print(markdown_table(json.loads(args.results.read_text())))
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+
+    def sources(dataset: str) -> list[str]:
+        return [s for s in DATASETS[dataset]["sids"] if args.sids is None or s in args.sids]
+
+    for dataset in args.datasets:
+        if "sids" in args.phases:
+            for s in sources(dataset):
+                make_sids(args, dataset, s)
+        if "floors" in args.phases:
+            floors(args, dataset)
+        if "fit" in args.phases:
+            for s in sources(dataset):
+                fit(args, dataset, s)
+        if "sasrec" in args.phases:
+            sasrec(args, dataset)
+        if "candidates" in args.phases:
+            for s in sources(dataset):
+                if (generator_run(args, dataset, s) / "generate" / "fit_done.json").exists():
+                    beauty.evaluate_run(generator_run(args, dataset, s), s, beams=args.beams, weights=args.weights)
+    if "evaluate" not in args.phases:
+        return
+    old = json.loads(args.results.read_text()) if args.results.exists() else {}
+    names = {DATASETS[d]["name"] for d in args.datasets}
+    rows = [r for r in old.get("rows", []) if r["dataset"] not in names]
+    sweeps = {k: v for k, v in old.get("generator_sweeps", {}).items() if k.split("/")[0] not in names}
+    for dataset in args.datasets:
+        new_rows, new_sweeps = dataset_rows(args, dataset)
+        rows += new_rows
+        sweeps |= {f"{DATASETS[dataset]['name']}/{s}": v for s, v in new_sweeps.items()}
+    result = {"protocol": beauty.PROTOCOL, "rows": rows,
+              "published_test": {DATASETS[d]["name"]: DATASETS[d]["published"] for d in DATASETS},
+              "generator_sweeps": sweeps, "threads": args.threads,
+              "command": "python benchmarks/bench_paper_datasets.py " + " ".join(sys.argv[1:])}
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.results}\n")
+    print(markdown_table(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Catalogs without item text (the paper's Sports and Instruments): attribute ids read by the P5 reader, the
+attribute-svd evidence source fused before quantization, and released SIDs (LETTER's index.json) imported as the
+quantize stage's artifacts. The contract check of every attribute_source runs in tests/test_evidence_contracts.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from deepinterestgr.artifacts import ArtifactError, verify_manifest
+from deepinterestgr.data.prepare import prepare_dataset
+from deepinterestgr.data.readers.base import DataFormatError
+from deepinterestgr.data.schema import Item
+from deepinterestgr.evidence.attributes import AttributeSVD
+from deepinterestgr.evidence.stage import run_evidence
+from deepinterestgr.quantize.datamodule import EmbeddingDataModule
+from deepinterestgr.quantize.precomputed import import_sids
+from deepinterestgr.quantize.sid import NO_SUFFIX, SIDTable
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------------ P5 attributes
+def write_p5(folder: Path, attributes: dict | str | None) -> Path:
+    """Six users over items 1..6 (1-based P5 ids), no item file, optionally an item2attributes file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["1 1 2 3 4", "2 2 3 4 5", "3 3 4 5 6", "4 1 3 5 6", "5 2 4 6 1", "6 6 5 4 3"]
+    (folder / "Cat.txt").write_text("\n".join(lines) + "\n")
+    if attributes is not None:
+        text = attributes if isinstance(attributes, str) else json.dumps(attributes)
+        (folder / "Cat_item2attributes.json").write_text(text)
+    return folder
+
+
+def prepare(tmp_path: Path, root: Path, **reader_args) -> tuple[dict, list[dict]]:
+    run = tmp_path / "run"
+    stats = prepare_dataset(str(run), reader="p5", data_root=str(root), category="Cat", kcore=0,
+                            reader_args=reader_args)
+    rows = [json.loads(line) for line in (run / "data" / "catalog.jsonl").read_text().splitlines()]
+    return stats, rows
+
+
+def test_the_p5_reader_fills_attributes_by_p5_id_and_counts_items_without_them(tmp_path):
+    root = write_p5(tmp_path / "raw", {"1": [7, 2], "2": [7, 2, 2], "3": [9], "5": ["x"], "6": [9, 2]})
+    stats, rows = prepare(tmp_path, root, attribute_file="Cat_item2attributes.json")
+    by_source = {r["source_id"]: r.get("attributes") for r in rows}
+    assert by_source == {"1": ["7", "2"], "2": ["7", "2"], "3": ["9"], "4": None, "5": ["x"], "6": ["9", "2"]}
+    assert stats["skips"]["by_reason"]["no_attributes"] == 1
+    assert stats["text_coverage"]["attributes"] == {"items": 5, "of": 6, "fraction": round(5 / 6, 6)}
+
+
+def test_without_the_option_attributes_stay_out_of_the_catalog_bytes(tmp_path):
+    root = write_p5(tmp_path / "raw", {"1": [7]})
+    stats, rows = prepare(tmp_path, root)
+    assert all("attributes" not in r for r in rows) and "attributes" not in stats["text_coverage"]
+    assert Item(0, "a").to_json() == {"item_id": 0, "source_id": "a", "title": "", "description": "", "brand": "",
+                                      "categories": [], "images": []}
+    assert Item.from_json(Item(0, "a", attributes=["3"]).to_json()).attributes == ["3"]
+
+
+def test_a_malformed_attribute_entry_is_an_error_in_strict_mode_and_a_counted_skip_otherwise(tmp_path):
+    root = write_p5(tmp_path / "raw", {"1": [7], "2": "brand 7"})
+    with pytest.raises(DataFormatError, match=r"Cat_item2attributes.json \(item 2\).*list of attribute ids"):
+        prepare_dataset(str(tmp_path / "strict"), reader="p5", data_root=str(root), category="Cat", kcore=0,
+                        strict=True, reader_args={"attribute_file": "Cat_item2attributes.json"})
+    stats, rows = prepare(tmp_path, root, attribute_file="Cat_item2attributes.json")
+    assert stats["skips"]["by_reason"]["corrupt_record"] == 1
+    assert {r["source_id"]: r.get("attributes") for r in rows}["2"] is None
+    with pytest.raises(DataFormatError, match="attribute file not found"):
+        prepare(tmp_path / "other", root, attribute_file="missing.json")
+
+
+# ------------------------------------------------------------------------------------------------ attribute-svd
+def test_items_sharing_a_rare_attribute_are_closer_than_items_sharing_a_common_one():
+    # every item holds "cat:all"; items 0 and 1 also share the rare brand "b:1"; item 2 only the common category
+    attributes = [["cat:all", "b:1"], ["cat:all", "b:1"], ["cat:all", "cat:x"], ["cat:all", "b:2"],
+                  ["cat:all", "cat:x", "b:2"], []]
+    emb = AttributeSVD(dim=4).embed(attributes)
+    assert emb.shape == (6, 4) and emb[5].abs().sum() == 0
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(emb[0], emb[1], dim=0) > 0.99
+    assert cos(emb[0], emb[1], dim=0) > cos(emb[0], emb[2], dim=0) + 0.3
+    with pytest.raises(ValueError, match="weighting"):
+        AttributeSVD(weighting="bm25")
+
+
+def test_the_evidence_stage_writes_attribute_embeddings_and_quantize_fuses_them(tmp_path):
+    root = write_p5(tmp_path / "raw", {str(i): [i % 2, 10 + i % 3] for i in range(1, 7)})
+    prepare(tmp_path, root, attribute_file="Cat_item2attributes.json")
+    run = tmp_path / "run"
+    summary = run_evidence(str(run), text_encoder=None, intent_miner=None, quality_judge=None,
+                           collaborative="cooccurrence-svd", attributes="attribute-svd",
+                           plugin_args={"collaborative": {"dim": 3}, "attributes": {"dim": 2}})
+    ev = run / "evidence"
+    manifest = verify_manifest(ev, "evidence")
+    assert {"collab_embeddings.safetensors", "attribute_embeddings.safetensors"} <= set(manifest["files"])
+    assert summary["attributes"]["distinct_attributes"] == 5 and summary["attributes"]["items_without_attributes"] == 0
+    attr = load_file(ev / "attribute_embeddings.safetensors")["embeddings"]
+    assert attr.shape == (6, 2)
+
+    dm = EmbeddingDataModule(run_dir=str(run), use_collaborative=True, use_attributes=True, attribute_weight=0.5)
+    dm.setup("fit")
+    x = dm.table()["text"]
+    assert x.shape == (6, 5)
+    assert torch.allclose(x[:, 3:].norm(dim=1), torch.full((6,), 0.5), atol=1e-5)
+    assert [p.name for p in dm.input_files] == ["collab_embeddings.safetensors", "attribute_embeddings.safetensors"]
+    alone = EmbeddingDataModule(run_dir=str(run), use_attributes=True, attribute_weight=0.5)
+    alone.setup("fit")  # one part alone: unit rows, the weight scales nothing
+    assert torch.allclose(alone.table()["text"].norm(dim=1), torch.ones(6), atol=1e-5)
+    with pytest.raises(ArtifactError, match="set data.use_collaborative: true"):
+        EmbeddingDataModule(run_dir=str(run)).setup("fit")
+
+    # an evidence run without the role does not leave a stale attribute file behind
+    run_evidence(str(run), text_encoder=None, intent_miner=None, quality_judge=None,
+                 collaborative="cooccurrence-svd", plugin_args={"collaborative": {"dim": 3}})
+    assert not (ev / "attribute_embeddings.safetensors").exists()
+
+
+def test_a_catalog_without_any_embedding_source_is_refused(tmp_path):
+    prepare(tmp_path, write_p5(tmp_path / "raw", None))
+    with pytest.raises(ValueError, match="all null"):
+        run_evidence(str(tmp_path / "run"), text_encoder=None, intent_miner=None, quality_judge=None)
+
+
+# ------------------------------------------------------------------------------------------------ released SIDs
+def letter_run(tmp_path: Path, index: dict | str) -> tuple[Path, Path]:
+    """A LETTER-format run of 6 items (source ids "0".."5") and an index file beside it."""
+    raw = tmp_path / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    users = {str(u): [(u + k) % 6 for k in range(4)] for u in range(6)}
+    (raw / "Cat.inter.json").write_text(json.dumps(users))
+    path = raw / "Cat.index.json"
+    path.write_text(index if isinstance(index, str) else json.dumps(index))
+    run = tmp_path / "run"
+    prepare_dataset(str(run), reader="letter", data_root=str(raw), category="Cat", kcore=0)
+    return run, path
+
+
+def tokens(*codes: int) -> list[str]:
+    return [f"<{chr(ord('a') + i)}_{c}>" for i, c in enumerate(codes)]
+
+
+def test_released_sids_become_the_sid_table_with_suffixes_only_for_collisions(tmp_path):
+    index = {str(i): tokens(i % 3, i, 7) for i in range(6)} | {"1": tokens(0, 0, 7), "99": tokens(1, 1, 1)}
+    run, path = letter_run(tmp_path, index)
+    metrics = import_sids(str(run), str(path), codebook_size=16)
+    table = SIDTable.load(run / "quantize")
+    assert table.codebook_size == 16 and table.num_levels == 3
+    assert table.codes.tolist() == [[0, 0, 7], [0, 0, 7], [2, 2, 7], [0, 3, 7], [1, 4, 7], [2, 5, 7]]
+    assert table.suffix.tolist() == [0, 1] + [NO_SUFFIX] * 4, "only the two colliding items get a suffix"
+    assert metrics["num_sids_unique"] == 6
+    record = json.loads((run / "quantize" / "import.json").read_text())
+    assert record["unused_entries"] == 1 and record["levels"] == 3
+    verify_manifest(run / "quantize", "quantize")
+    stamp = (run / "quantize" / "sid_table.safetensors").stat().st_mtime_ns
+    import_sids(str(run), str(path), codebook_size=16)  # same file, same catalog: nothing rewritten
+    assert (run / "quantize" / "sid_table.safetensors").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("index,message", [
+    ({str(i): tokens(1, 2) for i in range(5)}, r"1 catalog items have no released SID \(e.g. key '5'\)"),
+    ({str(i): tokens(1, 2) for i in range(5)} | {"5": ["<b_1>", "<a_2>"]}, r"entry '5', token 1 is '<b_1>'"),
+    ({str(i): tokens(1, 2) for i in range(5)} | {"5": tokens(1, 2, 3)}, r"entry '5' has 3 codes"),
+    ({str(i): tokens(1, 2) for i in range(5)} | {"5": "<a_1><b_2>"}, r"entry '5' must be a non-empty list"),
+    ('{"0": ["<a_1>"],', r"Cat.index.json:1:\d+: not JSON"),
+])
+def test_a_bad_released_file_names_the_entry_and_the_fix(tmp_path, index, message):
+    run, path = letter_run(tmp_path, index)
+    with pytest.raises(ArtifactError, match=message):
+        import_sids(str(run), str(path))
+
+
+def test_a_code_beyond_the_codebook_is_refused(tmp_path):
+    run, path = letter_run(tmp_path, {str(i): tokens(i, 300) for i in range(6)})
+    with pytest.raises(ArtifactError, match="code 300 does not fit codebook_size 256"):
+        import_sids(str(run), str(path), codebook_size=256)
+
+
+def test_the_pipeline_imports_released_sids_instead_of_training_a_quantizer(tmp_path, capsys):
+    from deepinterestgr.pipeline import run_pipeline
+
+    index = {str(i): tokens(i % 2, i) for i in range(6)}
+    _, path = letter_run(tmp_path, index)
+    run = tmp_path / "piped"
+    data = {"reader": "letter", "data_root": str(tmp_path), "dataset": "raw", "category": "Cat", "kcore": 0}
+    evidence = {"text_encoder": None, "intent_miner": None, "quality_judge": None,
+                "collaborative": "cooccurrence-svd", "plugin_args": {"collaborative": {"dim": 2}}}
+    run_pipeline(str(run), data=data, evidence=evidence, sids={"sids_file": "raw/Cat.index.json"},
+                 data_root=str(tmp_path))
+    assert SIDTable.load(run / "quantize").codes.tolist() == [[i % 2, i] for i in range(6)]
+    run_pipeline(str(run), data=data, evidence=evidence, sids={"sids_file": "raw/Cat.index.json"},
+                 data_root=str(tmp_path))
+    assert "[quantize] up to date (skipped)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="not both"):
+        from deepinterestgr.pipeline import TrainStage
+
+        run_pipeline(str(run), data=data, evidence=evidence, sids={"sids_file": str(path)},
+                     quantize=TrainStage(configs=[]))
+
+
+def test_items_add_refuses_sids_built_with_attributes(tmp_path):
+    from deepinterestgr.serve.items import _quantizer_inputs
+
+    with pytest.raises(ArtifactError, match="use_attributes"):
+        _quantizer_inputs(tmp_path, tmp_path, {"datamodule_hyper_parameters": {"use_attributes": True}}, 1)
+
+
+# ------------------------------------------------------------------------------------------------ real data
+def test_letters_instruments_sids_cover_the_instruments_catalog(shared_data, tmp_path):
+    run = tmp_path / "instruments"
+    stats = prepare_dataset(str(run), reader="letter", data_root=str(shared_data), dataset="Instruments",
+                            category="Instruments", strict=True)
+    assert (stats["users"], stats["items"], stats["interactions"]) == (24_772, 9_922, 206_153)
+    metrics = import_sids(str(run), str(shared_data / "Instruments" / "Instruments.index.json"), codebook_size=256)
+    assert metrics["num_levels"] == 4 and metrics["num_items"] == 9_922
+    assert metrics["num_unique_prefixes"] == 9_897  # SOURCE.md: 9,897 distinct 4-code SIDs
+    assert SIDTable.load(run / "quantize").num_suffix == metrics["num_suffix"] > 0
+
+
+def test_sports_items_get_their_attribute_ids(shared_data, tmp_path):
+    stats = prepare_dataset(str(tmp_path / "sports"), reader="p5", data_root=str(shared_data), dataset="Sports",
+                            category="Sports_and_Outdoors", strict=True,
+                            reader_args={"attribute_file": "Sports_and_Outdoors_item2attributes.json"})
+    assert (stats["users"], stats["items"], stats["interactions"]) == (35_598, 18_357, 296_337)
+    assert stats["text_coverage"]["attributes"]["items"] == 18_357
+    read = json.loads((shared_data / "Sports" / "Sports_and_Outdoors_item2attributes.json").read_text())
+    first = json.loads((tmp_path / "sports" / "data" / "catalog.jsonl").read_text().splitlines()[0])
+    assert first["attributes"] == [str(a) for a in dict.fromkeys(read[first["source_id"]])]

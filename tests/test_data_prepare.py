@@ -98,7 +98,7 @@ def test_prepare_writes_artifacts_and_loaders_read_them(tmp_path):
     assert [it.item_id for it in items] == list(range(5))
     assert {s.user: [items[i].source_id for i in s.items] for s in seqs} == {
         "u1": ["A", "B", "C"], "u2": ["A", "B", "C", "D"], "u3": ["C", "D", "E"]}
-    assert all(vars(it) == it.to_json() for it in items)  # the writer's fast path equals the schema's to_json
+    assert all(it.catalog_row() == it.to_json() for it in items)  # the writer's fast path = to_json
     assert load_stats(tmp_path)["interactions"] == 10 and load_truth(tmp_path) is None
     assert "interactions  10" in format_stats(stats)
 

@@ -125,7 +125,8 @@ def format_stats(stats: dict) -> str:
         f"density       {stats['density']:.6f}",
         "seq length    min {min} / median {median} / mean {mean} / max {max}".format(**stats["sequence_length"]),
         "text coverage " + ", ".join(
-            f"{f} {stats['text_coverage'][f]['items']:,}/{stats['text_coverage'][f]['of']:,}" for f in TEXT_FIELDS),
+            f"{f} {stats['text_coverage'][f]['items']:,}/{stats['text_coverage'][f]['of']:,}"
+            for f in (*TEXT_FIELDS, "attributes") if f in stats["text_coverage"]),
         f"removed       {stats['removed']}",
     ]
     skips = stats["skips"]

@@ -156,10 +156,12 @@ class EmbeddingDataModule(LightningDataModule):
         if text_path.exists():
             text = load_evidence_tensor(text_path, TEXT_KEY)
             parts.insert(0, ("text", TEXT_FILE, 1.0, F.normalize(text, dim=1), 0))
-        rows = {file: v.shape[0] for _, file, _, v, _ in parts}
-        if len(set(rows.values())) > 1:
-            raise ArtifactError(f"{self.evidence_dir}: the fused evidence files have different row counts {rows}; "
-                                "each needs one row per item. Rerun the `evidence` stage (all come from one catalog).")
+        first_file, first_rows = parts[0][1], parts[0][3].shape[0]
+        for _, file, _, v, _ in parts[1:]:
+            if v.shape[0] != first_rows:
+                raise ArtifactError(
+                    f"{self.evidence_dir / file}: {v.shape[0]} rows but {first_file} has {first_rows}; every fused "
+                    "file must have one row per item. Rerun the `evidence` stage (all come from one catalog there).")
         log.info("quantize data: %s", " + ".join(
             f"{w:.3g} x {name} {v.shape[1]}-d" + (f" ({zero} zero rows)" if zero else "")
             for name, _, w, v, zero in parts))

@@ -102,12 +102,15 @@ def fit(args, dataset: str, sids: str) -> dict:
     if marker.exists():
         return json.loads(marker.read_text())
     fragments = [a for c in generate_configs() for a in ("-c", c)]
+    # a step budget makes SID sources comparable when their fits share the cores unequally
+    steps = ("--trainer.max_steps", str(args.max_steps)) if args.max_steps else ()
     fit_s = beauty.sh("fit", *fragments, "--data.run_dir", str(run), "--trainer.default_root_dir",
                       str(run / "generate"), "--trainer.enable_progress_bar", "false", "--trainer.max_time",
                       args.max_time, "--data.val_max_users", str(args.val_max_users), "--seed_everything",
-                      str(args.seed), threads=args.threads)
+                      str(args.seed), *steps, threads=args.threads)
     record = {"dataset": dataset, "sids": sids, "config": GENERATOR, "fit_s": round(fit_s), "max_time": args.max_time,
-              "seed": args.seed, "val_max_users": args.val_max_users, "threads": args.threads}
+              "max_steps": args.max_steps, "seed": args.seed, "val_max_users": args.val_max_users,
+              "threads": args.threads}
     marker.write_text(json.dumps(record, indent=2) + "\n")
     return record
 
@@ -184,7 +187,21 @@ def dataset_rows(args, dataset: str) -> tuple[list[dict], dict]:
     return rows, sweeps
 
 
-def markdown_table(result: dict) -> str:
+def beauty_rows(path: Path) -> tuple[list[dict], dict]:
+    """The Beauty table's floors and seed-mean generator row (benchmarks/bench_beauty_quality.py), for the README's
+    three-dataset table; nothing when that bench has not run."""
+    if not path.exists():
+        return [], {}
+    beauty_result = json.loads(path.read_text())
+    keep = ("most-popular", "cooccurrence", "sasrec", "generator, mean over seeds")
+    rows = [{"dataset": "Beauty", **r} for r in beauty_result["rows"] if r["method"] in keep]
+    return rows, {"Beauty": {k: v for k, v in beauty_result["published_test"].items() if k.startswith("TIGER")}}
+
+
+def markdown_table(result: dict, beauty: Path | None = None) -> str:
+    extra_rows, extra_published = beauty_rows(beauty) if beauty else ([], {})
+    result = {**result, "rows": extra_rows + result["rows"],
+              "published_test": {**extra_published, **result["published_test"]}}
     lines = ["| dataset | method | variant | seeds | R@5 | N@5 | R@10 | N@10 | valid N@10 | fit s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     valid = {(r["dataset"], r["method"], r["variant"]): r for r in result["rows"] if r["split"] == "valid"}
@@ -219,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=42, help="generator seed")
     p.add_argument("--threads", type=int, default=int(os.environ["OMP_NUM_THREADS"]))
     p.add_argument("--max-time", default="00:00:55:00", help="generator fit wall-clock cap, DD:HH:MM:SS")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="generator step budget (as well as --max-time): equal training for SID sources compared")
     p.add_argument("--val-max-users", type=int, default=3000, help="seeded random valid sample for checkpointing")
     p.add_argument("--beams", type=int, nargs="+", default=[50], help="beam widths tried (selected on valid)")
     p.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
@@ -226,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--markdown", action="store_true", help="print the README table of --results and exit")
     args = p.parse_args(argv)
     if args.markdown:
-        print(markdown_table(json.loads(args.results.read_text())))
+        print(markdown_table(json.loads(args.results.read_text()), beauty=beauty.RESULTS / "beauty_quality.json"))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -266,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.results}\n")
-    print(markdown_table(result))
+    print(markdown_table(result, beauty=beauty.RESULTS / "beauty_quality.json"))
 
 
 if __name__ == "__main__":

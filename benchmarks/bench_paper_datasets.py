@@ -194,7 +194,7 @@ def beauty_rows(path: Path) -> tuple[list[dict], dict]:
         return [], {}
     beauty_result = json.loads(path.read_text())
     keep = ("most-popular", "cooccurrence", "sasrec", "generator, mean over seeds")
-    rows = [{"dataset": "Beauty", **r} for r in beauty_result["rows"] if r["method"] in keep]
+    rows = [{**r, "dataset": "Beauty"} for r in beauty_result["rows"] if r["method"] in keep]
     return rows, {"Beauty": {k: v for k, v in beauty_result["published_test"].items() if k.startswith("TIGER")}}
 
 

@@ -230,3 +230,31 @@ def test_sports_items_get_their_attribute_ids(shared_data, tmp_path):
     read = json.loads((shared_data / "Sports" / "Sports_and_Outdoors_item2attributes.json").read_text())
     first = json.loads((tmp_path / "sports" / "data" / "catalog.jsonl").read_text().splitlines()[0])
     assert first["attributes"] == [str(a) for a in dict.fromkeys(read[first["source_id"]])]
+
+
+# ------------------------------------------------------------------------------------------------ the benchmark
+def test_the_benchmark_table_keeps_other_datasets_and_marks_unpublished_cells(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_paper_datasets",
+                                                  REPO / "benchmarks" / "bench_paper_datasets.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for dataset in bench.DATASETS.values():
+        for experiment, _ in dataset["sids"].values():
+            assert (REPO / experiment).exists(), experiment
+    metrics = {"recall@5": 0.1, "ndcg@5": 0.05, "recall@10": 0.2, "ndcg@10": 0.08}
+    rows = [bench.row("instruments", "cooccurrence", "w", split, metrics, seeds=[], fit_s=3)
+            for split in ("valid", "test")]
+    beauty = tmp_path / "beauty.json"
+    beauty.write_text(json.dumps({"rows": [{**rows[1], "dataset": "x", "method": "sasrec"},
+                                           {**rows[1], "method": "generator"}],
+                                  "published_test": {"TIGER (paper)": [0.1, 0.2, 0.3, 0.4]}}))
+    published = {"Instruments": {"LC-Rec": (None, None, None, .09)}}
+    table = bench.markdown_table({"rows": rows, "published_test": published}, beauty=beauty)
+    lines = table.splitlines()
+    assert "| Beauty | sasrec | w | - | 0.1000 | 0.0500 | 0.2000 | 0.0800 | - | 3 |" in lines
+    assert not any("| generator |" in line for line in lines), "only the Beauty floors and seed means are shown"
+    assert "| Instruments | cooccurrence | w | - | 0.1000 | 0.0500 | 0.2000 | 0.0800 | 0.0800 | 3 |" in lines
+    assert "| Instruments | LC-Rec | published | | - | - | - | 0.0900 | | |" in lines
+    assert "| Beauty | TIGER (paper) | published | | 0.1000 | 0.2000 | 0.3000 | 0.4000 | | |" in lines

@@ -155,9 +155,14 @@ def row(dataset: str, method: str, variant: str, split: str, metrics: dict, **kw
     return {"dataset": DATASETS[dataset]["name"], **beauty.row(method, variant, split, metrics, **kw)}
 
 
-def dataset_rows(args, dataset: str) -> tuple[list[dict], dict]:
+def dataset_rows(args, dataset: str) -> tuple[list[dict], dict, list[dict]]:
+    """The dataset's rows, its generators' sweeps, and paired bootstraps over test users of test N@10: every
+    generator against the co-occurrence floor, and the SID sources against each other."""
+    from deepinterestgr.generate.evaluation import ndcg_per_user, paired_bootstrap
+
     rows: list[dict] = []
-    for method, rec in floors(args, dataset).items():
+    floor_records = floors(args, dataset)
+    for method, rec in floor_records.items():
         for split in ("valid", "test"):
             no_repeat = ", no repeats" if rec["params"].get("exclude_history") else ""
             variant = ("weights selected on valid" if method == "cooccurrence" else "-") + no_repeat
@@ -169,7 +174,7 @@ def dataset_rows(args, dataset: str) -> tuple[list[dict], dict]:
         rows.append(row(dataset, "sasrec", f"2x64, CE, len 50, dropout 0.5{no_repeat}", split, mean,
                         seeds=[r["seed"] for r in sas], std=std,
                         fit_s=round(sum(r["wall_time_s"] for r in sas) / len(sas))))
-    sweeps = {}
+    sweeps, per_user = {}, {}
     for sids in DATASETS[dataset]["sids"]:
         run = generator_run(args, dataset, sids)
         marker = run / "generate" / "fit_done.json"
@@ -179,12 +184,23 @@ def dataset_rows(args, dataset: str) -> tuple[list[dict], dict]:
         fit_record = json.loads(marker.read_text())
         ev = beauty.evaluate_run(run, f"t5-items-{sids}", beams=args.beams, weights=args.weights)
         sweeps[sids] = {k: v for k, v in ev.items() if k not in ("test_ranks", "test_users")}
+        per_user[f"generator, {sids} SIDs"] = torch.zeros(len(ev["test_ranks"]))
+        per_user[f"generator, {sids} SIDs"][ev["test_users"]] = ndcg_per_user(ev["test_ranks"])
         no_repeat = ", no repeats" if ev["selected_exclude_history"] else ""
         for split in ("valid", "test"):
             label = f"t5-items, {sids} SIDs (beam {ev['selected_beam']}, rerank w={ev['selected_weight']:g}{no_repeat})"
             rows.append(row(dataset, "generator", label, split, ev[split], seeds=[fit_record["seed"]],
                             fit_s=fit_record["fit_s"]))
-    return rows, sweeps
+    bootstraps = []
+    if per_user:
+        floor = beauty.per_user_floor_ndcg(sequences_run(args, dataset), floor_records["cooccurrence"])
+        names = list(per_user)
+        pairs = [(n, "cooccurrence", per_user[n], floor) for n in names]
+        pairs += [(a, b, per_user[a], per_user[b]) for i, a in enumerate(names) for b in names[i + 1:]]
+        for a, b, x, y in pairs:
+            bootstraps.append({"dataset": DATASETS[dataset]["name"], "a": a, "b": b,
+                               "metric": "test ndcg@10 per user", **paired_bootstrap(x, y)})
+    return rows, sweeps, bootstraps
 
 
 def beauty_rows(path: Path) -> tuple[list[dict], dict]:
@@ -219,6 +235,11 @@ def markdown_table(result: dict, beauty: Path | None = None) -> str:
         for name, values in published.items():
             cells = " | ".join("-" if x is None else f"{x:.4f}" for x in values)
             lines.append(f"| {dataset} | {name} | published | | {cells} | | |")
+    if result.get("bootstrap"):
+        lines.append("")
+    for b in result.get("bootstrap", []):
+        lines.append(f"- {b['dataset']}: test N@10 of {b['a']} minus {b['b']}: {b['mean_diff']:+.4f} (95% CI "
+                     f"{b['ci95'][0]:+.4f} .. {b['ci95'][1]:+.4f}, paired bootstrap over {b['users']:,} users)")
     return "\n".join(lines)
 
 
@@ -274,13 +295,15 @@ def main(argv: list[str] | None = None) -> None:
     names = {DATASETS[d]["name"] for d in args.datasets}
     rows = [r for r in old.get("rows", []) if r["dataset"] not in names]
     sweeps = {k: v for k, v in old.get("generator_sweeps", {}).items() if k.split("/")[0] not in names}
+    bootstraps = [b for b in old.get("bootstrap", []) if b["dataset"] not in names]
     for dataset in args.datasets:
-        new_rows, new_sweeps = dataset_rows(args, dataset)
+        new_rows, new_sweeps, new_boot = dataset_rows(args, dataset)
         rows += new_rows
+        bootstraps += new_boot
         sweeps |= {f"{DATASETS[dataset]['name']}/{s}": v for s, v in new_sweeps.items()}
     result = {"protocol": beauty.PROTOCOL, "rows": rows,
               "published_test": {DATASETS[d]["name"]: DATASETS[d]["published"] for d in DATASETS},
-              "generator_sweeps": sweeps, "threads": args.threads,
+              "bootstrap": bootstraps, "generator_sweeps": sweeps, "threads": args.threads,
               "command": "python benchmarks/bench_paper_datasets.py " + " ".join(sys.argv[1:])}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(result, indent=2) + "\n")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
+from deepinterestgr.evidence.collaborative import svd_embedding
 from deepinterestgr.evidence.contracts import AttributeSource
 
 log = logging.getLogger(__name__)
@@ -89,15 +90,9 @@ class AttributeSVD(AttributeSource):
             holders = torch.zeros(len(vocab), dtype=torch.float64).index_add_(0, index[1], values)
             values = torch.log(n / holders[index[1]]) + 1.0  # +1: an attribute every item holds still counts
         matrix = torch.sparse_coo_tensor(index, values, (n, len(vocab)), check_invariants=True).coalesce()
-        q = min(self._dim + self.OVERSAMPLE, n, len(vocab))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            u, s, _ = torch.svd_lowrank(matrix, q=q, niter=self.NITER)
-        k = min(self._dim, q)
-        u, s = u[:, :k], s[:k]
-        signs = torch.sign(u.gather(0, u.abs().argmax(dim=0, keepdim=True)))
-        signs[signs == 0] = 1
-        emb = torch.nn.functional.normalize(u * signs * s.clamp(min=0).sqrt(), dim=1)
+        emb = svd_embedding(matrix, self._dim, q=min(self._dim + self.OVERSAMPLE, n, len(vocab)), seed=self.seed,
+                            niter=self.NITER)
+        k = emb.shape[1]
         has = torch.tensor([bool(row) for row in attributes])
         out[:, :k] = torch.where(has[:, None], emb, torch.zeros_like(emb)).float()
         return out

@@ -63,6 +63,20 @@ def embed_run(plugin: CollaborativeSource, run_dir: str | Path, num_items: int) 
     return emb.contiguous(), summary
 
 
+def svd_embedding(matrix: torch.Tensor, dim: int, *, q: int, seed: int, niter: int) -> torch.Tensor:
+    """Rows of U * sqrt(S) of a seeded randomised SVD (`torch.svd_lowrank` with q directions), the first
+    min(dim, q) columns, L2-normalised. Shared by the collaborative and attribute sources."""
+    with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's global RNG
+        torch.manual_seed(seed)
+        u, s, _ = torch.svd_lowrank(matrix, q=q, niter=niter)
+    k = min(dim, q)
+    u, s = u[:, :k], s[:k]
+    # an SVD column is defined up to its sign: fix it (largest entry positive) so equal inputs give equal bytes
+    # whatever the LAPACK build
+    signs = torch.sign(u.gather(0, u.abs().argmax(dim=0, keepdim=True)))
+    return torch.nn.functional.normalize(u * signs * s.clamp(min=0).sqrt(), dim=1)
+
+
 class CooccurrenceSVD(CollaborativeSource):
     """Truncated SVD of the item-item co-occurrence of the training sequences: U * sqrt(S), rows L2-normalised.
 
@@ -115,16 +129,9 @@ class CooccurrenceSVD(CollaborativeSource):
         if values.numel() == 0:
             return out
         matrix = torch.sparse_coo_tensor(index, values, (num_items, num_items), check_invariants=True).coalesce()
-        q = min(self._dim + self.OVERSAMPLE, num_items)
-        with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's global RNG
-            torch.manual_seed(self.seed)
-            u, s, _ = torch.svd_lowrank(matrix, q=q, niter=self.NITER)
-        k = min(self._dim, q)
-        u, s = u[:, :k], s[:k]
-        # an SVD column is defined up to its sign: fix it (largest entry positive) so equal inputs give equal bytes
-        # whatever the LAPACK build
-        signs = torch.sign(u.gather(0, u.abs().argmax(dim=0, keepdim=True)))
-        emb = torch.nn.functional.normalize(u * signs * s.clamp(min=0).sqrt(), dim=1)
+        emb = svd_embedding(matrix, self._dim, q=min(self._dim + self.OVERSAMPLE, num_items), seed=self.seed,
+                            niter=self.NITER)
+        k = emb.shape[1]
         has_signal = torch.zeros(num_items, dtype=torch.bool)
         has_signal[index[0]] = True  # no weighted co-occurrence left: exactly zero, not normalised round-off
         out[:, :k] = torch.where(has_signal[:, None], emb, torch.zeros_like(emb)).float()

@@ -92,8 +92,8 @@ def prepare(args) -> dict:
 
 
 def sids(args) -> None:
-    sh("evidence", "--run_dir", str(args.run), "--text_encoder", "minilm-packaged", "--intent_miner", "null",
-       "--quality_judge", "null", "--batch_size", "256", "--cache_dir", str(args.cache_dir))
+    sh("evidence", "--run_dir", str(args.run), "--text_encoder", "PackagedMiniLMEncoder",
+       "--batch_size", "256", "--cache_dir", str(args.cache_dir))
     sh("quantize", "--run_dir", str(args.run), "--configs", json.dumps(QUANTIZE_CONFIGS))
 
 

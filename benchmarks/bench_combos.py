@@ -69,8 +69,7 @@ def run_one(dataset: str, base_path: str, variant_name: str, variant: dict, seed
         "policy": ({m: _pick(results.get("rl", {}).get("metrics", {}), m) for m in METRICS}
                    if results.get("rl") else None),
         "sid": _sid_stats(run_dir),
-        "stage_seconds": {k: v.get("seconds")
-                          for k, v in json.loads((run_dir / "pipeline_state.json").read_text()).items()},
+        "stage_seconds": results.get("stage_seconds", {}),
     }
     return record
 

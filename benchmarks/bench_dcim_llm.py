@@ -63,7 +63,7 @@ def descriptor_quality(items, mined, encoder, seed: int) -> dict:
     for d in flat:
         counts[d] = counts.get(d, 0) + 1
     top20 = sum(sorted(counts.values(), reverse=True)[:20])
-    zero = ZeroShotIntentMiner(domain="beauty", top_k=3).mine([it for it, _ in ok])
+    zero = ZeroShotIntentMiner(domain="beauty", top_k=3, text_encoder=encoder).mine([it for it, _ in ok])
     first_llm = encoder.encode([m.descriptors[0].descriptor for _, m in ok])
     first_zero = encoder.encode([z.descriptors[0].descriptor if z.descriptors else "" for z in zero])
     return {"grounding": round(float(own.mean()), 4), "random_grounding": round(float(other.mean()), 4),
@@ -124,7 +124,8 @@ def synthetic_recovery(name: str, model: str, n: int, args, encoder) -> dict:
     llm = miner.mine(items)
     out = {"model": name, "items": n, "items_per_s": round(n / (time.time() - t), 3),
            "invalid_json_rate": round(sum(1 for m in llm if m.error) / n, 4), **scores(llm),
-           "zero_shot_oracle": scores(ZeroShotIntentMiner(domain="synthetic", top_k=3).mine(items)),
+           "zero_shot_oracle": scores(ZeroShotIntentMiner(domain="synthetic", top_k=3,
+                                                          text_encoder=encoder).mine(items)),
            "random": {"nmi": round(float(normalized_mutual_info_score(
                torch.randint(0, len(INTENTS), (n,), generator=torch.Generator().manual_seed(args.seed)), main)), 4),
                "accuracy": round(1 / len(INTENTS), 4)},
@@ -200,9 +201,9 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from deepinterestgr.evidence.constrained import descriptors_schema
     from deepinterestgr.evidence.llm import load_causal_lm
-    from deepinterestgr.evidence.text_encoders import shared_text_encoder
+    from deepinterestgr.evidence.text_encoders import PackagedMiniLMEncoder
 
-    encoder = shared_text_encoder("minilm-packaged")
+    encoder = PackagedMiniLMEncoder()
     items = beauty_items(args.data_root, args.sample, args.seed) if args.sample else []
     result = {"dataset": "Beauty", "sample_seed": args.seed, "rows": [],
               "command": "python benchmarks/bench_dcim_llm.py " + " ".join(argv if argv is not None else sys.argv[1:])}

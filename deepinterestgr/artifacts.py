@@ -170,10 +170,35 @@ def verify_manifest(stage_dir: str | os.PathLike, stage: str | None = None) -> d
     return manifest
 
 
-def manifest_matches(stage_dir: str | os.PathLike, **expected: Any) -> bool:
-    """True if the stage's manifest exists, verifies, and records the `expected` metadata (e.g. config_hash)."""
+def stage_record(config: Any, inputs: dict[str, str | None]) -> dict:
+    """What a stage's manifest records about how it was made -- its resolved `config` (seed included) and `inputs`,
+    the manifest hashes of the stages it read (`input_manifests`) -- plus `config_hash`, the hash of both: the one
+    key that says whether a stage is current (`is_current`) and whether an interrupted fit may resume
+    (`training.resumable_checkpoint`). Values go through JSON, so the recorded and the recomputed key agree."""
+    record = json.loads(json.dumps({"config": config, "inputs": dict(inputs)}, sort_keys=True, default=str))
+    return {**record, "config_hash": stable_hash(record)}
+
+
+def input_manifests(run_dir: str | os.PathLike, stages: Iterable[str]) -> dict[str, str | None]:
+    """{stage: SHA-256 of `<run>/<stage>/manifest.json`, None when absent} for the stages a stage reads: any rewrite
+    of an upstream stage makes its readers stale."""
+    paths = {s: Path(run_dir) / s / MANIFEST for s in stages}
+    return {s: sha256_file(p) if p.exists() else None for s, p in paths.items()}
+
+
+def is_current(stage_dir: str | os.PathLike, stage: str, config: Any, inputs: dict[str, str | None]) -> bool:
+    """True when `stage_dir` holds a finished `stage` whose files verify and whose manifest records this very config
+    and these inputs. The only up-to-date check: every stage and the pipeline ask it."""
     try:
-        manifest = verify_manifest(stage_dir)
+        manifest = verify_manifest(stage_dir, stage)
     except ArtifactError:
         return False
-    return all(manifest.get(k) == v for k, v in expected.items())
+    return manifest.get("stage") == stage and manifest.get("config_hash") == stage_record(config, inputs)["config_hash"]
+
+
+def record_stage(stage_dir: str | os.PathLike, stage: str, config: Any, inputs: dict[str, str | None]) -> dict:
+    """Add the stage record to a manifest written by code that does not know the resolved config (the quantizer
+    module's `on_fit_end`, the evidence stage until it records one itself)."""
+    manifest = {**verify_manifest(stage_dir, stage), **stage_record(config, inputs)}
+    atomic_write_json(Path(stage_dir) / MANIFEST, manifest)
+    return manifest

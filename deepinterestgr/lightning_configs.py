@@ -8,6 +8,7 @@ Plugins are loaded before the parser is built, so YAML configs can name plugin c
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from collections.abc import Sequence
 
@@ -57,6 +58,18 @@ class DigLightningCLI(LightningCLI):
             **kwargs,
         )
 
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # the components that draw random numbers get the resolved seed itself (`seed_everything: true` has been
+        # drawn by now), not PL_GLOBAL_SEED: that may still hold the seed of an earlier run in this process
+        from deepinterestgr.training import Seeded
+
+        seed = _subconfig(self).get("seed_everything")
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            for component in (self.model, self.datamodule):
+                if isinstance(component, Seeded):
+                    component.seed = seed
+
     def parse_arguments(self, parser, args) -> None:
         # Lightning warns when `args` is given while sys.argv holds other arguments. Here that is by design: the
         # pipeline and scripts pass `args` and keep their own command line in sys.argv, which must stay untouched
@@ -73,3 +86,17 @@ def run_lightning(args: Sequence[str], *, run: bool = True) -> DigLightningCLI:
     from deepinterestgr.config_files import resolve_config_args
 
     return DigLightningCLI(args=resolve_config_args(args), run=run)
+
+
+def _subconfig(cli: LightningCLI) -> Namespace:
+    return cli.config[cli.subcommand] if cli.subcommand else cli.config
+
+
+def resolved_config(cli: LightningCLI) -> dict:
+    """The CLI's resolved config as JSON: every option after composing the fragments and overrides, defaults filled,
+    with the concrete `seed_everything`. What a trainable stage's manifest records (`artifacts.stage_record`). The
+    fragments' file names are left out: what they set is in the values, and the paths differ between checkouts."""
+    config = _subconfig(cli).clone()
+    for key in ("config", "ckpt_path"):  # where a fit resumes from does not change what it computes
+        config.pop(key, None)
+    return json.loads(json.dumps(config.as_dict(), default=str))

@@ -1,9 +1,10 @@
 """`dig pipeline`: prepare -> evidence -> quantize -> generate (fit + test) -> rl (fit + test), in one run directory.
 
-Each stage is skipped when its artifacts verify against their manifest and were produced from the same stage
-config and the same upstream artifacts (a content-hash key kept in `<run>/pipeline_state.json`); `--from STAGE`
-forces that stage and every later one to rerun. Trainable stages go through the same LightningCLI as `dig fit`,
-resume from their `last.ckpt` when one exists, and log to TensorBoard under `<run>/<stage>/`.
+Each stage is skipped when it is current (`artifacts.is_current`): its artifacts verify against its manifest, and the
+manifest records the same resolved config (seed included) and the same manifest hashes of the stages it reads.
+`--from STAGE` forces that stage and every later one to rerun. Trainable stages go through the same LightningCLI as
+`dig fit`, resume from their `last.ckpt` when a fit of the same record wrote it, and log to TensorBoard under
+`<run>/<stage>/`.
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deepinterestgr.artifacts import (
+    MANIFEST,
     ArtifactError,
     atomic_write_json,
-    sha256_file,
-    stable_hash,
-    verify_manifest,
+    input_manifests,
+    is_current,
+    read_manifest,
+    record_stage,
+    stage_record,
     write_manifest,
 )
 from deepinterestgr.training import resumable_checkpoint
@@ -28,6 +32,9 @@ from deepinterestgr.training import resumable_checkpoint
 log = logging.getLogger(__name__)
 
 STAGES = ("data", "evidence", "quantize", "generate", "rl", "baselines")
+#: the stages whose artifacts each stage reads: their manifest hashes are its `inputs` (quantize finds its own)
+READS = {"evidence": ("data",), "generate": ("data", "quantize"), "rl": ("data", "evidence", "quantize", "generate"),
+         "baselines": ("data",)}
 
 
 @dataclass
@@ -38,34 +45,6 @@ class TrainStage:
     overrides: list[str] = field(default_factory=list)
 
 
-def _state_path(run: Path) -> Path:
-    return run / "pipeline_state.json"
-
-
-def _load_state(run: Path) -> dict:
-    p = _state_path(run)
-    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
-
-
-def _manifest_sha(stage_dir: Path) -> str | None:
-    try:
-        verify_manifest(stage_dir)
-    except ArtifactError:
-        return None
-    return sha256_file(stage_dir / "manifest.json")
-
-
-def _config_files_digest(configs: list[str]) -> dict[str, str]:
-    # the content of each YAML fragment is part of the key: editing a config reruns the stage
-    from deepinterestgr.config_files import resolve_config
-
-    return {c: sha256_file(resolve_config(c)) for c in configs}
-
-
-def _file_digest(path: str | None) -> str | None:
-    return sha256_file(path) if path and Path(path).is_file() else None
-
-
 def _lightning_args(stage: TrainStage, run: Path, stage_name: str) -> list[str]:
     args: list[str] = []
     for c in stage.configs:
@@ -74,22 +53,29 @@ def _lightning_args(stage: TrainStage, run: Path, stage_name: str) -> list[str]:
     return args + list(stage.overrides)
 
 
-def _fit_and_test(stage: TrainStage, run: Path, stage_name: str, *, key: str, fresh: bool) -> dict[str, Any]:
-    """`dig fit` then `dig test` on the best checkpoint. Resumes an interrupted fit of the same config (same `key`)
-    from its `last.ckpt`; `fresh` (from `--from`) always starts over.
+def _fit_and_test(stage: TrainStage, run: Path, stage_name: str, *, fresh: bool) -> dict[str, Any]:
+    """`dig fit` then `dig test` on the best checkpoint, unless the stage is current (its summary is returned then).
+    Resumes an interrupted fit of the same resolved config and inputs from its `last.ckpt`; `fresh` (from `--from`)
+    always starts over.
 
     Single-process fits run in this process. A multi-process trainer (DDP over several devices) that Lightning must
     launch itself runs as `dig fit` / `dig test` subprocesses: Lightning starts ranks 1.. by re-running the command
     line, and only a plain `dig fit` re-runs into the same place on every rank (a re-run `dig pipeline` would not).
     """
-    from deepinterestgr.lightning_configs import run_lightning
+    from deepinterestgr.lightning_configs import resolved_config, run_lightning
 
     stage_dir = run / stage_name
     args = _lightning_args(stage, run, stage_name)
-    probe = run_lightning(args, run=False)  # parse + instantiate only, to see how the trainer will run
+    probe = run_lightning(args, run=False)  # parse + instantiate only: the resolved config, how the trainer will run
+    config, inputs = resolved_config(probe), input_manifests(run, READS[stage_name])
+    if not fresh and is_current(stage_dir, stage_name, config, inputs):
+        return json.loads((stage_dir / "pipeline_metrics.json").read_text(encoding="utf-8"))
+    seed = config.get("seed_everything")
+    if isinstance(seed, int) and not isinstance(seed, bool):  # `seed_everything: true` drew it: fit with that one
+        args += ["--seed_everything", str(seed)]
     launches_ranks = (probe.trainer.world_size > 1
                       and not probe.trainer.strategy.cluster_environment.creates_processes_externally)
-    last = resumable_checkpoint(stage_dir, key, fresh=fresh)
+    last = resumable_checkpoint(stage_dir, config, inputs, fresh=fresh)
     fit_args = ["fit", *args] + (["--ckpt_path", str(last)] if last is not None else [])
     start = time.perf_counter()
     if launches_ranks:
@@ -108,7 +94,7 @@ def _fit_and_test(stage: TrainStage, run: Path, stage_name: str, *, key: str, fr
     files = ["pipeline_metrics.json"]
     if ckpt and Path(ckpt).is_relative_to(stage_dir):
         files.append(str(Path(ckpt).relative_to(stage_dir)))
-    write_manifest(stage_dir, stage_name, files, metrics=metrics)
+    write_manifest(stage_dir, stage_name, files, **stage_record(config, inputs), metrics=metrics)
     return summary
 
 
@@ -154,8 +140,9 @@ def run_pipeline(
         data: keyword arguments of `dig data prepare` (reader, category, kcore, reader_args, ...), or the path of a
             YAML file holding them (the file `dig data prepare -c` takes). A relative `data_root` inside it is
             resolved against the `data_root` option when that is given.
-        evidence: keyword arguments of `dig evidence` (text_encoder, intent_miner, quality_judge, captioner,
-            image_encoder, plugin_args), or the path of a YAML file holding them. Omit to use the defaults.
+        evidence: the options of `dig evidence` (text_encoder, intent_miner, quality_judge, captioner,
+            image_encoder, collaborative, attributes as `class_path` / `init_args`; batch_size, ...), or the path of
+            a YAML file holding them (configs/evidence/*.yaml).
         quantize: LightningCLI config fragments (+ overrides) of the quantizer fit.
         sids: released Semantic IDs imported instead of a quantizer fit: the keyword arguments of `dig quantize
             import` (`sids_file`, `key`, `codebook_size`), e.g. {sids_file: ../shared/data/Instruments/
@@ -176,52 +163,41 @@ def run_pipeline(
     if from_stage is not None and from_stage not in STAGES:
         raise ValueError(f"--from {from_stage!r}: not a stage; stages are {', '.join(STAGES)}")
     forced = set(STAGES[STAGES.index(from_stage):]) if from_stage else set()
-    state = _load_state(run)
     from deepinterestgr.data.prepare import prepare_dataset
 
     data_kwargs = _stage_kwargs(data, accepts=prepare_dataset)
     if data_root:  # the folder holding the datasets, as for `dig data prepare`; the data config names `dataset`
         data_kwargs["data_root"] = data_root
+    results: dict[str, Any] = {"stage_seconds": {}}
 
-    def run_stage(name: str, config: Any, fn, *, always_call: bool = False) -> Any:
-        """`always_call`: the stage function checks its own inputs (raw data files) and is a cheap no-op when
-        nothing changed, so it is always asked; the stage counts as up to date when its manifest did not change."""
-        upstream = {s: state.get(s, {}).get("manifest") for s in STAGES[: STAGES.index(name)] if s in state}
-        key = stable_hash({"config": config, "upstream": upstream})
-        stage_dir = run / name
-        recorded = state.get(name, {})
-        up_to_date = recorded.get("key") == key and recorded.get("manifest") == _manifest_sha(stage_dir)
+    def run_stage(name: str, fn) -> Any:
+        """`fn(fresh)` runs the stage, or returns its recorded result when it is current (every stage function asks
+        `is_current` itself: only it resolves its config). A stage that left its manifest untouched was current."""
+        manifest = run / name / MANIFEST
         if name in forced:
-            # stage functions skip work whose manifest matches their config: without it they must redo it
-            (stage_dir / "manifest.json").unlink(missing_ok=True)
-        elif up_to_date and not always_call:
-            log.info("stage %s: artifacts match the config, skipped", name)
-            print(f"[{name}] up to date (skipped)")
-            return recorded.get("result")
-        only_asking = always_call and up_to_date and name not in forced  # run once; it decides whether to work
-        if not only_asking:
-            print(f"[{name}] running ...", flush=True)
+            # stage functions without a `fresh` option skip work their manifest vouches for: without it they redo it
+            manifest.unlink(missing_ok=True)
+        before = _stamp(manifest)
         start = time.perf_counter()
-        result = fn(key, name in forced)
-        seconds = round(time.perf_counter() - start, 1)
-        if only_asking and _manifest_sha(stage_dir) == recorded.get("manifest"):
-            print(f"[{name}] up to date (skipped)")
-            return recorded.get("result")
-        state[name] = {"key": key, "manifest": _manifest_sha(stage_dir), "seconds": seconds, "result": result}
-        atomic_write_json(_state_path(run), state)
-        print(f"[{name}] done in {seconds:.1f} s", flush=True)
+        result = fn(name in forced)
+        results["stage_seconds"][name] = seconds = round(time.perf_counter() - start, 1)
+        if before is not None and _stamp(manifest) == before:
+            print(f"[{name}] up to date (skipped)", flush=True)
+        else:
+            print(f"[{name}] done in {seconds:.1f} s", flush=True)
         return result
 
-    run_stage("data", data_kwargs, lambda key, fresh: _jsonable(prepare_dataset(run_dir=str(run), **data_kwargs)),
-              always_call=True)
+    run_stage("data", lambda fresh: _jsonable(prepare_dataset(run_dir=str(run), **data_kwargs)))
 
+    from deepinterestgr.config_files import check_class_paths
     from deepinterestgr.evidence.stage import run_evidence
 
     evidence_kwargs = _stage_kwargs(evidence, accepts=run_evidence)
-    run_stage("evidence", evidence_kwargs,
-              lambda key, fresh: _jsonable(run_evidence(run_dir=str(run), **evidence_kwargs)))
+    # a misspelt plugin class fails now, naming the file, before any stage works
+    check_class_paths(run_evidence, evidence_kwargs,
+                      where=evidence if isinstance(evidence, str) else "the pipeline's evidence options")
+    run_stage("evidence", lambda fresh: _evidence(run, evidence_kwargs, fresh=fresh))
 
-    results: dict[str, Any] = {}
     if sids is not None:
         from deepinterestgr.quantize.precomputed import import_sids
 
@@ -231,32 +207,58 @@ def run_pipeline(
         root = data_kwargs.get("data_root")
         if root and sids_kwargs.get("sids_file") and not Path(sids_kwargs["sids_file"]).is_absolute():
             sids_kwargs["sids_file"] = str(Path(root) / sids_kwargs["sids_file"])
-        results["quantize"] = run_stage(
-            "quantize", {"import": sids_kwargs, "sha256": _file_digest(sids_kwargs.get("sids_file"))},
-            lambda key, fresh: _jsonable(import_sids(str(run), **sids_kwargs)))
+        results["quantize"] = run_stage("quantize", lambda fresh: _jsonable(import_sids(str(run), **sids_kwargs)))
     if quantize is not None:
         from deepinterestgr.quantize.stage import run_quantize
 
-        qcfg = {**asdict(quantize), "files": _config_files_digest(quantize.configs)}
-        results["quantize"] = run_stage(
-            "quantize", qcfg,
-            lambda key, fresh: _jsonable(run_quantize(str(run), configs=quantize.configs, overrides=quantize.overrides,
-                                                      fresh=fresh))
-        )
+        results["quantize"] = run_stage("quantize", lambda fresh: _jsonable(
+            run_quantize(str(run), configs=quantize.configs, overrides=quantize.overrides, fresh=fresh)))
     for name, stage in (("generate", generate), ("rl", rl)):
         if stage is not None:
-            cfg = {**asdict(stage), "files": _config_files_digest(stage.configs)}
-            results[name] = run_stage(name, cfg, lambda key, fresh, stage=stage, name=name:
-                                      _fit_and_test(stage, run, name, key=key, fresh=fresh))
+            results[name] = run_stage(name, lambda fresh, stage=stage, name=name:
+                                      _fit_and_test(stage, run, name, fresh=fresh))
     if baselines:
-        from deepinterestgr.baselines import run_baselines
-
-        results["baselines"] = run_stage("baselines", {"methods": baselines},
-                                         lambda key, fresh: _jsonable(run_baselines(str(run), methods=list(baselines))))
+        results["baselines"] = run_stage("baselines", lambda fresh: _baselines(run, list(baselines), fresh=fresh))
     table = format_results_table(results)
     print(table)
     atomic_write_json(run / "results.json", _jsonable(results))
     return results
+
+
+def _stamp(manifest: Path) -> tuple[int, int] | None:
+    # every manifest is replaced atomically (a new file): another inode or mtime means the stage wrote one
+    try:
+        st = manifest.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _evidence(run: Path, kwargs: dict, *, fresh: bool) -> dict | None:
+    """The evidence stage, unless current; its config is the dict of the evidence section's YAML keys."""
+    from deepinterestgr.evidence.stage import evidence_arguments, run_evidence
+
+    stage_dir, inputs = run / "evidence", input_manifests(run, READS["evidence"])
+    if not fresh and is_current(stage_dir, "evidence", kwargs, inputs):
+        return None
+    summary = run_evidence(**evidence_arguments(kwargs, run_dir=str(run)))  # the plugins built as `dig evidence -c`
+    # Until the evidence stage writes `**stage_record(config, inputs)` into its manifest itself, the pipeline adds the
+    # record to the manifest it wrote (its own config / config_hash are the plugins', not this key).
+    if "inputs" not in read_manifest(stage_dir, "evidence"):
+        record_stage(stage_dir, "evidence", kwargs, inputs)
+    return _jsonable(summary)
+
+
+def _baselines(run: Path, methods: list[str], *, fresh: bool) -> dict:
+    """The baselines (one `<method>.json` each) and their manifest, unless current."""
+    from deepinterestgr.baselines import run_baselines
+
+    stage_dir, config, inputs = run / "baselines", {"methods": methods}, input_manifests(run, READS["baselines"])
+    if not fresh and is_current(stage_dir, "baselines", config, inputs):
+        return {m: json.loads((stage_dir / f"{m}.json").read_text(encoding="utf-8")) for m in methods}
+    records = _jsonable(run_baselines(str(run), methods=methods))
+    write_manifest(stage_dir, "baselines", [f"{m}.json" for m in records], **stage_record(config, inputs))
+    return records
 
 
 def load_yaml(path: str | Path) -> dict:

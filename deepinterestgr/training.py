@@ -8,7 +8,9 @@ randomness a fit consumes after that point:
   already trained on;
 - the RNG draws inside a step (dropout, sampled candidates): `StepSeed` reseeds torch/python/numpy from
   (seed, global step) before every training batch, so no draw depends on what ran before the interruption.
-`resumable_checkpoint` decides whether a stage's `last.ckpt` belongs to the fit about to run (same config key).
+Both draw from the run's seed, the resolved `seed_everything`, which LightningCLI hands to every `Seeded` module and
+datamodule (`DigLightningCLI.instantiate_classes`). `resumable_checkpoint` decides whether a stage's `last.ckpt`
+belongs to the fit about to run: same stage record (`artifacts.stage_record`) as the manifest the fit will write.
 """
 
 from __future__ import annotations
@@ -27,10 +29,25 @@ from torch.utils.data import Sampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 
-def global_seed(default: int = 0) -> int:
-    """The seed `seed_everything` (LightningCLI's `seed_everything:`) set for this process, else `default`."""
+def lightning_seed() -> int | None:
+    """The seed of the last `seed_everything(n)` call in this process, or None.
+
+    Only for modules and datamodules built outside LightningCLI (a script or test that calls `seed_everything` and
+    builds its own Trainer): Lightning keeps that seed nowhere but in the PL_GLOBAL_SEED environment variable. Under
+    the CLI the resolved seed is handed over explicitly (`Seeded.seed`), so a seed an earlier in-process run left in
+    the environment never reaches a later one."""
     value = os.environ.get("PL_GLOBAL_SEED")
-    return int(value) if value is not None else default
+    return int(value) if value is not None else None
+
+
+class Seeded:
+    """A Lightning module or datamodule whose random draws follow the run's seed. `seed` is set by LightningCLI to the
+    resolved `seed_everything`; unset, `run_seed` falls back to `lightning_seed()`."""
+
+    seed: int | None = None
+
+    def run_seed(self) -> int | None:
+        return self.seed if self.seed is not None else lightning_seed()
 
 
 def _mix(*values: int) -> int:
@@ -128,8 +145,8 @@ class ResumableDataLoader(StatefulDataLoader):
 class StepSeed(Callback):
     """Reseed torch / python / numpy RNGs from (seed, global step) before every training batch.
 
-    The seed is `seed_everything`'s when set, else drawn once per fit; it is saved in the checkpoint, so a resumed fit
-    draws exactly what the uninterrupted fit drew at every later step.
+    The seed is the module's run seed (`Seeded.run_seed`) when there is one, else drawn once per fit; it is saved in
+    the checkpoint, so a resumed fit draws exactly what the uninterrupted fit drew at every later step.
     """
 
     def __init__(self) -> None:
@@ -137,8 +154,8 @@ class StepSeed(Callback):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.seed is None:
-            env = os.environ.get("PL_GLOBAL_SEED")
-            self.seed = int(env) if env is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+            seed = pl_module.run_seed() if isinstance(pl_module, Seeded) else lightning_seed()
+            self.seed = seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         s = _mix(self.seed or 0, trainer.global_step, trainer.global_rank)
@@ -153,27 +170,31 @@ class StepSeed(Callback):
         self.seed = state_dict.get("seed", self.seed)
 
 
-FIT_KEY = "fit_key.json"
+FIT_RECORD = "fit_record.json"
 
 
-def resumable_checkpoint(stage_dir: str | os.PathLike, key: str, *, fresh: bool = False) -> Path | None:
-    """`<stage_dir>/checkpoints/last.ckpt` when a fit of this very config (`key`) wrote it, else None.
+def resumable_checkpoint(stage_dir: str | os.PathLike, config, inputs: dict[str, str | None], *,
+                         fresh: bool = False) -> Path | None:
+    """`<stage_dir>/checkpoints/last.ckpt` when a fit of this very stage record wrote it, else None.
 
-    Resuming a checkpoint of another config would silently keep the old model (a finished fit resumes at its last
-    epoch and trains no further), so checkpoints of another key -- or any, with `fresh` -- are moved aside to
-    `checkpoints.previous/` (never deleted), and `key` is recorded for the fit about to start.
+    The record (`artifacts.stage_record`: resolved config, input manifest hashes, their `config_hash`) is the one the
+    stage's manifest will hold when the fit finishes; it is kept in `<stage_dir>/fit_record.json` meanwhile. Resuming
+    a checkpoint of another record would silently keep the old model (a finished fit resumes at its last epoch and
+    trains no further), so checkpoints of another record -- or any, with `fresh` -- are moved aside to
+    `checkpoints.previous/` (never deleted), and the record of the fit about to start is written.
     """
-    from deepinterestgr.artifacts import atomic_write_json
+    from deepinterestgr.artifacts import atomic_write_json, stage_record
 
     stage_dir = Path(stage_dir)
+    record = stage_record(config, inputs)
     checkpoints = stage_dir / "checkpoints"
     last = checkpoints / "last.ckpt"
-    key_path = stage_dir / FIT_KEY
+    record_path = stage_dir / FIT_RECORD
     try:
-        recorded = json.loads(key_path.read_text(encoding="utf-8")).get("key") if key_path.exists() else None
-    except (json.JSONDecodeError, AttributeError):
+        recorded = json.loads(record_path.read_text(encoding="utf-8")).get("config_hash")
+    except (OSError, json.JSONDecodeError, AttributeError):
         recorded = None
-    if last.exists() and recorded == key and not fresh:
+    if last.exists() and recorded == record["config_hash"] and not fresh:
         print(f"[{stage_dir.name}] resuming the interrupted fit from {last}", flush=True)
         return last
     if checkpoints.exists():
@@ -184,5 +205,5 @@ def resumable_checkpoint(stage_dir: str | os.PathLike, key: str, *, fresh: bool 
         why = "a fresh fit was asked for" if fresh else "its config or inputs changed since"
         print(f"[{stage_dir.name}] {why}: moved the old checkpoints to {previous}", flush=True)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(key_path, {"key": key})
+    atomic_write_json(record_path, record)
     return None

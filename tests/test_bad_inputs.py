@@ -284,7 +284,7 @@ def _unknown_plugin_in_evidence_config(tmp: Path):
 
     root = copy_fixture("letter", tmp)
     config = tmp / "evidence.yaml"
-    config.write_text("text_encoder: minilm-packaged\nintent_miner: zero-shot-minr\nquality_judge: rule-judge\n")
+    config.write_text("text_encoder: {class_path: PackagedMiniLMEncoder}\nintent_miner: {class_path: ZeroShotMinr}\n")
     data = {"reader": "letter", "data_root": str(root), "kcore": 0, "min_interactions": 1}
     return lambda: run_pipeline(str(tmp / "run"), data=data, evidence=str(config))
 
@@ -295,7 +295,7 @@ def _unknown_option_in_evidence_config(tmp: Path):
 
     root = copy_fixture("letter", tmp)
     config = tmp / "evidence.yaml"
-    config.write_text("text_encodr: minilm-packaged\n")
+    config.write_text("text_encodr: {class_path: PackagedMiniLMEncoder}\n")
     data = {"reader": "letter", "data_root": str(root), "kcore": 0, "min_interactions": 1}
     return lambda: run_pipeline(str(tmp / "run"), data=data, evidence=str(config))
 
@@ -422,7 +422,8 @@ CASES = [
          Raises(ArtifactError, [r"data/manifest\.json: corrupt manifest", "Rerun the `data` stage"])),
     # --- evidence
     Case("config-unknown-plugin-evidence", _unknown_plugin_in_evidence_config,
-         Raises(RegistryError, ["no intent_miner plugin named 'zero-shot-minr'", "Did you mean 'zero-shot-miner'"])),
+         Raises(RegistryError, [r"evidence\.yaml: intent_miner: no IntentMiner class named 'ZeroShotMinr'",
+                                "Did you mean 'ZeroShotIntentMiner'"])),
     Case("config-unknown-option-evidence", _unknown_option_in_evidence_config,
          Raises(ValueError, [r"evidence\.yaml: unknown option 'text_encodr' for run_evidence",
                              "Did you mean 'text_encoder'"])),

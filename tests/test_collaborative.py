@@ -23,11 +23,11 @@ from deepinterestgr.artifacts import (
 )
 from deepinterestgr.evidence.collaborative import CooccurrenceSVD, training_sequences
 from deepinterestgr.evidence.stage import run_evidence
+from deepinterestgr.evidence.text_encoders import PackagedMiniLMEncoder
 from deepinterestgr.quantize.datamodule import EmbeddingDataModule
 
 REPO = Path(__file__).resolve().parents[1]
-COLLAB_ONLY = dict(text_encoder=None, intent_miner=None, quality_judge=None, collaborative="cooccurrence-svd",
-                   plugin_args={"collaborative": {"dim": 8}})
+COLLAB_ONLY = dict(collaborative=CooccurrenceSVD(dim=8))
 
 
 def cosine(emb: torch.Tensor, a: int, b: int) -> float:
@@ -135,8 +135,8 @@ def test_training_sequences_drop_the_last_two_items():
 
 def test_stage_writes_text_and_collaborative_embeddings_in_the_manifest(prepared, tmp_path):
     run = new_run(tmp_path, prepared)
-    summary = run_evidence(str(run), text_encoder="minilm-packaged", intent_miner=None, quality_judge=None,
-                           collaborative="cooccurrence-svd", plugin_args={"collaborative": {"dim": 16, "window": 2}})
+    summary = run_evidence(str(run), text_encoder=PackagedMiniLMEncoder(),
+                           collaborative=CooccurrenceSVD(dim=16, window=2))
     ev = run / "evidence"
     manifest = verify_manifest(ev, "evidence")
     assert {"text_embeddings.safetensors", "collab_embeddings.safetensors"} <= set(manifest["files"])

@@ -25,24 +25,26 @@ ARTIFACTS = ("items.jsonl", "text_embeddings.safetensors", "quality.safetensors"
 BRANCHES = ("mine", "judge", "text")
 NUM_ITEMS = 60
 
-# Loads the text encoder first (run_evidence reuses the same shared instance), then waits for its own go file, so
+# Loads the text encoder first (the miner and the judge share it), then waits for its own go file, so
 # the test decides when each writer starts and the writers' branches really overlap.
 EVIDENCE_WRITER = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
+    from deepinterestgr.evidence.judges import RuleQualityJudge
+    from deepinterestgr.evidence.miners import ZeroShotIntentMiner
     from deepinterestgr.evidence.stage import run_evidence
-    from deepinterestgr.evidence.text_encoders import shared_text_encoder
+    from deepinterestgr.evidence.text_encoders import PackagedMiniLMEncoder
 
     run_dir, cache_dir, barrier = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-    shared_text_encoder("minilm-packaged", {})
+    encoder = PackagedMiniLMEncoder()
     (barrier / f"ready-{Path(run_dir).name}").touch()
     deadline = time.time() + 300
     while not (barrier / f"go-{Path(run_dir).name}").exists() and time.time() < deadline:
         time.sleep(0.01)
-    summary = run_evidence(run_dir, text_encoder="minilm-packaged", intent_miner="zero-shot-miner",
-                           quality_judge="rule-judge", batch_size=8, cache_dir=cache_dir)
+    summary = run_evidence(run_dir, text_encoder=encoder, intent_miner=ZeroShotIntentMiner(),
+                           quality_judge=RuleQualityJudge(), batch_size=8, cache_dir=cache_dir)
     print("SUMMARY " + json.dumps({"branches": summary["branches"], "failures": summary["failures"],
                                    "torn_cache_lines": summary["torn_cache_lines"]}))
 """)

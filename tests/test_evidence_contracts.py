@@ -23,6 +23,6 @@ def test_every_builtin_evidence_plugin_is_registered():
     assert set(registry.list("text_encoder")) >= {"hf-text-encoder", "minilm-packaged"}
     assert set(registry.list("intent_miner")) >= {"llm-miner", "zero-shot-miner", "jsonl-miner"}
     assert set(registry.list("quality_judge")) >= {"llm-judge", "rule-judge"}
-    assert set(registry.list("cmsa_branch")) >= {"vlm-captioner", "label-captioner", "timm-image-encoder",
-                                                 "efficientnet-lite0-packaged"}
+    assert set(registry.list("captioner")) >= {"vlm-captioner", "label-captioner"}
+    assert set(registry.list("image_encoder")) >= {"timm-image-encoder", "efficientnet-lite0-packaged"}
     assert set(registry.list("collaborative_source")) >= {"cooccurrence-svd"}

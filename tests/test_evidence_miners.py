@@ -71,7 +71,9 @@ def test_segment_text_splits_lines_and_sentences():
 
 
 def test_zero_shot_miner_finds_the_intent_stated_in_one_sentence():
-    miner = ZeroShotIntentMiner(domain="synthetic", top_k=3)
+    from deepinterestgr.evidence.text_encoders import PackagedMiniLMEncoder
+
+    miner = ZeroShotIntentMiner(domain="synthetic", top_k=3, text_encoder=PackagedMiniLMEncoder())
     item = Item(0, "A", "Cresora Mini shampoo", "Apply a small amount and massage gently. Lightweight texture "
                 "absorbs quickly. Slips easily into a cabin bag for trips.", categories=["Beauty", "shampoo"])
     result = miner.mine([item])[0]

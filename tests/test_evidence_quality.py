@@ -50,7 +50,7 @@ def test_quality_is_a_weighted_share_in_unit_interval(pairs):
 
 
 def test_rule_judge_rejects_generic_and_ungrounded_descriptors():
-    judge = RuleQualityJudge(text_encoder=None)
+    judge = RuleQualityJudge(embedding_grounding=False)
     item = Item(0, "A", "Travel Size Shampoo and Conditioner", categories=["Beauty", "Hair Care"])
     descs = [Descriptor("travel-size for carry-on"), Descriptor("good quality product"), Descriptor("shampoo"),
              Descriptor("festival party glitter"), Descriptor("hair care for hotel stays"),
@@ -62,7 +62,9 @@ def test_rule_judge_rejects_generic_and_ungrounded_descriptors():
 
 @pytest.mark.slow
 def test_rule_judge_grounds_by_embedding_when_no_shared_word():
-    judge = RuleQualityJudge(min_cosine=0.5, lexical=False)
+    from deepinterestgr.evidence.text_encoders import PackagedMiniLMEncoder
+
+    judge = RuleQualityJudge(min_cosine=0.5, lexical=False, text_encoder=PackagedMiniLMEncoder())
     item = Item(0, "A", "Mama Bee Belly Butter", "Rich butter that keeps stretch marks away while you are pregnant.")
     labels = judge.judge([item], [[Descriptor("stretch mark care during pregnancy"),
                                    Descriptor("engine oil change kit")]])[0]

@@ -3,6 +3,7 @@ sharding, and resuming after an interruption."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -19,19 +20,26 @@ from safetensors.torch import load_file
 from deepinterestgr.artifacts import atomic_write_jsonl, read_jsonl, verify_manifest
 from deepinterestgr.data.schema import Item
 from deepinterestgr.evidence.cache import BranchCache
-from deepinterestgr.evidence.stage import run_evidence, shard_range
+from deepinterestgr.evidence.stage import evidence_arguments, run_evidence, shard_range
 
+#: the stage's options as a config file holds them (plugins by class_path / init_args)
 PLUGINS = dict(
-    captioner="label-captioner",
-    image_encoder="efficientnet-lite0-packaged",
-    plugin_args={
-        "intent_miner": {"domain": "synthetic", "top_k": 3},
-        "quality_judge": {"text_encoder": None},
-        "captioner": {"image_size": 64, "min_probability": 0.0},
-        "image_encoder": {"image_size": 64},
-    },
+    text_encoder={"class_path": "PackagedMiniLMEncoder"},
+    intent_miner={"class_path": "ZeroShotIntentMiner", "init_args": {"domain": "synthetic", "top_k": 3}},
+    quality_judge={"class_path": "RuleQualityJudge", "init_args": {"embedding_grounding": False}},
+    captioner={"class_path": "ImageNetLabelCaptioner", "init_args": {"image_size": 64, "min_probability": 0.0}},
+    image_encoder={"class_path": "PackagedEfficientNetLite0Encoder", "init_args": {"image_size": 64}},
     batch_size=2,
 )
+_BUILT: dict = {}
+
+
+def evidence(run: Path, config: dict = PLUGINS, **options) -> dict:
+    """`run_evidence` with `config`'s plugins built once per module (loading the models is most of a small run)."""
+    key = json.dumps(config, sort_keys=True)
+    if key not in _BUILT:
+        _BUILT[key] = {k: v for k, v in evidence_arguments(config, run_dir="unused").items() if k != "run_dir"}
+    return run_evidence(str(run), **{**_BUILT[key], **options})
 
 
 def make_run(root: Path) -> Path:
@@ -66,11 +74,15 @@ def run(tmp_path):
 
 
 def test_stage_writes_every_artifact_and_reports_each_problem(run):
-    summary = run_evidence(str(run), max_text_chars=300, **PLUGINS)
+    summary = evidence(run, max_text_chars=300)
     ev = run / "evidence"
     verify_manifest(ev, "evidence")
     manifest = json.loads((ev / "manifest.json").read_text())
-    assert manifest["plugins"]["intent_miner"]["name"] == "zero-shot-miner"
+    assert manifest["plugins"]["intent_miner"]["class_path"] == "deepinterestgr.evidence.miners.ZeroShotIntentMiner"
+    recorded = manifest["config"]["plugins"]["intent_miner"]
+    assert recorded["init_args"]["domain"] == "synthetic" and recorded["init_args"]["top_k"] == 3
+    assert set(manifest["config"]["plugins"]) == {"text_encoder", "intent_miner", "quality_judge", "captioner",
+                                                  "image_encoder"}
     assert manifest["summary"]["problems"] == summary["problems"]
     rows = list(read_jsonl(ev / "items.jsonl"))
     assert [r["item_id"] for r in rows] == list(range(6))
@@ -99,31 +111,31 @@ def test_stage_writes_every_artifact_and_reports_each_problem(run):
 
 
 def test_rerun_hits_the_cache_everywhere_and_writes_identical_artifacts(run):
-    run_evidence(str(run), **PLUGINS)
+    evidence(run)
     before = outputs(run)
-    summary = run_evidence(str(run), **PLUGINS)
+    summary = evidence(run)
     assert all(branch.get("computed", 0) == 0 for branch in summary["branches"].values()), summary["branches"]
     assert summary["branches"]["text"]["cached"] == 6
     assert outputs(run) == before
 
 
 def test_changed_item_recomputes_only_that_item(run):
-    run_evidence(str(run), **PLUGINS)
+    evidence(run)
     catalog = run / "data" / "catalog.jsonl"
     rows = list(read_jsonl(catalog))
     rows[5]["title"] = "Kids bubble bath with rubber duck"
     atomic_write_jsonl(catalog, rows)
-    summary = run_evidence(str(run), **PLUGINS)
+    summary = evidence(run)
     b = summary["branches"]
     assert (b["mine"]["computed"], b["judge"]["computed"], b["text"]["computed"]) == (1, 1, 1)
     assert b["caption"]["computed"] == 0 and b["image"]["computed"] == 0
 
 
 def test_changed_setting_recomputes_only_its_branch_and_what_depends_on_it(run):
-    run_evidence(str(run), **PLUGINS)
+    evidence(run)
     args = json.loads(json.dumps(PLUGINS))
-    args["plugin_args"]["intent_miner"]["top_k"] = 2
-    summary = run_evidence(str(run), **args)
+    args["intent_miner"]["init_args"]["top_k"] = 2
+    summary = evidence(run, args)
     b = summary["branches"]
     assert b["caption"].get("computed", 0) == 0 and b["image"].get("computed", 0) == 0
     assert b["mine"]["computed"] >= 5 and b["text"]["computed"] >= 5
@@ -131,12 +143,12 @@ def test_changed_setting_recomputes_only_its_branch_and_what_depends_on_it(run):
 
 def test_shards_fill_the_cache_and_a_plain_run_merges_them(run, tmp_path):
     for shard in ("0/2", "1/2"):
-        s = run_evidence(str(run), shard=shard, **PLUGINS)
+        s = evidence(run, shard=shard)
         assert s["shard"] == shard and not (run / "evidence" / "items.jsonl").exists()
-    merged = run_evidence(str(run), **PLUGINS)
+    merged = evidence(run)
     assert all(branch.get("computed", 0) == 0 for branch in merged["branches"].values())
     reference = make_run(tmp_path / "reference")
-    run_evidence(str(reference), **PLUGINS)
+    evidence(reference)
     assert outputs(run) == outputs(reference)
 
 
@@ -165,24 +177,58 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(run, tmp_path, monk
 
     monkeypatch.setattr(BranchCache, "put_many", put_then_die)
     with pytest.raises(KeyboardInterrupt):
-        run_evidence(str(run), **PLUGINS)
+        evidence(run)
     assert not (run / "evidence" / "items.jsonl").exists(), "no half-written artifacts"
     monkeypatch.setattr(BranchCache, "put_many", original)
-    resumed = run_evidence(str(run), **PLUGINS)
+    resumed = evidence(run)
     assert resumed["branches"]["text"] == {"cached": 2, "no_input": 0, "computed": 4}
     assert resumed["branches"]["mine"].get("computed", 0) == 0
     reference = make_run(tmp_path / "reference")
-    run_evidence(str(reference), **PLUGINS)
+    evidence(reference)
     assert outputs(run) == outputs(reference)
 
 
 def test_bad_arguments_fail_with_a_clear_message(run):
-    with pytest.raises(ValueError, match="unknown roles"):
-        run_evidence(str(run), plugin_args={"miner": {}})
+    from jsonargparse import ArgumentError
+
+    from deepinterestgr.evidence.judges import RuleQualityJudge
+    from deepinterestgr.evidence.miners import ZeroShotIntentMiner
+    from deepinterestgr.evidence.text_encoders import PackagedMiniLMEncoder
+    from deepinterestgr.registry import RegistryError
+
+    with pytest.raises(ArgumentError, match="miner"):
+        evidence_arguments({"miner": {"class_path": "ZeroShotIntentMiner"}}, run_dir=str(run))
+    with pytest.raises(RegistryError, match="captioner: no Captioner class named 'PackagedEfficientNetLite0Encoder'"):
+        evidence_arguments({"captioner": {"class_path": "PackagedEfficientNetLite0Encoder"}}, run_dir=str(run))
+    with pytest.raises(TypeError, match="captioner: expected a Captioner"):
+        run_evidence(str(run), text_encoder=PackagedMiniLMEncoder(), captioner=PackagedMiniLMEncoder())
     with pytest.raises(ValueError, match="needs an intent_miner"):
-        run_evidence(str(run), intent_miner=None)
-    with pytest.raises(ValueError, match="expected 'caption'"):
-        run_evidence(str(run), captioner="efficientnet-lite0-packaged", plugin_args={"captioner": {"image_size": 64}})
+        run_evidence(str(run), text_encoder=PackagedMiniLMEncoder(), quality_judge=RuleQualityJudge())
+    with pytest.raises(ValueError, match="all null"):
+        run_evidence(str(run))
+    with pytest.raises(ValueError, match="intent_miner: ZeroShotIntentMiner embeds text but has no text_encoder"):
+        run_evidence(str(run), intent_miner=ZeroShotIntentMiner(), collaborative=_collab())
+
+
+def _collab():
+    from deepinterestgr.evidence.collaborative import CooccurrenceSVD
+
+    return CooccurrenceSVD(dim=2)
+
+
+def test_a_miner_without_an_encoder_shares_the_stage_encoder_and_one_with_its_own_keeps_it(run):
+    from deepinterestgr.evidence.miners import ZeroShotIntentMiner
+    from deepinterestgr.evidence.text_encoders import HFTextEncoder, PackagedMiniLMEncoder
+
+    stage_encoder = PackagedMiniLMEncoder()
+    shared = ZeroShotIntentMiner(domain="synthetic")
+    run_evidence(str(run), text_encoder=stage_encoder, intent_miner=shared)
+    assert shared.encoder is stage_encoder, "one model for the stage and the miner"
+    own = HFTextEncoder(model=PackagedMiniLMEncoder().model_id)
+    keeps = ZeroShotIntentMiner(domain="synthetic", text_encoder=own)
+    run_evidence(str(run), text_encoder=stage_encoder, intent_miner=keeps)
+    assert keeps.encoder is own
+    assert keeps.init_config()["init_args"]["text_encoder"]["class_path"].endswith("HFTextEncoder")
 
 
 def test_cache_skips_torn_lines_and_merges_writers(tmp_path):
@@ -219,43 +265,42 @@ def test_sigkill_mid_run_then_rerun_matches_uninterrupted(run, tmp_path):
                     os.kill(os.getpid(), signal.SIGKILL)
             original(self, values)
         BranchCache.put_many = put
-        stage.run_evidence({str(run)!r}, **json.loads({json.dumps(json.dumps(PLUGINS))}))
+        stage.run_evidence(**stage.evidence_arguments(json.loads({json.dumps(json.dumps(PLUGINS))}),
+                                                      run_dir={str(run)!r}))
     """)
     proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    resumed = run_evidence(str(run), **PLUGINS)
+    resumed = evidence(run)
     assert resumed["torn_cache_lines"] == 1
     assert resumed["branches"]["mine"]["cached"] == 2 and resumed["branches"]["mine"]["computed"] == 4
     assert resumed["branches"]["caption"]["cached"] == 2
     reference = make_run(tmp_path / "reference")
-    run_evidence(str(reference), **PLUGINS)
+    evidence(reference)
     assert outputs(run) == outputs(reference)
 
 
-@pytest.mark.parametrize("name", ["synthetic", "beauty"])
-def test_shipped_configs_parse_into_run_evidence_arguments(name):
+@pytest.mark.parametrize("name", ["synthetic", "beauty", "beauty_llm", "collab", "text_collab", "attributes_collab"])
+def test_shipped_configs_parse_into_typed_plugins(name):
     from jsonargparse import ArgumentParser
 
+    from deepinterestgr.evidence.contracts import EvidencePlugin
+    from deepinterestgr.registry import get_registry
+
+    get_registry()  # short class names resolve among the registered plugins
     parser = ArgumentParser()
     parser.add_argument("-c", "--config", action="config")
     parser.add_function_arguments(run_evidence)
     config_path = Path(__file__).resolve().parents[1] / "configs" / "evidence" / f"{name}.yaml"
-    cfg = parser.parse_args(["-c", str(config_path), "--run_dir", "/tmp/x"])
-    assert cfg.run_dir == "/tmp/x" and cfg.text_encoder == "minilm-packaged"
-    assert cfg.plugin_args["intent_miner"]["domain"] == name
-    from deepinterestgr.registry import get_registry
-
-    registry = get_registry()
-    for role, kind in (("text_encoder", "text_encoder"), ("intent_miner", "intent_miner"),
-                       ("quality_judge", "quality_judge"), ("captioner", "cmsa_branch"),
-                       ("image_encoder", "cmsa_branch")):
-        if cfg[role]:
-            spec = registry.get(kind, cfg[role])
-            import inspect
-
-            params = inspect.signature(spec.cls.__init__).parameters
-            assert set(cfg.plugin_args.get(role, {})) <= set(params), f"{role}: unknown plugin argument"
+    cfg = parser.parse_args(["-c", str(config_path), "--run_dir", "/tmp/x"])  # unknown keys / init_args fail here
+    plugins = {role: cfg[role] for role in ("text_encoder", "intent_miner", "quality_judge", "captioner",
+                                            "image_encoder", "collaborative", "attributes") if cfg[role]}
+    assert plugins, "every shipped evidence config embeds items somehow"
+    for role, spec in plugins.items():
+        module, _, attr = spec.class_path.rpartition(".")
+        assert issubclass(getattr(importlib.import_module(module), attr), EvidencePlugin), role
+    if name in ("synthetic", "beauty"):
+        assert cfg.intent_miner.init_args.domain == name
 
 
 def test_a_failed_judgment_is_unknown_quality_not_zero(run, monkeypatch):
@@ -270,7 +315,7 @@ def test_a_failed_judgment_is_unknown_quality_not_zero(run, monkeypatch):
                 for it, r in zip(items, results)]
 
     monkeypatch.setattr(RuleQualityJudge, "judge_detailed", fails_on_travel)
-    summary = run_evidence(str(run), **{k: v for k, v in PLUGINS.items() if k not in ("captioner", "image_encoder")})
+    summary = evidence(run, {k: v for k, v in PLUGINS.items() if k not in ("captioner", "image_encoder")})
     rows = list(read_jsonl(run / "evidence" / "items.jsonl"))
     saved = load_file(run / "evidence" / "quality.safetensors")
     assert rows[1]["quality"] is None and rows[1]["errors"]["judge"]["error"] == "judge timed out"

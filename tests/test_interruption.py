@@ -61,9 +61,10 @@ def _experiment(tmp_path: Path, run: Path) -> Path:
         "run_dir": str(run),
         "data": {"reader": "synthetic", "kcore": 0,
                  "reader_args": {"num_items": 60, "num_users": 80, "seed": 3, "render_images": False}},
-        "evidence": {"text_encoder": "minilm-packaged", "intent_miner": "zero-shot-miner",
-                     "quality_judge": "rule-judge",
-                     "plugin_args": {"intent_miner": {"domain": "synthetic", "top_k": 3}}},
+        "evidence": {"text_encoder": {"class_path": "PackagedMiniLMEncoder"},
+                     "intent_miner": {"class_path": "ZeroShotIntentMiner",
+                                      "init_args": {"domain": "synthetic", "top_k": 3}},
+                     "quality_judge": {"class_path": "RuleQualityJudge"}},
         # 4 batches per epoch, dead-code restarts every 2 epochs: the kill at step 10 lands mid-epoch 2
         "quantize": {"configs": [f"{REPO}/configs/trainer/cpu.yaml", f"{REPO}/configs/model/quantizer_rqvae.yaml",
                                  f"{REPO}/configs/data/embeddings.yaml"],

@@ -33,13 +33,14 @@ def _rows(prefix: str, n: int, offset: int = 0) -> list[dict]:
 def trained_run(tmp_path_factory) -> Path:
     """A run with text evidence (packaged MiniLM) and a residual k-means quantizer (8 codes x 3 levels)."""
     from deepinterestgr.evidence.stage import run_evidence
+    from deepinterestgr.evidence.text_encoders import PackagedMiniLMEncoder
     from deepinterestgr.quantize.stage import run_quantize
 
     run = tmp_path_factory.mktemp("items") / "run"
     atomic_write_jsonl(run / "data" / "catalog.jsonl", ({"item_id": i, **r} for i, r in enumerate(_rows("A", 64))))
     atomic_write_jsonl(run / "data" / "sequences.jsonl",
                        ({"user": f"u{u}", "items": [(u + j) % 64 for j in range(5)]} for u in range(20)))
-    run_evidence(str(run), text_encoder="minilm-packaged", intent_miner=None, quality_judge=None, batch_size=32)
+    run_evidence(str(run), text_encoder=PackagedMiniLMEncoder(), batch_size=32)
     configs = [str(REPO / c) for c in ("configs/trainer/cpu.yaml", "configs/trainer/quantize_cpu.yaml",
                                        "configs/model/quantizer_rqkmeans.yaml", "configs/data/embeddings.yaml")]
     run_quantize(str(run), configs=configs, overrides=[

@@ -16,6 +16,7 @@ from deepinterestgr.data.prepare import prepare_dataset
 from deepinterestgr.data.readers.base import DataFormatError
 from deepinterestgr.data.schema import Item
 from deepinterestgr.evidence.attributes import AttributeSVD
+from deepinterestgr.evidence.collaborative import CooccurrenceSVD
 from deepinterestgr.evidence.stage import run_evidence
 from deepinterestgr.quantize.datamodule import EmbeddingDataModule
 from deepinterestgr.quantize.precomputed import import_sids
@@ -92,9 +93,7 @@ def test_the_evidence_stage_writes_attribute_embeddings_and_quantize_fuses_them(
     root = write_p5(tmp_path / "raw", {str(i): [i % 2, 10 + i % 3] for i in range(1, 7)})
     prepare(tmp_path, root, attribute_file="Cat_item2attributes.json")
     run = tmp_path / "run"
-    summary = run_evidence(str(run), text_encoder=None, intent_miner=None, quality_judge=None,
-                           collaborative="cooccurrence-svd", attributes="attribute-svd",
-                           plugin_args={"collaborative": {"dim": 3}, "attributes": {"dim": 2}})
+    summary = run_evidence(str(run), collaborative=CooccurrenceSVD(dim=3), attributes=AttributeSVD(dim=2))
     ev = run / "evidence"
     manifest = verify_manifest(ev, "evidence")
     assert {"collab_embeddings.safetensors", "attribute_embeddings.safetensors"} <= set(manifest["files"])
@@ -115,8 +114,7 @@ def test_the_evidence_stage_writes_attribute_embeddings_and_quantize_fuses_them(
         EmbeddingDataModule(run_dir=str(run)).setup("fit")
 
     # an evidence run without the role does not leave a stale attribute file behind
-    run_evidence(str(run), text_encoder=None, intent_miner=None, quality_judge=None,
-                 collaborative="cooccurrence-svd", plugin_args={"collaborative": {"dim": 3}})
+    run_evidence(str(run), collaborative=CooccurrenceSVD(dim=3))
     assert not (ev / "attribute_embeddings.safetensors").exists()
 
 
@@ -187,8 +185,7 @@ def test_the_pipeline_imports_released_sids_instead_of_training_a_quantizer(tmp_
     _, path = letter_run(tmp_path, index)
     run = tmp_path / "piped"
     data = {"reader": "letter", "data_root": str(tmp_path), "dataset": "raw", "category": "Cat", "kcore": 0}
-    evidence = {"text_encoder": None, "intent_miner": None, "quality_judge": None,
-                "collaborative": "cooccurrence-svd", "plugin_args": {"collaborative": {"dim": 2}}}
+    evidence = {"collaborative": {"class_path": "CooccurrenceSVD", "init_args": {"dim": 2}}}
     run_pipeline(str(run), data=data, evidence=evidence, sids={"sids_file": "raw/Cat.index.json"},
                  data_root=str(tmp_path))
     assert SIDTable.load(run / "quantize").codes.tolist() == [[i % 2, i] for i in range(6)]

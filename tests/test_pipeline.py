@@ -19,9 +19,10 @@ def _experiment(tmp_path: Path) -> Path:
         "run_dir": str(tmp_path / "run"),
         "data": {"reader": "synthetic", "kcore": 0,
                  "reader_args": {"num_items": 60, "num_users": 80, "seed": 3, "render_images": False}},
-        "evidence": {"text_encoder": "minilm-packaged", "intent_miner": "zero-shot-miner",
-                     "quality_judge": "rule-judge",
-                     "plugin_args": {"intent_miner": {"domain": "synthetic", "top_k": 3}}},
+        "evidence": {"text_encoder": {"class_path": "PackagedMiniLMEncoder"},
+                     "intent_miner": {"class_path": "ZeroShotIntentMiner",
+                                      "init_args": {"domain": "synthetic", "top_k": 3}},
+                     "quality_judge": {"class_path": "RuleQualityJudge"}},
         "quantize": {"configs": [f"{REPO}/configs/trainer/cpu.yaml", f"{REPO}/configs/model/quantizer_rqkmeans.yaml",
                                  f"{REPO}/configs/data/embeddings.yaml"],
                      "overrides": ["--model.quantizer.init_args.codebook_size", "8", "--trainer.logger", "false",
@@ -100,9 +101,9 @@ def test_same_config_and_seed_give_identical_sids_and_metrics(tmp_path, monkeypa
 
 
 def test_generate_rerun_in_a_fresh_process_gives_the_same_metrics(tmp_path, monkeypatch):
-    """The generator's seed is its own trainer fragment's: not what an earlier in-process stage left in
-    PL_GLOBAL_SEED (quantize runs with another seed here), so `dig pipeline --from generate` in a new process
-    reproduces the in-process result exactly."""
+    """The generator's seed is its own resolved config's, handed to its module and datamodule by the CLI: not what an
+    earlier in-process stage left in PL_GLOBAL_SEED (quantize runs with another seed here), so `dig pipeline --from
+    generate` in a new process reproduces the in-process result exactly."""
     import subprocess
     import sys
 
@@ -123,6 +124,76 @@ def test_generate_rerun_in_a_fresh_process_gives_the_same_metrics(tmp_path, monk
     subprocess.run([sys.executable, "-m", "deepinterestgr.cli.main", "pipeline", "-c", str(path), "--from", "generate"],
                    cwd=REPO, env=env, check=True, capture_output=True)
     assert json.loads(metrics_file.read_text())["metrics"] == in_process and in_process
+
+
+def test_manifests_record_resolved_config_seed_and_inputs_and_a_new_seed_or_edit_reruns(tmp_path, capsys,
+                                                                                        monkeypatch):
+    """quantize / generate / rl manifests record the resolved LightningCLI config (seed included) and the manifest
+    hashes of the stages they read; that record is the whole up-to-date key: a new seed or an edited config fragment
+    reruns that stage and the ones reading it, nothing else."""
+    import shutil
+
+    import yaml
+
+    from deepinterestgr.artifacts import input_manifests, is_current, read_manifest, sha256_file
+    from deepinterestgr.pipeline import READS
+
+    monkeypatch.chdir(REPO)
+    exp = yaml.safe_load(_experiment(tmp_path).read_text())
+    model_cfg = tmp_path / "generator.yaml"
+    shutil.copy(REPO / "configs/model/generator_t5_tiny.yaml", model_cfg)
+    exp["generate"]["configs"][1] = str(model_cfg)
+    exp["rl"] = {"configs": [f"{REPO}/configs/trainer/cpu.yaml", f"{REPO}/configs/model/policy_qarm.yaml",
+                             f"{REPO}/configs/data/sequences_tiny.yaml"],
+                 "overrides": ["--model.candidates", "sample", "--model.beam_size", "10", "--trainer.max_steps", "2",
+                               "--trainer.val_check_interval", "2", "--trainer.logger", "false",
+                               "--trainer.enable_progress_bar", "false"]}
+    exp["baselines"] = []
+    path = tmp_path / "exp.yaml"
+
+    def pipeline() -> str:
+        path.write_text(yaml.safe_dump(exp))
+        assert main(["pipeline", "-c", str(path)]) == 0
+        return capsys.readouterr().out
+
+    pipeline()
+    run = tmp_path / "run"
+    manifests = {stage: read_manifest(run / stage) for stage in ("evidence", "quantize", "generate", "rl")}
+    for stage in ("quantize", "generate", "rl"):
+        recorded = manifests[stage]
+        assert recorded["config"]["seed_everything"] == 42, stage  # configs/trainer/cpu.yaml
+        assert recorded["config"]["data"]["init_args"]["run_dir"] == str(run), stage
+        assert "config" not in recorded["config"], "fragment paths are not part of the key, their values are"
+        assert is_current(run / stage, stage, recorded["config"], recorded["inputs"])
+        assert not is_current(run / stage, stage, {**recorded["config"], "seed_everything": 43}, recorded["inputs"])
+    for stage in ("generate", "rl"):
+        assert manifests[stage]["inputs"] == input_manifests(run, READS[stage]), stage
+        assert all(manifests[stage]["inputs"].values()) and set(manifests[stage]["inputs"]) == set(READS[stage])
+    assert manifests["rl"]["inputs"]["generate"] == sha256_file(run / "generate" / "manifest.json")
+    assert manifests["quantize"]["inputs"]["evidence"] == sha256_file(run / "evidence" / "manifest.json")
+    assert manifests["quantize"]["config"]["model"]["init_args"]["quantizer"]["init_args"]["codebook_size"] == 8
+    assert manifests["generate"]["config"]["model"]["init_args"]["generator"]["init_args"]["d_ff"] == 64
+    assert manifests["evidence"]["inputs"] == {"data": sha256_file(run / "data" / "manifest.json")}
+    assert manifests["evidence"]["config"] == exp["evidence"]
+    assert not (run / "pipeline_state.json").exists()
+
+    # a new seed for the generator: generate reruns, and rl, which reads it; quantize stays
+    exp["generate"]["overrides"] += ["--seed_everything", "43"]
+    out = pipeline()
+    assert "[quantize] up to date" in out and "[generate] done" in out and "[rl] done" in out
+    assert read_manifest(run / "generate")["config"]["seed_everything"] == 43
+    assert read_manifest(run / "rl")["config"]["seed_everything"] == 42
+    assert read_manifest(run / "rl")["inputs"]["generate"] == sha256_file(run / "generate" / "manifest.json")
+    assert (run / "generate" / "checkpoints.previous").is_dir(), "the fit of the old seed must not be resumed"
+
+    # an edited config fragment: its stage and the later ones rerun
+    model_cfg.write_text(model_cfg.read_text().replace("d_ff: 64", "d_ff: 48"))
+    out = pipeline()
+    assert "[evidence] up to date" in out and "[quantize] up to date" in out
+    assert "[generate] done" in out and "[rl] done" in out
+    assert read_manifest(run / "generate")["config"]["model"]["init_args"]["generator"]["init_args"]["d_ff"] == 48
+
+    assert pipeline().count("up to date (skipped)") == 5
 
 
 def test_unknown_from_stage_is_a_clear_error(tmp_path, monkeypatch, capsys):

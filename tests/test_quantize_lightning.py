@@ -113,24 +113,48 @@ def test_sids_deterministic_for_a_fixed_seed(tmp_path):
 
 
 def test_run_quantize_skips_when_the_config_is_unchanged(tmp_path):
+    from deepinterestgr.artifacts import is_current, read_manifest, sha256_file, write_manifest
+
     run = make_run(tmp_path / "run")
+    write_manifest(run / "evidence", "evidence", ["text_embeddings.safetensors"])
     overrides = [*SMALL, "--trainer.max_epochs", "1"]
     first = run_quantize(str(run), configs=[*CPU, RQKMEANS_CFG, DATA_CFG], overrides=overrides)
     manifest = run / "quantize/manifest.json"
     stamp = manifest.stat().st_mtime_ns
+    # the manifest records the resolved config, seed included, and the hashes of what the stage read
+    recorded = read_manifest(run / "quantize")
+    assert recorded["config"]["seed_everything"] == 42  # configs/trainer/cpu.yaml
+    assert recorded["config"]["model"]["init_args"]["quantizer"]["init_args"]["codebook_size"] == 16
+    assert recorded["inputs"] == {"evidence": sha256_file(run / "evidence/manifest.json"),
+                                  "evidence/text_embeddings.safetensors":
+                                      sha256_file(run / "evidence/text_embeddings.safetensors")}
+    assert is_current(run / "quantize", "quantize", recorded["config"], recorded["inputs"])
+    assert not is_current(run / "quantize", "quantize", {**recorded["config"], "seed_everything": 7},
+                          recorded["inputs"])
+    assert not is_current(run / "quantize", "quantize", recorded["config"], {**recorded["inputs"], "evidence": "0"})
     assert run_quantize(str(run), configs=[*CPU, RQKMEANS_CFG, DATA_CFG], overrides=overrides) == first
     assert manifest.stat().st_mtime_ns == stamp
-    # another setting -> another hash -> retrained
+    # another setting -> another record -> retrained
     run_quantize(str(run), configs=[*CPU, RQKMEANS_CFG, DATA_CFG],
                  overrides=[*overrides, "--model.quantizer.init_args.seed", "1"])
+    assert manifest.stat().st_mtime_ns != stamp
+    # another seed alone -> retrained, and recorded
+    stamp = manifest.stat().st_mtime_ns
+    run_quantize(str(run), configs=[*CPU, RQKMEANS_CFG, DATA_CFG],
+                 overrides=[*overrides, "--model.quantizer.init_args.seed", "1", "--seed_everything", "7"])
+    assert manifest.stat().st_mtime_ns != stamp and read_manifest(run / "quantize")["config"]["seed_everything"] == 7
+    # a rewritten upstream manifest (the evidence stage reran) -> retrained
+    stamp = manifest.stat().st_mtime_ns
+    write_manifest(run / "evidence", "evidence", ["text_embeddings.safetensors"], summary={"rerun": True})
+    run_quantize(str(run), configs=[*CPU, RQKMEANS_CFG, DATA_CFG],
+                 overrides=[*overrides, "--model.quantizer.init_args.seed", "1", "--seed_everything", "7"])
     assert manifest.stat().st_mtime_ns != stamp
 
 
 def test_plain_python_fit_without_the_cli(tmp_path):
     from lightning.pytorch import Trainer
 
-    from deepinterestgr.artifacts import read_manifest
-    from deepinterestgr.quantize.module import quantize_config_hash
+    from deepinterestgr.artifacts import verify_manifest
     from deepinterestgr.quantize.rqkmeans import RQKMeans
 
     run = make_run(tmp_path / "run")
@@ -141,7 +165,9 @@ def test_plain_python_fit_without_the_cli(tmp_path):
     trainer.fit(model, datamodule=dm)
     metrics = check_artifacts(run, 200)
     assert metrics["collision_rate"] == 0.0  # 200 items, 16 x 16 prefixes, distinct last level
-    assert read_manifest(run / "quantize")["config_hash"] == quantize_config_hash(model, dm, trainer)
+    # the manifest vouches for the files; with no resolved config to record, it makes no claim to be current
+    manifest = verify_manifest(run / "quantize", "quantize")
+    assert manifest["files"] and not {"config", "inputs", "config_hash"} & set(manifest)
 
 
 def test_missing_or_bad_embeddings_name_the_file_and_the_fix(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from deepinterestgr.training import EpochBatchSampler, ResumableDataLoader, StepSeed
+from deepinterestgr.training import EpochBatchSampler, ResumableDataLoader, StepSeed, resumable_checkpoint
 
 
 def _epoch(sampler: EpochBatchSampler, epoch: int) -> list[list[int]]:
@@ -106,3 +106,50 @@ def test_step_seed_draws_depend_on_the_step_not_on_history():
     restored = StepSeed()
     restored.load_state_dict(cb.state_dict())
     assert restored.seed == 11
+
+
+def test_a_checkpoint_resumes_only_under_the_stage_record_its_manifest_would_hold(tmp_path, capsys):
+    import json
+
+    from deepinterestgr.artifacts import stage_record
+
+    stage = tmp_path / "generate"
+    config, inputs = {"seed_everything": 42, "model": {"lr": 0.01}}, {"data": "a", "quantize": "b"}
+    assert resumable_checkpoint(stage, config, inputs) is None  # nothing to resume; the fit's record is written
+    assert json.loads((stage / "fit_record.json").read_text()) == stage_record(config, inputs)
+    (stage / "checkpoints").mkdir()
+    (stage / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    assert resumable_checkpoint(stage, config, inputs) == stage / "checkpoints" / "last.ckpt"
+    assert resumable_checkpoint(stage, {**config, "model": {"lr": 0.01}}, dict(inputs)) is not None  # equal values
+    # another seed, or another upstream manifest: the old checkpoint is moved aside, never resumed
+    assert resumable_checkpoint(stage, {**config, "seed_everything": 7}, inputs) is None
+    assert (stage / "checkpoints.previous" / "last.ckpt").exists() and not (stage / "checkpoints").exists()
+    assert json.loads((stage / "fit_record.json").read_text())["config"]["seed_everything"] == 7
+    (stage / "checkpoints").mkdir()
+    (stage / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    assert resumable_checkpoint(stage, {**config, "seed_everything": 7}, {**inputs, "quantize": "c"}) is None
+    (stage / "checkpoints").mkdir()
+    (stage / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    assert resumable_checkpoint(stage, {**config, "seed_everything": 7}, {**inputs, "quantize": "c"}, fresh=True) is None
+    assert "a fresh fit was asked for" in capsys.readouterr().out
+
+
+def test_the_cli_hands_its_resolved_seed_to_modules_and_datamodules(tmp_path, monkeypatch):
+    """Not through PL_GLOBAL_SEED: an earlier run in the same process may have left another seed there."""
+    from pathlib import Path
+
+    from deepinterestgr.lightning_configs import resolved_config, run_lightning
+
+    repo = Path(__file__).resolve().parents[1]
+    args = [x for c in ("trainer/cpu.yaml", "model/generator_t5_tiny.yaml", "data/sequences_tiny.yaml")
+            for x in ("-c", str(repo / "configs" / c))]
+    cli = run_lightning([*args, "--data.run_dir", str(tmp_path), "--seed_everything", "7"], run=False)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "5")
+    assert cli.model.run_seed() == 7 and cli.datamodule.run_seed() == 7
+    assert resolved_config(cli)["seed_everything"] == 7
+    drawn = run_lightning([*args, "--data.run_dir", str(tmp_path), "--seed_everything", "true"], run=False)
+    seed = resolved_config(drawn)["seed_everything"]
+    assert isinstance(seed, int) and not isinstance(seed, bool) and drawn.datamodule.run_seed() == seed
+    step_seed = StepSeed()
+    step_seed.setup(None, cli.model, "fit")
+    assert step_seed.seed == 7

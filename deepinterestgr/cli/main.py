@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -152,14 +153,10 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
-def build_function_parser(function, *, prog: str):
-    """Options from the function's signature and docstring; `-c/--config FILE.yaml` supplies any of them."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+def build_function_parser(function, *, prog: str, exit_on_error: bool = True):
+    from deepinterestgr.config_files import function_parser
 
-    parser = ArgumentParser(prog=prog, description=(function.__doc__ or "").strip().split("\n\n")[0], default_env=False)
-    parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML file with any of the options below")
-    parser.add_function_arguments(function, as_positional=False)
-    return parser
+    return function_parser(function, prog=prog, exit_on_error=exit_on_error)
 
 
 #: options that take no value (everything else that is followed by no value is a boolean switched on)
@@ -208,13 +205,45 @@ def _boolean_parameters(function) -> set[str]:
 
 
 def _run_function(function, args: list[str], *, prog: str):
-    parser = build_function_parser(function, prog=prog)
-    cfg = parser.parse_args(bare_flags(args, _boolean_parameters(function)))
-    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
-    kwargs = instantiate(cfg).as_dict()
-    kwargs.pop("config", None)
-    kwargs.pop("__path__", None)
-    return function(**kwargs)
+    from jsonargparse import ArgumentError
+
+    from deepinterestgr.config_files import instantiate_arguments
+
+    parser = build_function_parser(function, prog=prog, exit_on_error=False)
+    args = bare_flags(args, _boolean_parameters(function))
+    try:
+        cfg = parser.parse_args(args)
+    except ArgumentError as e:
+        _check_given_class_paths(function, args)  # a misspelt plugin class: the close matches, not a type dump
+        raise ValueError(f"{e} (`{prog} --help` lists the options)") from e
+    return function(**instantiate_arguments(parser, cfg))
+
+
+def _check_given_class_paths(function, args: list[str]) -> None:
+    """Run `check_class_paths` on the plugin classes named on the command line and in its `-c` files."""
+    import yaml
+
+    from deepinterestgr.config_files import check_class_paths
+
+    given: dict = {}
+    for i, arg in enumerate(args):
+        if arg in ("-c", "--config") and i + 1 < len(args):
+            loaded = yaml.safe_load(Path(args[i + 1]).read_text(encoding="utf-8")) if Path(args[i + 1]).is_file() \
+                else None
+            if isinstance(loaded, dict):
+                check_class_paths(function, loaded, where=args[i + 1])
+        elif arg.startswith("--") and "." not in arg:
+            name, _, value = arg[2:].partition("=")
+            value = value or (args[i + 1] if i + 1 < len(args) else "")
+            try:
+                parsed = yaml.safe_load(value) if value else None
+            except yaml.YAMLError:
+                continue
+            if isinstance(parsed, str):
+                parsed = {"class_path": parsed}
+            if isinstance(parsed, dict):
+                given[name] = parsed
+    check_class_paths(function, given, where="the command line")
 
 
 def _print_result(words: tuple[str, ...], result) -> None:

@@ -9,8 +9,9 @@ def list_plugins_command(kind: str | None = None, pattern: str = "*") -> None:
     """Print every registered plugin: kind, name, the distribution that registered it, and a one-line description.
 
     Args:
-        kind: only this kind (one of dataset_reader, cmsa_branch, intent_miner, quality_judge, text_encoder,
-            collaborative_source, quantizer, generator, reward).
+        kind: only this kind (one of dataset_reader, captioner, image_encoder, intent_miner, quality_judge,
+            text_encoder, collaborative_source, attribute_source, quantizer, generator, reward). The class column is
+            what a config names as `class_path`.
         pattern: fnmatch pattern on plugin names, e.g. "rq*".
     """
     registry = get_registry()

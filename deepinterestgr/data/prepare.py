@@ -11,8 +11,9 @@ from deepinterestgr.artifacts import (
     MANIFEST,
     atomic_write_json,
     atomic_write_jsonl,
-    manifest_matches,
+    is_current,
     stable_hash,
+    stage_record,
     write_manifest,
 )
 from deepinterestgr.data.preprocess import TEXT_FIELDS, dataset_stats, preprocess
@@ -70,9 +71,8 @@ def prepare_dataset(
         "min_interactions": min_interactions, "strict": strict, "reader_args": dict(reader_args or {}),
         "prepare_version": PREPARE_VERSION,
     }
-    config_hash = stable_hash(config)
-    inputs_hash = stable_hash(input_fingerprint(root))
-    if manifest_matches(data_dir, config_hash=config_hash, inputs_hash=inputs_hash):
+    inputs = {"raw_files": stable_hash(input_fingerprint(root))}  # the data stage reads files, no upstream stage
+    if is_current(data_dir, STAGE, config, inputs):
         log.info("%s is up to date (same config and inputs); nothing to do", data_dir)
         from deepinterestgr.data.io import load_stats
 
@@ -94,7 +94,7 @@ def prepare_dataset(
     files += plugin.write_extras(data_dir, prepared.items)
     # stats.json stays a pure function of config and inputs (no timings), so identical reruns hash identically
     atomic_write_json(data_dir / "stats.json", stats)
-    write_manifest(data_dir, STAGE, files, config=config, config_hash=config_hash, inputs_hash=inputs_hash,
+    write_manifest(data_dir, STAGE, files, **stage_record(config, inputs),
                    counts={k: stats[k] for k in ("users", "items", "interactions")})
     seconds = time.perf_counter() - started
     log.info("wrote %s in %.1f s", data_dir, seconds)

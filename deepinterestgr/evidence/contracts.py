@@ -1,12 +1,18 @@
 """Contracts of the evidence plugin kinds. Each is small: one method that does the work, plus `describe()`,
-which returns the JSON-able identity (model id + settings) used in cache keys and manifests."""
+which returns the JSON-able identity (model id + settings) used in cache keys and manifests.
+
+Plugins are typed constructor arguments of the evidence stage (`class_path` / `init_args` in its YAML, as for every
+other stage); they remember their constructor arguments (`init_config()`), which the stage's manifest records so
+`dig items add` can rebuild them."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
+
+from deepinterestgr.init_args import RecordsInitArgs
 
 if TYPE_CHECKING:  # heavy imports stay out of module import
     import torch
@@ -15,7 +21,7 @@ if TYPE_CHECKING:  # heavy imports stay out of module import
     from deepinterestgr.data.schema import Item
 
 
-class EvidencePlugin(ABC):
+class EvidencePlugin(RecordsInitArgs, ABC):
     def describe(self) -> dict:
         """Identity for cache keys and manifests: class, model id and every setting that changes the output."""
         return {"class": type(self).__name__}
@@ -78,14 +84,31 @@ class QualityJudge(EvidencePlugin):
         return [JudgeResult(labels=list(map(int, labels))) for labels in self.judge(items, descriptors)]
 
 
-class CMSABranch(EvidencePlugin):
-    """A cross-modal branch. `branch` says which: "caption" (image -> text) or "image" (image -> features)."""
+class SharesTextEncoder:
+    """A plugin that embeds text (the zero-shot miner, the rule judge). Given no `text_encoder` of its own it uses the
+    evidence stage's, so the stage, the miner and the judge load one model and embed each item text once."""
 
-    branch: ClassVar[str]
+    text_encoder: TextEncoder | None = None
+    _stage_encoder: TextEncoder | None = None
+
+    def needs_text_encoder(self) -> bool:
+        """True when this plugin embeds text and was given no encoder of its own."""
+        return self.text_encoder is None
+
+    def share_text_encoder(self, encoder: TextEncoder | None) -> None:
+        self._stage_encoder = encoder
+
+    @property
+    def encoder(self) -> TextEncoder:
+        encoder = self.text_encoder or self._stage_encoder
+        if encoder is None:
+            raise ValueError(f"{type(self).__name__} embeds text but has no text encoder: give it "
+                             "init_args.text_encoder, or set the evidence stage's text_encoder (it shares that one)")
+        return encoder
 
 
-class Captioner(CMSABranch):
-    branch: ClassVar[str] = "caption"
+class Captioner(EvidencePlugin):
+    """CMSA caption branch: images -> recommendation-oriented captions (text the enriched item text includes)."""
 
     @abstractmethod
     def caption(self, images: Sequence["Image.Image"], items: Sequence["Item"]) -> list[str]: ...
@@ -119,8 +142,8 @@ class AttributeSource(EvidencePlugin):
     def embed(self, attributes: list[list[str]]) -> "torch.Tensor": ...
 
 
-class ImageEncoder(CMSABranch):
-    branch: ClassVar[str] = "image"
+class ImageEncoder(EvidencePlugin):
+    """CMSA image branch: images -> pooled features of a frozen encoder (fused with the text before quantization)."""
 
     @property
     @abstractmethod

@@ -10,7 +10,7 @@ from deepinterestgr.artifacts import stable_hash
 from deepinterestgr.data.schema import Item
 from deepinterestgr.evidence.cache import model_identity
 from deepinterestgr.evidence.constrained import labels_schema
-from deepinterestgr.evidence.contracts import Descriptor, JudgeResult, QualityJudge
+from deepinterestgr.evidence.contracts import Descriptor, JudgeResult, QualityJudge, SharesTextEncoder, TextEncoder
 from deepinterestgr.evidence.llm import PACKAGED_SMOLLM2, ChatGenerator, load_causal_lm
 from deepinterestgr.evidence.miners import complete_with_repair
 from deepinterestgr.evidence.parsing import parse_labels
@@ -42,12 +42,13 @@ def content_words(text: str) -> set[str]:
     return {_stem(w) for w in TOKEN.findall(text.lower()) if w not in STOP_WORDS}
 
 
-class RuleQualityJudge(QualityJudge):
+class RuleQualityJudge(SharesTextEncoder, QualityJudge):
     """Cheap rules, no model: a descriptor is accepted when it is
     specific (≥ `min_words` words, ≤ `max_words`, not only generic words), and
-    grounded: shares a non-generic content word with the item text (`lexical=True`), or — when `text_encoder` is
-    set — has cosine ≥ `min_cosine` with the whole item text or one of its lines/sentences. "Actionable" is
-    approximated by the length window: a usage situation, not a sentence.
+    grounded: shares a non-generic content word with the item text (`lexical=True`), or — with
+    `embedding_grounding` (by `text_encoder`; None shares the evidence stage's) — has cosine ≥ `min_cosine` with
+    the whole item text or one of its lines/sentences. "Actionable" is approximated by the length window: a usage
+    situation, not a sentence.
     Measured on the synthetic catalog (zero-shot descriptors, truth known): accepting at segment cosine ≥ 0.5
     gives precision 0.31 / recall 0.43 against a 0.14 base rate; whole-text cosine ≥ 0.3 was no better than chance.
     Caveat: when the miner ranks by the same encoder, embedding grounding is partly circular."""
@@ -57,29 +58,30 @@ class RuleQualityJudge(QualityJudge):
         *,
         min_words: int = 2,
         max_words: int = 8,
-        text_encoder: str | None = "minilm-packaged",
-        text_encoder_args: dict | None = None,
+        embedding_grounding: bool = True,
+        text_encoder: TextEncoder | None = None,
         min_cosine: float = 0.5,
         lexical: bool = True,
     ) -> None:
         self.min_words, self.max_words, self.min_cosine, self.lexical = min_words, max_words, min_cosine, lexical
-        # descriptors repeat across items (a vocabulary miner has ~100): embed each distinct one once
+        self.embedding_grounding = embedding_grounding
+        self.text_encoder = text_encoder
+        # descriptors repeat across items (a vocabulary miner has ~100): embed each distinct one once per encoder
         self._descriptor_embeddings: dict[str, "torch.Tensor"] = {}
-        self.encoder = None
-        if text_encoder:
-            from deepinterestgr.evidence.text_encoders import shared_text_encoder
-
-            self.encoder = shared_text_encoder(text_encoder, text_encoder_args)
+        self._embedded_by: int | None = None
 
     @classmethod
     def for_contract_test(cls) -> "RuleQualityJudge":
-        return cls(text_encoder=None)
+        return cls(embedding_grounding=False)
+
+    def needs_text_encoder(self) -> bool:
+        return self.embedding_grounding and self.text_encoder is None
 
     def describe(self) -> dict:
         return {"class": type(self).__name__, "min_words": self.min_words, "max_words": self.max_words,
                 "min_cosine": self.min_cosine, "lexical": self.lexical, "grounding": "max-segment-cosine",
                 "generic_words": stable_hash(sorted(GENERIC_WORDS))[:16],
-                "text_encoder": self.encoder.describe() if self.encoder else None}
+                "text_encoder": self.encoder.describe() if self.embedding_grounding else None}
 
     def judge(self, items: Sequence[Item], descriptors: Sequence[Sequence[Descriptor]]) -> list[list[int]]:
         return [r.labels for r in self.judge_detailed(items, descriptors)]
@@ -103,11 +105,13 @@ class RuleQualityJudge(QualityJudge):
         return results
 
     def _cosines(self, texts: list[str], descriptors) -> list[list[float | None]]:
-        if self.encoder is None:
+        if not self.embedding_grounding:
             return [[None] * len(d) for d in descriptors]
         flat = [d.descriptor for descs in descriptors for d in descs]
         if not flat:
             return [[] for _ in descriptors]
+        if self._embedded_by != id(self.encoder):
+            self._descriptor_embeddings, self._embedded_by = {}, id(self.encoder)
         new = sorted({t for t in flat if t not in self._descriptor_embeddings})
         if new:
             if len(self._descriptor_embeddings) > 100_000:  # free-text miners: bound the memo

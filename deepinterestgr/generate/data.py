@@ -26,7 +26,7 @@ from deepinterestgr.artifacts import ArtifactError, read_jsonl
 from deepinterestgr.data.split import VALID_SAMPLE_SEED, validation_sample
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.quantize.sid import SIDTable
-from deepinterestgr.training import EpochBatchSampler, ResumableDataLoader, global_seed
+from deepinterestgr.training import EpochBatchSampler, ResumableDataLoader, Seeded
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class _ExampleIndex(Dataset):
         return i if self.order is None else int(self.order[i])
 
 
-class SequenceDataModule(LightningDataModule):
+class SequenceDataModule(Seeded, LightningDataModule):
     """Reads `<run>/data/sequences.jsonl` and `<run>/quantize/sid_table.*`; serves leave-one-out batches."""
 
     def __init__(
@@ -270,7 +270,7 @@ class SequenceDataModule(LightningDataModule):
         n = self.num_examples("train")
         return ResumableDataLoader(
             _ExampleIndex(n),
-            batch_sampler=EpochBatchSampler(n, batch_size=self.batch_size, seed=global_seed(), lengths=lengths),
+            batch_sampler=EpochBatchSampler(n, batch_size=self.batch_size, seed=self.run_seed() or 0, lengths=lengths),
             num_workers=self.num_workers,
             collate_fn=lambda idx: self.make_batch("train", idx),
             persistent_workers=self.num_workers > 0,

@@ -29,14 +29,14 @@ from deepinterestgr.generate.ranker import (
 from deepinterestgr.generate.tokenizer import PAD, SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
 from deepinterestgr.init_args import plugin_hparams_as_configs
-from deepinterestgr.training import StepSeed
+from deepinterestgr.training import Seeded, StepSeed
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_TOKENIZER_KEY = "sid_tokenizer"
 
 
-class GeneratorModule(LightningModule):
+class GeneratorModule(Seeded, LightningModule):
     def __init__(
         self,
         *,

@@ -63,16 +63,19 @@ def write_report(path: Path, codes: torch.Tensor, codebook_size: int, collapsed:
     plt.close(fig)
 
 
-def write_quantize_artifacts(out_dir: str | Path, codes: torch.Tensor, *, codebook_size: int, config_hash: str,
-                             extra_files: list[str] = (), meta: dict | None = None,
+def write_quantize_artifacts(out_dir: str | Path, codes: torch.Tensor, *, codebook_size: int,
+                             record: dict | None = None, extra_files: list[str] = (), meta: dict | None = None,
                              min_perplexity_share: float = MIN_PERPLEXITY_SHARE) -> dict:
     """Assign SIDs (suffix only for colliding items) and write table, metrics, report and manifest. Returns metrics.
+
+    `record` (`artifacts.stage_record`) goes into the manifest; without it the manifest vouches for the files only,
+    and the stage is not current until one is added (`run_quantize` does after the module's fit).
 
     Levels whose perplexity is below `min_perplexity_share` of min(codebook size, items) are listed in
     `metrics["collapsed_levels"]`, logged as a warning and drawn in red in the report."""
     out_dir = Path(out_dir)
     codes = codes.long().cpu()
-    table = assign_sids(codes, codebook_size=codebook_size, meta={"config_hash": config_hash, **(meta or {})})
+    table = assign_sids(codes, codebook_size=codebook_size, meta=dict(meta or {}))
     table.check_unique()
     metrics = code_table_metrics(codes, codebook_size)
     metrics |= {"num_sids_unique": int(torch.unique(table.full(), dim=0).shape[0]), "num_suffix": table.num_suffix,
@@ -88,7 +91,7 @@ def write_quantize_artifacts(out_dir: str | Path, codes: torch.Tensor, *, codebo
     files = table.save(out_dir)
     atomic_write_json(out_dir / METRICS_FILE, metrics)
     write_report(out_dir / REPORT_FILE, codes, codebook_size, collapsed)
-    write_manifest(out_dir, STAGE, [*files, METRICS_FILE, REPORT_FILE, *extra_files], config_hash=config_hash)
+    write_manifest(out_dir, STAGE, [*files, METRICS_FILE, REPORT_FILE, *extra_files], **(record or {}))
     log.info("quantize: %d items, collision rate %.4f (prefixes %s), usage %s, perplexity %s -> %s",
              metrics["num_items"], metrics["collision_rate"], [round(c, 4) for c in metrics["prefix_collision_rate"]],
              metrics["usage"], [round(p, 1) for p in metrics["perplexity"]], out_dir)

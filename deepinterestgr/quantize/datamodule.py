@@ -20,7 +20,7 @@ from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset
 
 from deepinterestgr.artifacts import ArtifactError
-from deepinterestgr.training import EpochBatchSampler, ResumableDataLoader, global_seed
+from deepinterestgr.training import EpochBatchSampler, ResumableDataLoader, Seeded
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class ItemVectors(Dataset):
         return row
 
 
-class EmbeddingDataModule(LightningDataModule):
+class EmbeddingDataModule(Seeded, LightningDataModule):
     """Item embeddings of one run directory. Train batches are shuffled items; `table()` is the whole table in order.
 
     Args (keyword-only):
@@ -205,6 +205,6 @@ class EmbeddingDataModule(LightningDataModule):
             return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
                               drop_last=False, persistent_workers=self.num_workers > 0)
         # batch order from (seed, epoch) only: a fit resumed from its last checkpoint trains on the same batches
-        sampler = EpochBatchSampler(len(dataset), batch_size=self.batch_size, seed=global_seed())
+        sampler = EpochBatchSampler(len(dataset), batch_size=self.batch_size, seed=self.run_seed() or 0)
         return ResumableDataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
                                    persistent_workers=self.num_workers > 0)

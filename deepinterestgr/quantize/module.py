@@ -24,7 +24,7 @@ from deepinterestgr.quantize.base import Quantizer
 from deepinterestgr.quantize.datamodule import EmbeddingDataModule
 from deepinterestgr.quantize.fusion import CMSAFusion
 from deepinterestgr.quantize.metrics import code_table_metrics
-from deepinterestgr.training import StepSeed
+from deepinterestgr.training import Seeded, StepSeed
 
 __all__ = ["EmbeddingDataModule", "QuantizerModule", "quantize_config_hash"]
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 DERIVED_HPARAMS = ("input_dim", "image_dim")
 
 
-class QuantizerModule(LightningModule):
+class QuantizerModule(Seeded, LightningModule):
     """Item vectors -> L codes per item.
 
     Args (keyword-only):
@@ -220,7 +220,7 @@ class QuantizerModule(LightningModule):
             seconds = time.perf_counter() - self._fit_started if self._fit_started else None
             write_quantize_artifacts(
                 out_dir, codes, codebook_size=self.quantizer.codebook_size,
-                config_hash=quantize_config_hash(self, dm, self.trainer), extra_files=[ckpt],
+                extra_files=[ckpt],
                 min_perplexity_share=self.hparams.min_perplexity_share,
                 meta={"quantizer": type(self.quantizer).__name__, "fit_seconds": seconds,
                       "epochs": self.current_epoch, "world_size": self.trainer.world_size},
@@ -249,7 +249,10 @@ def _jsonable(value):
 
 
 def quantize_config_hash(model: QuantizerModule, datamodule: EmbeddingDataModule, trainer) -> str:
-    """What determines the SID table: model and data settings, epochs, and the content of the input tensors."""
+    """A fingerprint of what determines the SID table: model and data settings, epochs, the input tensors' content.
+
+    No longer the stage's up-to-date key (that is the manifest's stage record, `artifacts.is_current`, written by
+    `run_quantize`); kept only while tests/test_collaborative.py, owned by the evidence refactor, still tests it."""
     model_hp = {k: v for k, v in dict(model.hparams).items() if k not in DERIVED_HPARAMS and not k.startswith("_")}
     data_hp = {k: v for k, v in dict(datamodule.hparams).items() if k not in ("num_workers",) and not k.startswith("_")}
     if not data_hp.get("use_collaborative"):  # off: the hash of runs made before the option existed stays valid

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import torch
 
-from deepinterestgr.artifacts import ArtifactError, atomic_write_json, sha256_file, stable_hash
+from deepinterestgr.artifacts import (
+    ArtifactError,
+    atomic_write_json,
+    input_manifests,
+    is_current,
+    sha256_file,
+    stage_record,
+)
 from deepinterestgr.quantize.artifacts import STAGE, write_quantize_artifacts
 
 log = logging.getLogger(__name__)
@@ -86,20 +93,20 @@ def import_sids(run_dir: str, sids_file: str, *, key: str = "source_id", codeboo
         key: match entries to catalog items by `source_id` (the release's own item id; default) or `item_id`.
         codebook_size: codes per level; default the largest code + 1 (LETTER's files use 256).
 
-    Skipped (metrics from disk) when `<run>/quantize` already holds this import of the same file and catalog.
+    Skipped (metrics from disk) when `<run>/quantize` already holds this import of the same file content and data
+    stage (`is_current`).
     """
-    from deepinterestgr.artifacts import manifest_matches
     from deepinterestgr.data.io import load_catalog
 
     if key not in KEYS:
         raise ValueError(f"key must be one of {KEYS}, got {key!r}")
     run, out_dir = Path(run_dir), Path(run_dir) / STAGE
     catalog = load_catalog(run)
-    config_hash = stable_hash({"import": sha256_file(sids_file) if Path(sids_file).is_file() else str(sids_file),
-                               "catalog": sha256_file(run / "data" / "catalog.jsonl"), "key": key,
-                               "codebook_size": codebook_size})
-    if manifest_matches(out_dir, stage=STAGE, config_hash=config_hash):
-        log.info("quantize: %s already holds this import (%s), skipping", out_dir, config_hash[:12])
+    config = {"sids_file": str(sids_file), "key": key, "codebook_size": codebook_size}
+    released = sha256_file(sids_file) if Path(sids_file).is_file() else None  # a missing file fails below, named
+    inputs = {**input_manifests(run, ["data"]), "sids_file": released}
+    if is_current(out_dir, STAGE, config, inputs):
+        log.info("quantize: %s already holds this import, skipping", out_dir)
         return json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
     keys = [str(getattr(item, key)) for item in catalog]
     codes, summary = read_released_sids(sids_file, keys)
@@ -107,10 +114,10 @@ def import_sids(run_dir: str, sids_file: str, *, key: str = "source_id", codeboo
     if int(codes.max()) >= size:
         raise ArtifactError(f"{sids_file}: code {int(codes.max())} does not fit codebook_size {size}; raise it.")
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"source": str(Path(sids_file).resolve()), "sha256": sha256_file(sids_file), "key": key, **summary}
-    atomic_write_json(out_dir / IMPORT_FILE, record)
-    metrics = write_quantize_artifacts(out_dir, codes, codebook_size=size, config_hash=config_hash,
-                                       extra_files=[IMPORT_FILE], meta={"imported_from": record["source"]})
+    provenance = {"source": str(Path(sids_file).resolve()), "sha256": released, "key": key, **summary}
+    atomic_write_json(out_dir / IMPORT_FILE, provenance)
+    metrics = write_quantize_artifacts(out_dir, codes, codebook_size=size, record=stage_record(config, inputs),
+                                       extra_files=[IMPORT_FILE], meta={"imported_from": provenance["source"]})
     log.info("quantize: imported %d items x %d levels from %s (collision rate %.4f: those items got a suffix)",
              len(catalog), summary["levels"], sids_file, metrics["collision_rate"])
     return metrics

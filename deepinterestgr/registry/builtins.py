@@ -17,10 +17,17 @@ def dig_register_dataset_reader(register):
 
 
 @hookimpl
-def dig_register_cmsa_branch(register):
-    from deepinterestgr.evidence.plugins import register_cmsa_branches
+def dig_register_captioner(register):
+    from deepinterestgr.evidence.plugins import register_captioners
 
-    register_cmsa_branches(register)
+    register_captioners(register)
+
+
+@hookimpl
+def dig_register_image_encoder(register):
+    from deepinterestgr.evidence.plugins import register_image_encoders
+
+    register_image_encoders(register)
 
 
 @hookimpl

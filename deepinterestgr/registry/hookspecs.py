@@ -26,8 +26,13 @@ def dig_register_dataset_reader(register: RegisterFn) -> None:
 
 
 @hookspec
-def dig_register_cmsa_branch(register: RegisterFn) -> None:
-    """Register CMSA branches: captioners and image encoders (`deepinterestgr.evidence.contracts.CMSABranch`)."""
+def dig_register_captioner(register: RegisterFn) -> None:
+    """Register CMSA captioners, image -> text (`deepinterestgr.evidence.contracts.Captioner`)."""
+
+
+@hookspec
+def dig_register_image_encoder(register: RegisterFn) -> None:
+    """Register CMSA image encoders, image -> features (`deepinterestgr.evidence.contracts.ImageEncoder`)."""
 
 
 @hookspec

@@ -17,7 +17,8 @@ from deepinterestgr.registry.hookspecs import PROJECT
 #: `import deepinterestgr.registry` stays cheap (no torch / transformers at import).
 KINDS: dict[str, str] = {
     "dataset_reader": "deepinterestgr.data.readers.base:DatasetReader",
-    "cmsa_branch": "deepinterestgr.evidence.contracts:CMSABranch",
+    "captioner": "deepinterestgr.evidence.contracts:Captioner",
+    "image_encoder": "deepinterestgr.evidence.contracts:ImageEncoder",
     "intent_miner": "deepinterestgr.evidence.contracts:IntentMiner",
     "quality_judge": "deepinterestgr.evidence.contracts:QualityJudge",
     "text_encoder": "deepinterestgr.evidence.contracts:TextEncoder",

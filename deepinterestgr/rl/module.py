@@ -47,7 +47,7 @@ from deepinterestgr.init_args import plugin_hparams_as_configs
 from deepinterestgr.rl.grpo import group_advantages, grpo_loss
 from deepinterestgr.rl.rewards.base import Reward, RewardBatch
 from deepinterestgr.rl.rewards.composite import CompositeReward
-from deepinterestgr.training import StepSeed
+from deepinterestgr.training import Seeded, StepSeed
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ CHECKPOINT_GENERATOR_KEY = "policy_generator"
 KNOWN_EXTRAS = ("item_categories",)
 
 
-class PolicyModule(LightningModule):
+class PolicyModule(Seeded, LightningModule):
     def __init__(
         self,
         *,

@@ -35,7 +35,7 @@ EVIDENCE_ROLES = ("text_encoder", "intent_miner", "quality_judge", "captioner", 
 
 def read_new_items(path: Path, known_ids: set[str]) -> tuple[list[Item], list[dict]]:
     """Valid new catalog rows and the skipped ones ({"line", "reason", "raw"}), never silently dropped."""
-    from deepinterestgr.evidence.stage import _wrong_field_types
+    from deepinterestgr.evidence.inputs import wrong_field_types
 
     items, skipped, seen = [], [], set(known_ids)
     for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -59,7 +59,7 @@ def read_new_items(path: Path, known_ids: set[str]) -> tuple[list[Item], list[di
         except TypeError as e:
             skip(f"not a catalog row ({e}); fields are source_id, title, description, brand, categories, images")
             continue
-        wrong = _wrong_field_types(item)
+        wrong = wrong_field_types(item)
         if wrong:
             skip("; ".join(wrong))
         elif not item.source_id.strip():
@@ -73,15 +73,18 @@ def read_new_items(path: Path, known_ids: set[str]) -> tuple[list[Item], list[di
 
 
 def _evidence_settings(run: Path) -> dict:
+    """The run's evidence options as recorded in its manifest: each plugin's class_path / init_args (the
+    collaborative source is left out: new items have no training interactions, they get zero rows)."""
     path = run / "evidence" / "manifest.json"
     if not path.exists():
         raise ArtifactError(f"{path}: not found; `dig items add` embeds new items with the plugins of the run's "
                             "`evidence` stage, so run that stage in this run directory first")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    config = manifest.get("config", {})
-    plugins = manifest.get("plugins", {})
-    return {"roles": {role: plugins[role]["name"] if role in plugins else None for role in EVIDENCE_ROLES},
-            "plugin_args": {r: a for r, a in config.get("plugin_args", {}).items() if r in EVIDENCE_ROLES},
+    config = json.loads(path.read_text(encoding="utf-8")).get("config", {})
+    if "plugins" not in config:
+        raise ArtifactError(f"{path}: written by an older evidence stage (no plugin configs); rerun the `evidence` "
+                            "stage of this run (`dig pipeline ... --from evidence`: its cache makes that cheap)")
+    plugins = config["plugins"]
+    return {"options": {role: cfg for role, cfg in plugins.items() if role in EVIDENCE_ROLES},
             "max_text_chars": int(config.get("max_text_chars", 2000)),
             "collaborative": "collaborative" in plugins}
 
@@ -156,7 +159,7 @@ def add_items(run_dir: str, items: str, batch_size: int = 64, cache_dir: str | N
         batch_size: items per evidence plugin call.
         cache_dir: evidence cache folder (default `<run>/evidence/cache`, where the evidence stage keeps it).
     """
-    from deepinterestgr.evidence.stage import run_evidence
+    from deepinterestgr.evidence.stage import evidence_arguments, run_evidence
     from deepinterestgr.quantize.module import QuantizerModule
 
     started = time.time()
@@ -179,10 +182,9 @@ def add_items(run_dir: str, items: str, batch_size: int = 64, cache_dir: str | N
         if new:
             atomic_write_jsonl(scratch / "data" / "catalog.jsonl",
                                (Item(**{**it.to_json(), "item_id": k}).to_json() for k, it in enumerate(new)))
-            evidence = run_evidence(str(scratch), **settings["roles"], collaborative=None,
-                                    plugin_args=settings["plugin_args"], batch_size=batch_size,
-                                    max_text_chars=settings["max_text_chars"],
-                                    cache_dir=cache_dir or str(run / "evidence" / "cache"))
+            evidence = run_evidence(**evidence_arguments(
+                settings["options"], run_dir=str(scratch), batch_size=batch_size,
+                max_text_chars=settings["max_text_chars"], cache_dir=cache_dir or str(run / "evidence" / "cache")))
             for reason, count in (evidence.get("failures") or {}).items():
                 if count:
                     log.warning("items add: evidence branch %s failed on %d new items (see %s)", reason, count,

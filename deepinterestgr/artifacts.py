@@ -2,7 +2,8 @@
 
 Every stage writes its files through `atomic_write*` (temp file + `os.replace`, so a killed process never leaves a
 half-written artifact) and records them in `<stage>/manifest.json` with their SHA-256. `verify_manifest` is called
-on load: a truncated or edited artifact fails with the file name and the stage to rerun.
+on load: a truncated or edited artifact fails with the file name and the stage to rerun. The manifest also records how
+the stage was made (`stage_record`: resolved config and input manifest hashes), which is all `is_current` compares.
 """
 
 from __future__ import annotations

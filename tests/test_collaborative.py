@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -211,30 +210,6 @@ def test_datamodule_errors_name_the_file(tmp_path):
         EmbeddingDataModule(run_dir=str(run), use_collaborative=True).setup("fit")
     with pytest.raises(ValueError, match="collaborative_weight"):
         EmbeddingDataModule(run_dir=str(run), use_collaborative=True, collaborative_weight=-1.0)
-
-
-def test_quantize_hash_covers_the_collaborative_file_and_keeps_old_hashes(tmp_path):
-    from deepinterestgr.quantize.module import QuantizerModule, quantize_config_hash
-    from deepinterestgr.quantize.rqkmeans import RQKMeans
-
-    run = write_evidence(tmp_path / "run", text=torch.randn(6, 5), collab=torch.randn(6, 4))
-    model = QuantizerModule(quantizer=RQKMeans(codebook_size=4))
-    trainer = SimpleNamespace(max_epochs=1, max_steps=-1)
-
-    def hash_of(**kwargs) -> str:
-        return quantize_config_hash(model, EmbeddingDataModule(run_dir=str(run), **kwargs), trainer)
-
-    off = hash_of()
-    legacy = EmbeddingDataModule(run_dir=str(run))  # as a datamodule from before the options existed
-    for key in ("use_collaborative", "collaborative_weight"):
-        legacy.hparams.pop(key)
-    assert quantize_config_hash(model, legacy, trainer) == off, "runs made before the option must stay up to date"
-    assert hash_of(collaborative_weight=3.0) == off  # the weight means nothing while the option is off
-    on = hash_of(use_collaborative=True)
-    assert on != off and hash_of(use_collaborative=True, collaborative_weight=0.5) != on
-    save_file({"embeddings": torch.randn(6, 4)}, str(run / "evidence/collab_embeddings.safetensors"))
-    assert hash_of(use_collaborative=True) != on, "new collaborative embeddings must retrain the quantizer"
-    assert hash_of() == off
 
 
 def test_collab_config_fits_a_quantizer_through_the_stage(tmp_path):

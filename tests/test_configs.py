@@ -161,7 +161,7 @@ def test_prepare_config_parses(path):
 
 @pytest.mark.parametrize("path", sorted((CONFIGS / "trainer").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_trainer_fragment_sets_its_seed(path):
-    # a fragment without its own seed inherits whatever PL_GLOBAL_SEED an earlier in-process stage left behind
+    # a fragment without its own seed gets LightningCLI's `seed_everything: true`: a new random seed every run
     assert isinstance((yaml.safe_load(path.read_text()) or {}).get("seed_everything"), int), path
 
 

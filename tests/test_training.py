@@ -130,7 +130,8 @@ def test_a_checkpoint_resumes_only_under_the_stage_record_its_manifest_would_hol
     assert resumable_checkpoint(stage, {**config, "seed_everything": 7}, {**inputs, "quantize": "c"}) is None
     (stage / "checkpoints").mkdir()
     (stage / "checkpoints" / "last.ckpt").write_bytes(b"weights")
-    assert resumable_checkpoint(stage, {**config, "seed_everything": 7}, {**inputs, "quantize": "c"}, fresh=True) is None
+    newer = {**config, "seed_everything": 7}, {**inputs, "quantize": "c"}
+    assert resumable_checkpoint(stage, *newer, fresh=True) is None
     assert "a fresh fit was asked for" in capsys.readouterr().out
 
 

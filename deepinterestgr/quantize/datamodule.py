@@ -111,7 +111,7 @@ class EmbeddingDataModule(Seeded, LightningDataModule):
 
     @property
     def input_files(self) -> list[Path]:
-        """The evidence files the quantizer input is built from (their content is part of quantize's config hash)."""
+        """The evidence files the quantizer input is built from (`run_quantize` records their content as inputs)."""
         text = self.evidence_dir / TEXT_FILE
         files = [text] if not self._extra_parts() or text.exists() else []
         files += [self.evidence_dir / f for f, _, _, _ in self._extra_parts()]

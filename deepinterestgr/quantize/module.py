@@ -8,7 +8,6 @@ run a single epoch.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 
@@ -17,7 +16,6 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import OptimizerCallable
 
-from deepinterestgr.artifacts import sha256_file, stable_hash
 from deepinterestgr.init_args import plugin_hparams_as_configs
 from deepinterestgr.quantize.artifacts import write_quantize_artifacts
 from deepinterestgr.quantize.base import Quantizer
@@ -26,12 +24,9 @@ from deepinterestgr.quantize.fusion import CMSAFusion
 from deepinterestgr.quantize.metrics import code_table_metrics
 from deepinterestgr.training import Seeded, StepSeed
 
-__all__ = ["EmbeddingDataModule", "QuantizerModule", "quantize_config_hash"]
+__all__ = ["EmbeddingDataModule", "QuantizerModule"]
 
 log = logging.getLogger(__name__)
-
-#: hyper-parameters derived from the data, not chosen by the user: excluded from the config hash
-DERIVED_HPARAMS = ("input_dim", "image_dim")
 
 
 class QuantizerModule(Seeded, LightningModule):
@@ -226,46 +221,3 @@ class QuantizerModule(Seeded, LightningModule):
                       "epochs": self.current_epoch, "world_size": self.trainer.world_size},
             )
         self.trainer.strategy.barrier("quantize_artifacts")
-
-
-def _jsonable(value):
-    """Hyper-parameters as stable JSON: classes and functions by import path, modules by class and init values."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, torch.nn.Module):
-        params = inspect.signature(type(value).__init__).parameters
-        init = {k: _jsonable(getattr(value, k)) for k in params
-                if k != "self" and k not in DERIVED_HPARAMS and hasattr(value, k)}
-        return {"class_path": f"{type(value).__module__}.{type(value).__qualname__}", "init_args": init}
-    if hasattr(value, "__qualname__"):
-        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
-    if hasattr(value, "func") and hasattr(value, "keywords"):  # functools.partial (OptimizerCallable from the CLI)
-        return {"func": _jsonable(value.func), "args": _jsonable(value.args), "keywords": _jsonable(value.keywords)}
-    return repr(value)
-
-
-def quantize_config_hash(model: QuantizerModule, datamodule: EmbeddingDataModule, trainer) -> str:
-    """A fingerprint of what determines the SID table: model and data settings, epochs, the input tensors' content.
-
-    No longer the stage's up-to-date key (that is the manifest's stage record, `artifacts.is_current`, written by
-    `run_quantize`); kept only while tests/test_collaborative.py, owned by the evidence refactor, still tests it."""
-    model_hp = {k: v for k, v in dict(model.hparams).items() if k not in DERIVED_HPARAMS and not k.startswith("_")}
-    data_hp = {k: v for k, v in dict(datamodule.hparams).items() if k not in ("num_workers",) and not k.startswith("_")}
-    if not data_hp.get("use_collaborative"):  # off: the hash of runs made before the option existed stays valid
-        data_hp.pop("use_collaborative", None)
-        data_hp.pop("collaborative_weight", None)
-    if not data_hp.get("use_attributes"):
-        data_hp.pop("use_attributes", None)
-        data_hp.pop("attribute_weight", None)
-    inputs = {p.name: sha256_file(p) for p in datamodule.input_files if p.exists()}
-    # Lightning fills an unset max_epochs (1000 when max_steps is unset too) only when fit starts: normalise it here,
-    # so the hash computed before training equals the one recorded after it
-    max_epochs = trainer.max_epochs
-    if max_epochs is None:
-        max_epochs = 1000 if trainer.max_steps == -1 else -1
-    return stable_hash({"model": _jsonable(model_hp), "data": _jsonable(data_hp), "inputs": inputs,
-                        "max_epochs": max_epochs, "max_steps": trainer.max_steps})

@@ -99,4 +99,17 @@ def resolved_config(cli: LightningCLI) -> dict:
     config = _subconfig(cli).clone()
     for key in ("config", "ckpt_path"):  # where a fit resumes from does not change what it computes
         config.pop(key, None)
-    return json.loads(json.dumps(config.as_dict(), default=str))
+    resolved = json.loads(json.dumps(config.as_dict(), default=str))
+    run_dir = (resolved.get("data") or {}).get("init_args", {}).get("run_dir")
+    return _relative_to_run(resolved, str(run_dir).rstrip("/")) if run_dir else resolved
+
+
+def _relative_to_run(value, run_dir: str):
+    """Paths inside the run directory as `<run>/...`: a moved or copied run directory stays current."""
+    if isinstance(value, dict):
+        return {k: _relative_to_run(v, run_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative_to_run(v, run_dir) for v in value]
+    if isinstance(value, str) and (value == run_dir or value.startswith(run_dir + "/")):
+        return "<run>" + value[len(run_dir):]
+    return value

@@ -162,7 +162,7 @@ def test_manifests_record_resolved_config_seed_and_inputs_and_a_new_seed_or_edit
     for stage in ("quantize", "generate", "rl"):
         recorded = manifests[stage]
         assert recorded["config"]["seed_everything"] == 42, stage  # configs/trainer/cpu.yaml
-        assert recorded["config"]["data"]["init_args"]["run_dir"] == str(run), stage
+        assert recorded["config"]["data"]["init_args"]["run_dir"] == "<run>", stage  # a moved run stays current
         assert "config" not in recorded["config"], "fragment paths are not part of the key, their values are"
         assert is_current(run / stage, stage, recorded["config"], recorded["inputs"])
         assert not is_current(run / stage, stage, {**recorded["config"], "seed_everything": 43}, recorded["inputs"])
@@ -231,3 +231,23 @@ def test_multi_process_trainer_runs_its_stage_as_dig_subprocesses(tmp_path, caps
     summary = json.loads((run / "generate" / "pipeline_metrics.json").read_text())
     assert summary["metrics"]["test/ndcg@10"] == written["test/ndcg@10"]
     assert summary["checkpoint"].endswith(("best.ckpt", "last.ckpt"))
+
+
+def test_a_moved_run_directory_stays_up_to_date(tmp_path, capsys, monkeypatch):
+    """Stage records hold paths inside the run as `<run>/...`: moving or copying a run reruns nothing."""
+    import shutil
+
+    import yaml
+
+    monkeypatch.chdir(REPO)
+    exp = _experiment(tmp_path)
+    assert main(["pipeline", "-c", str(exp)]) == 0
+    capsys.readouterr()
+    moved = tmp_path / "moved"
+    shutil.move(str(tmp_path / "run"), str(moved))
+    spec = yaml.safe_load(exp.read_text())
+    spec["run_dir"] = str(moved)
+    exp.write_text(yaml.safe_dump(spec))
+    assert main(["pipeline", "-c", str(exp)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("up to date (skipped)") == 5, out

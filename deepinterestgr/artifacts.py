@@ -199,7 +199,7 @@ def is_current(stage_dir: str | os.PathLike, stage: str, config: Any, inputs: di
 
 def record_stage(stage_dir: str | os.PathLike, stage: str, config: Any, inputs: dict[str, str | None]) -> dict:
     """Add the stage record to a manifest written by code that does not know the resolved config (the quantizer
-    module's `on_fit_end`, the evidence stage until it records one itself)."""
+    module's `on_fit_end`; the evidence stage, which sees built plugins, not the options they came from)."""
     manifest = {**verify_manifest(stage_dir, stage), **stage_record(config, inputs)}
     atomic_write_json(Path(stage_dir) / MANIFEST, manifest)
     return manifest

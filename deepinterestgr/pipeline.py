@@ -22,7 +22,6 @@ from deepinterestgr.artifacts import (
     atomic_write_json,
     input_manifests,
     is_current,
-    read_manifest,
     record_stage,
     stage_record,
     write_manifest,
@@ -242,10 +241,9 @@ def _evidence(run: Path, kwargs: dict, *, fresh: bool) -> dict | None:
     if not fresh and is_current(stage_dir, "evidence", kwargs, inputs):
         return None
     summary = run_evidence(**evidence_arguments(kwargs, run_dir=str(run)))  # the plugins built as `dig evidence -c`
-    # Until the evidence stage writes `**stage_record(config, inputs)` into its manifest itself, the pipeline adds the
-    # record to the manifest it wrote (its own config / config_hash are the plugins', not this key).
-    if "inputs" not in read_manifest(stage_dir, "evidence"):
-        record_stage(stage_dir, "evidence", kwargs, inputs)
+    # The record is the options, not the built plugins: checking it must not load models only to find nothing
+    # changed. The stage only sees built plugins, so the record is added here, beside its `built_with`.
+    record_stage(stage_dir, "evidence", kwargs, inputs)
     return _jsonable(summary)
 
 

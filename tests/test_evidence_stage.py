@@ -79,9 +79,9 @@ def test_stage_writes_every_artifact_and_reports_each_problem(run):
     verify_manifest(ev, "evidence")
     manifest = json.loads((ev / "manifest.json").read_text())
     assert manifest["plugins"]["intent_miner"]["class_path"] == "deepinterestgr.evidence.miners.ZeroShotIntentMiner"
-    recorded = manifest["config"]["plugins"]["intent_miner"]
+    recorded = manifest["built_with"]["plugins"]["intent_miner"]
     assert recorded["init_args"]["domain"] == "synthetic" and recorded["init_args"]["top_k"] == 3
-    assert set(manifest["config"]["plugins"]) == {"text_encoder", "intent_miner", "quality_judge", "captioner",
+    assert set(manifest["built_with"]["plugins"]) == {"text_encoder", "intent_miner", "quality_judge", "captioner",
                                                   "image_encoder"}
     assert manifest["summary"]["problems"] == summary["problems"]
     rows = list(read_jsonl(ev / "items.jsonl"))

@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from deepinterestgr.artifacts import sha256_file, stable_hash, write_manifest
+from deepinterestgr.artifacts import sha256_file, write_manifest
 from deepinterestgr.evidence.branches import BranchRunner, run_captions, run_images, run_judging, run_mining, run_text
 from deepinterestgr.evidence.contracts import (
     AttributeSource,
@@ -92,7 +92,8 @@ def run_evidence(
     Writes evidence/items.jsonl, text_embeddings.safetensors ("embeddings" [N, D], L2-normalised, row = item_id),
     quality.safetensors ("quality" [N], "known" [N], when a judge ran), image_features.safetensors ("features"
     [N, F], "mask" [N]), collab_embeddings.safetensors and attribute_embeddings.safetensors ("embeddings" [N, D],
-    zero rows for items without signal) and manifest.json, which records every plugin's `class_path` / `init_args`.
+    zero rows for items without signal) and manifest.json, whose `built_with` records every plugin's `class_path` /
+    `init_args`.
 
     Args:
         run_dir: the run directory (reads `data/`, writes `evidence/`).
@@ -158,11 +159,11 @@ def run_evidence(
                    IMAGE_FEATURES_FILE: features is not None, COLLAB_EMBEDDINGS_FILE: collab is not None,
                    ATTRIBUTE_EMBEDDINGS_FILE: attr is not None}
         extra = {"sequences_sha256": sha256_file(run / "data" / "sequences.jsonl")} if collab is not None else {}
-        config = {"plugins": {role: p.init_config() for role, p in plugins.items()}, "max_text_chars": max_text_chars}
+        # how to rebuild these plugins (`dig items add`); the up-to-date record (`config`, `inputs`) is added by
+        # whoever knows the options the plugins were built from (the pipeline), see artifacts.record_stage
+        built = {"plugins": {role: p.init_config() for role, p in plugins.items()}, "max_text_chars": max_text_chars}
         write_manifest(run / STAGE, STAGE, [f for f, ok in written.items() if ok],
-                       catalog_sha256=sha256_file(run / "data" / "catalog.jsonl"), **extra, config=config,
-                       config_hash=stable_hash({role: d["describe"] for role, d in described.items()}
-                                               | {"max": max_text_chars}),
+                       catalog_sha256=sha256_file(run / "data" / "catalog.jsonl"), **extra, built_with=built,
                        plugins=described, summary={k: v for k, v in summary.items() if k != "plugins"})
     else:
         summary["seconds"] = round(time.time() - started, 2)

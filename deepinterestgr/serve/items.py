@@ -79,14 +79,13 @@ def _evidence_settings(run: Path) -> dict:
     if not path.exists():
         raise ArtifactError(f"{path}: not found; `dig items add` embeds new items with the plugins of the run's "
                             "`evidence` stage, so run that stage in this run directory first")
-    config = json.loads(path.read_text(encoding="utf-8")).get("config", {})
+    config = json.loads(path.read_text(encoding="utf-8")).get("built_with", {})
     if "plugins" not in config:
         raise ArtifactError(f"{path}: written by an older evidence stage (no plugin configs); rerun the `evidence` "
                             "stage of this run (`dig pipeline ... --from evidence`: its cache makes that cheap)")
     plugins = config["plugins"]
     return {"options": {role: cfg for role, cfg in plugins.items() if role in EVIDENCE_ROLES},
-            "max_text_chars": int(config.get("max_text_chars", 2000)),
-            "collaborative": "collaborative" in plugins}
+            "max_text_chars": int(config.get("max_text_chars", 2000))}
 
 
 def _quantizer_inputs(run: Path, scratch: Path, quantize_ckpt: dict, num_new: int) -> dict[str, torch.Tensor]:

@@ -62,6 +62,10 @@ VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
     "t5-items-collab-cosine": ("configs/model/generator_t5_items.yaml", "collab",
                                ("--model.schedule", "cosine", "--model.min_lr_ratio", "0.05",
                                 "--trainer.max_epochs", "13")),
+    # the cosine schedule run to its end: t5-items-collab-cosine shared the cores and stopped at epoch 10 of 13 with
+    # the LR still at ~17% of its peak; here the 13 epochs are counted in steps (6,682, seed 42's best step)
+    "t5-items-collab-cosine-full": ("configs/model/generator_t5_items.yaml", "collab",
+                                    ("--model.schedule", "cosine", "--model.min_lr_ratio", "0.05", *STEP_BUDGET)),
     # the best variant with two more seeds at its budget: 13 epochs (6,682 steps, the step of t5-items-collab's best
     # checkpoint under its 55-min cap), counted in steps so that fits sharing the cores train as much as one alone
     **{f"t5-items-collab-seed{seed}": ("configs/model/generator_t5_items.yaml", "collab",

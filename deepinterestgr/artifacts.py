@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+#: the stages whose artifacts each stage reads: their manifest hashes are its recorded `inputs` (`input_manifests`;
+#: quantize also hashes the embedding files it reads)
+READS = {"evidence": ("data",), "generate": ("data", "quantize"), "rl": ("data", "evidence", "quantize", "generate"),
+         "baselines": ("data",)}
 
 
 class ArtifactError(RuntimeError):
@@ -199,7 +203,7 @@ def is_current(stage_dir: str | os.PathLike, stage: str, config: Any, inputs: di
 
 def record_stage(stage_dir: str | os.PathLike, stage: str, config: Any, inputs: dict[str, str | None]) -> dict:
     """Add the stage record to a manifest written by code that does not know the resolved config (the quantizer
-    module's `on_fit_end`; the evidence stage, which sees built plugins, not the options they came from)."""
+    module's `on_fit_end`)."""
     manifest = {**verify_manifest(stage_dir, stage), **stage_record(config, inputs)}
     atomic_write_json(Path(stage_dir) / MANIFEST, manifest)
     return manifest

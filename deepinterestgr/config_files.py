@@ -58,21 +58,36 @@ def instantiate_arguments(parser, cfg) -> dict:
     return kwargs
 
 
-def function_arguments(function, config: dict | str | os.PathLike, **given) -> dict:
-    """`function`'s keyword arguments from a config mapping or YAML file, parsed and instantiated exactly as the
-    command line does (a wrong key or type is an error naming it); `given` (e.g. run_dir) fills required options."""
+def parse_function_options(function, config: dict | str | os.PathLike, **given):
+    """(parser, namespace) of `function`'s options from a config mapping or YAML file, parsed exactly as the command
+    line does (a wrong key or type is an error naming it), plugins not yet built; `given` (e.g. run_dir) fills
+    required options."""
     # a library call raises (jsonargparse.ArgumentError naming the option) instead of exiting the process
     parser = function_parser(function, prog=getattr(function, "__name__", None), exit_on_error=False)
     if isinstance(config, dict):
         check_class_paths(function, config, where=f"the {function.__name__} options")
-        cfg = parser.parse_object({**config, **given})
-    else:
-        import yaml
+        return parser, parser.parse_object({**config, **given})
+    import yaml
 
-        path = resolve_config(config)
-        check_class_paths(function, yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}, where=path)
-        cfg = parser.parse_args(["-c", path, *[f"--{k}={v}" for k, v in given.items()]])
-    return instantiate_arguments(parser, cfg)
+    path = resolve_config(config)
+    check_class_paths(function, yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}, where=path)
+    return parser, parser.parse_args(["-c", path, *[f"--{k}={v}" for k, v in given.items()]])
+
+
+def function_arguments(function, config: dict | str | os.PathLike, **given) -> dict:
+    """`function`'s keyword arguments from a config mapping or YAML file, plugins instantiated (`dig <command> -c`)."""
+    return instantiate_arguments(*parse_function_options(function, config, **given))
+
+
+def resolved_options(cfg) -> dict:
+    """A parsed namespace as plain data: every plugin as its full `class_path` with all `init_args`, defaults
+    filled, as `RecordsInitArgs.init_config()` records a built one."""
+    import json
+
+    out = json.loads(json.dumps(cfg.as_dict(), default=str))
+    out.pop("config", None)
+    out.pop("__path__", None)
+    return out
 
 
 def check_class_paths(function, config: dict, *, where: str) -> None:

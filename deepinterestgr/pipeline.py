@@ -18,11 +18,11 @@ from typing import Any
 
 from deepinterestgr.artifacts import (
     MANIFEST,
+    READS,
     ArtifactError,
     atomic_write_json,
     input_manifests,
     is_current,
-    record_stage,
     stage_record,
     write_manifest,
 )
@@ -31,9 +31,6 @@ from deepinterestgr.training import resumable_checkpoint
 log = logging.getLogger(__name__)
 
 STAGES = ("data", "evidence", "quantize", "generate", "rl", "baselines")
-#: the stages whose artifacts each stage reads: their manifest hashes are its `inputs` (quantize finds its own)
-READS = {"evidence": ("data",), "generate": ("data", "quantize"), "rl": ("data", "evidence", "quantize", "generate"),
-         "baselines": ("data",)}
 
 
 @dataclass
@@ -234,17 +231,12 @@ def _stamp(manifest: Path) -> tuple[int, int] | None:
 
 
 def _evidence(run: Path, kwargs: dict, *, fresh: bool) -> dict | None:
-    """The evidence stage, unless current; its config is the dict of the evidence section's YAML keys."""
-    from deepinterestgr.evidence.stage import evidence_arguments, run_evidence
+    """The evidence stage, unless current; its options are the evidence section's YAML keys."""
+    from deepinterestgr.evidence.stage import evidence_arguments, evidence_is_current, run_evidence
 
-    stage_dir, inputs = run / "evidence", input_manifests(run, READS["evidence"])
-    if not fresh and is_current(stage_dir, "evidence", kwargs, inputs):
+    if not fresh and evidence_is_current(run, kwargs):
         return None
-    summary = run_evidence(**evidence_arguments(kwargs, run_dir=str(run)))  # the plugins built as `dig evidence -c`
-    # The record is the options, not the built plugins: checking it must not load models only to find nothing
-    # changed. The stage only sees built plugins, so the record is added here, beside its `built_with`.
-    record_stage(stage_dir, "evidence", kwargs, inputs)
-    return _jsonable(summary)
+    return _jsonable(run_evidence(**evidence_arguments(kwargs, run_dir=str(run))))  # as `dig evidence -c` builds it
 
 
 def _baselines(run: Path, methods: list[str], *, fresh: bool) -> dict:

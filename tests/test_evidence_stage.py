@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from deepinterestgr.artifacts import atomic_write_jsonl, read_jsonl, verify_manifest
+from deepinterestgr.artifacts import atomic_write_jsonl, read_jsonl, verify_manifest, write_manifest
 from deepinterestgr.data.schema import Item
 from deepinterestgr.evidence.cache import BranchCache
-from deepinterestgr.evidence.stage import evidence_arguments, run_evidence, shard_range
+from deepinterestgr.evidence.stage import evidence_arguments, evidence_is_current, run_evidence, shard_range
 
 #: the stage's options as a config file holds them (plugins by class_path / init_args)
 PLUGINS = dict(
@@ -79,9 +79,9 @@ def test_stage_writes_every_artifact_and_reports_each_problem(run):
     verify_manifest(ev, "evidence")
     manifest = json.loads((ev / "manifest.json").read_text())
     assert manifest["plugins"]["intent_miner"]["class_path"] == "deepinterestgr.evidence.miners.ZeroShotIntentMiner"
-    recorded = manifest["built_with"]["plugins"]["intent_miner"]
+    recorded = manifest["config"]["plugins"]["intent_miner"]
     assert recorded["init_args"]["domain"] == "synthetic" and recorded["init_args"]["top_k"] == 3
-    assert set(manifest["built_with"]["plugins"]) == {"text_encoder", "intent_miner", "quality_judge", "captioner",
+    assert set(manifest["config"]["plugins"]) == {"text_encoder", "intent_miner", "quality_judge", "captioner",
                                                   "image_encoder"}
     assert manifest["summary"]["problems"] == summary["problems"]
     rows = list(read_jsonl(ev / "items.jsonl"))
@@ -301,6 +301,27 @@ def test_shipped_configs_parse_into_typed_plugins(name):
         assert issubclass(getattr(importlib.import_module(module), attr), EvidencePlugin), role
     if name in ("synthetic", "beauty"):
         assert cfg.intent_miner.init_args.domain == name
+    # what the up-to-date check parses (no model loads) is what the stage records from the built plugins
+    from deepinterestgr.config_files import function_arguments, parse_function_options, resolved_options
+
+    parsed = resolved_options(parse_function_options(run_evidence, str(config_path), run_dir="/tmp/x")[1])
+    built = function_arguments(run_evidence, str(config_path), run_dir="/tmp/x")
+    for role in plugins:
+        assert json.loads(json.dumps(built[role].init_config(), default=str)) == parsed[role], role
+
+
+def test_a_bare_stage_run_leaves_the_record_the_up_to_date_check_compares(run):
+    evidence(run)
+    manifest = json.loads((run / "evidence" / "manifest.json").read_text())
+    assert manifest["inputs"] == {"data": None} and manifest["config"]["batch_size"] == 2
+    assert evidence_is_current(run, PLUGINS)
+    assert evidence_is_current(run, {**PLUGINS, "cache_dir": str(run / "elsewhere")}), "the cache's place is no input"
+    assert not evidence_is_current(run, {**PLUGINS, "max_text_chars": 300})
+    changed_miner = {**PLUGINS["intent_miner"], "init_args": {"domain": "synthetic", "top_k": 2}}
+    assert not evidence_is_current(run, {**PLUGINS, "intent_miner": changed_miner})
+    assert not evidence_is_current(run, {k: v for k, v in PLUGINS.items() if k != "captioner"})
+    write_manifest(run / "data", "data", ["catalog.jsonl"])  # the data stage rewrote its artifacts
+    assert not evidence_is_current(run, PLUGINS)
 
 
 def test_a_failed_judgment_is_unknown_quality_not_zero(run, monkeypatch):

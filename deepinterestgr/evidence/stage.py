@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from deepinterestgr.artifacts import sha256_file, write_manifest
+from deepinterestgr.artifacts import READS, input_manifests, is_current, sha256_file, stage_record, write_manifest
 from deepinterestgr.evidence.branches import BranchRunner, run_captions, run_images, run_judging, run_mining, run_text
 from deepinterestgr.evidence.contracts import (
     AttributeSource,
@@ -41,7 +41,8 @@ from deepinterestgr.evidence.outputs import (
 )
 from deepinterestgr.evidence.text import enriched_text
 
-__all__ = ["ROLES", "evidence_arguments", "load_catalog_items", "run_evidence", "shard_range", "wrong_field_types"]
+__all__ = ["ROLES", "evidence_arguments", "evidence_is_current", "load_catalog_items", "run_evidence", "shard_range",
+           "wrong_field_types"]
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,9 @@ def run_evidence(
     Writes evidence/items.jsonl, text_embeddings.safetensors ("embeddings" [N, D], L2-normalised, row = item_id),
     quality.safetensors ("quality" [N], "known" [N], when a judge ran), image_features.safetensors ("features"
     [N, F], "mask" [N]), collab_embeddings.safetensors and attribute_embeddings.safetensors ("embeddings" [N, D],
-    zero rows for items without signal) and manifest.json, whose `built_with` records every plugin's `class_path` /
-    `init_args`.
+    zero rows for items without signal) and manifest.json, whose `config` records every plugin's `class_path` /
+    `init_args` with the options that shape the outputs, and `inputs` the data manifest's hash (`evidence_is_current`
+    compares them).
 
     Args:
         run_dir: the run directory (reads `data/`, writes `evidence/`).
@@ -159,11 +161,11 @@ def run_evidence(
                    IMAGE_FEATURES_FILE: features is not None, COLLAB_EMBEDDINGS_FILE: collab is not None,
                    ATTRIBUTE_EMBEDDINGS_FILE: attr is not None}
         extra = {"sequences_sha256": sha256_file(run / "data" / "sequences.jsonl")} if collab is not None else {}
-        # how to rebuild these plugins (`dig items add`); the up-to-date record (`config`, `inputs`) is added by
-        # whoever knows the options the plugins were built from (the pipeline), see artifacts.record_stage
-        built = {"plugins": {role: p.init_config() for role, p in plugins.items()}, "max_text_chars": max_text_chars}
+        # the record `is_current` compares, and what `dig items add` rebuilds the plugins from
+        record = stage_record(stage_config({role: p.init_config() for role, p in plugins.items()}, batch_size,
+                                           max_text_chars), input_manifests(run, READS[STAGE]))
         write_manifest(run / STAGE, STAGE, [f for f, ok in written.items() if ok],
-                       catalog_sha256=sha256_file(run / "data" / "catalog.jsonl"), **extra, built_with=built,
+                       catalog_sha256=sha256_file(run / "data" / "catalog.jsonl"), **extra, **record,
                        plugins=described, summary={k: v for k, v in summary.items() if k != "plugins"})
     else:
         summary["seconds"] = round(time.time() - started, 2)
@@ -197,3 +199,22 @@ def evidence_arguments(config: dict | str | None, **given) -> dict:
     from deepinterestgr.config_files import function_arguments
 
     return function_arguments(run_evidence, config if config is not None else {}, **given)
+
+
+def stage_config(plugins: dict[str, dict | None], batch_size: int, max_text_chars: int) -> dict:
+    """The evidence manifest's `config`: each plugin's `class_path` / `init_args` and the options that shape the
+    outputs (`shard` writes no artifacts and `cache_dir` changes none, so neither is part of it)."""
+    return {"plugins": {role: plugins[role] for role in ROLES if plugins.get(role) is not None},
+            "batch_size": batch_size, "max_text_chars": max_text_chars}
+
+
+def evidence_is_current(run_dir: str | Path, config: dict | str) -> bool:
+    """Whether `<run_dir>/evidence` was made from these options (a mapping or YAML file, as `dig evidence -c`
+    takes) and the run's current data. The options are parsed, not built: no model loads to find nothing changed
+    (a parsed plugin reads as its built `init_config()`, which the stage records)."""
+    from deepinterestgr.config_files import parse_function_options, resolved_options
+
+    options = resolved_options(parse_function_options(run_evidence, config, run_dir=str(run_dir))[1])
+    config = stage_config({role: options.get(role) for role in ROLES}, options["batch_size"], options["max_text_chars"])
+    run = Path(run_dir)
+    return is_current(run / STAGE, STAGE, config, input_manifests(run, READS[STAGE]))

@@ -79,7 +79,7 @@ def _evidence_settings(run: Path) -> dict:
     if not path.exists():
         raise ArtifactError(f"{path}: not found; `dig items add` embeds new items with the plugins of the run's "
                             "`evidence` stage, so run that stage in this run directory first")
-    config = json.loads(path.read_text(encoding="utf-8")).get("built_with", {})
+    config = json.loads(path.read_text(encoding="utf-8")).get("config", {})
     if "plugins" not in config:
         raise ArtifactError(f"{path}: written by an older evidence stage (no plugin configs); rerun the `evidence` "
                             "stage of this run (`dig pipeline ... --from evidence`: its cache makes that cheap)")

@@ -77,38 +77,20 @@ def constrained_beam_search(
     row_base = (torch.arange(b, device=history.device) * k).unsqueeze(1)  # first row of each user's beams
 
     tokens = history.new_zeros(b, k, 0)
-    scores = nodes = None
+    scores, nodes = history.new_zeros(b, 1, dtype=torch.float), trie.root((b, 1))
     for t in range(depth):
-        # ranked within the level's token range (no other token is allowed), normalised over the whole vocabulary
-        # or, with renormalize, over the allowed tokens
-        lo, hi = trie.token_window(t)
         if t == 0:
             # all K beams of a user share the empty prefix: expand one of them (else the same SID fills K beams)
             logits, decoding = generator.decode_step(decoding)
-            first_beam = rearrange(logits, "(b k) v -> b k v", k=k)[:, 0]
-            logp = _level_log_probs(first_beam, trie.allowed_mask(0, trie.root((b,)), window=(lo, hi)), lo, hi,
-                                    renormalize)
-            scores, flat = _topk_padded(logp, k)
-            parent_nodes = trie.root((b, k))
-            parent = torch.zeros_like(flat)
+            logits = rearrange(logits, "(b k) v -> b k v", k=k)[:, 0]
+        elif renormalize and t == depth - 1 and _forced(trie, t, nodes):
+            # every beam has one continuation (the suffix level of a collision-free table: END), whose
+            # renormalised probability is 1: the model call would change no score
+            logits = None
         else:
-            allowed = trie.allowed_mask(t, nodes, window=(lo, hi))
-            if renormalize and t == depth - 1 and _forced(allowed):
-                # every beam has one continuation (the suffix level of a collision-free table: END), whose
-                # renormalised probability is 1: the model call would change no score
-                logp = torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, float("-inf"))
-            else:
-                logits, decoding = generator.decode_step(decoding)
-                logp = _level_log_probs(rearrange(logits, "(b k) v -> b k v", k=k), allowed, lo, hi, renormalize)
-            # flat // W = parent beam, flat % W = token
-            cand = rearrange(scores.unsqueeze(-1) + logp, "b k w -> b (k w)")
-            scores, flat = _topk_padded(cand, k)
-            parent = flat // (hi - lo)
-            parent_nodes = nodes.gather(1, parent)
-        tok = flat % (hi - lo) + lo
+            logits, decoding = generator.decode_step(decoding)
+        scores, parent, tok, nodes = _expand(trie, t, nodes, scores, logits, k, renormalize)
         tokens = torch.cat([tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, t)), tok.unsqueeze(-1)], dim=-1)
-        nodes = trie.step(t, parent_nodes, tok)
-        nodes = torch.where(torch.isfinite(scores), nodes, torch.full_like(nodes, DEAD))
         if t + 1 < depth:
             decoding = generator.extend_decoding(decoding, (row_base + parent).reshape(-1), tok.reshape(-1))
 
@@ -117,16 +99,57 @@ def constrained_beam_search(
     return SearchResult(tokens, scores, trie.items_of_leaves(nodes))
 
 
-def _forced(allowed: torch.Tensor) -> bool:
-    """Whether no row has a choice: at most one allowed token each."""
-    return bool((allowed.sum(-1) <= 1).all())
+def _forced(trie: SIDTrie, level: int, nodes: torch.Tensor) -> bool:
+    """Whether no beam has a choice at `level`: at most one continuation each."""
+    ptr = trie.levels[level].ptr
+    safe = nodes.clamp(min=0)
+    return bool((((ptr[safe + 1] - ptr[safe]) <= 1) | (nodes == DEAD)).all())
 
 
-def _level_log_probs(logits: torch.Tensor, allowed: torch.Tensor, lo: int, hi: int, renormalize: bool) -> torch.Tensor:
-    """Log-probs [..., hi - lo] of the level's tokens; -inf where not allowed."""
-    if renormalize:
-        return allowed_log_softmax(logits[..., lo:hi], allowed)
-    return torch.log_softmax(logits.float(), dim=-1)[..., lo:hi].masked_fill(~allowed, float("-inf"))
+def _expand(trie: SIDTrie, level: int, nodes: torch.Tensor, scores: torch.Tensor, logits: torch.Tensor | None, k: int,
+            renormalize: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One beam-search level over the trie's edges only: `nodes` / `scores` [B, R] are the live prefixes (DEAD
+    for padding beams) and `logits` [B * R, vocab] their next-token logits (None: each has one continuation, of
+    renormalised probability 1). A level offers about R x (children per prefix) candidates per user, a small
+    share of R x codebook (Beauty: ~1.3 children per prefix at level 2 of 256), so masks over the codebook cost
+    more than the ranking. Returns the top-k (scores [B, k] descending, parent index into R, token, child node);
+    DEAD / -inf where a user has fewer than k candidates. Candidates are ordered (parent, token), as a dense
+    [R, codebook] layout would be."""
+    b, r = nodes.shape
+    lvl = trie.levels[level]
+    rows, edge = trie.edges(level, nodes.reshape(-1))
+    if not len(rows):  # no live prefix at all: only padding beams
+        zeros = nodes.new_zeros(b, k)
+        return scores.new_full((b, k), float("-inf")), zeros, zeros, torch.full_like(zeros, DEAD)
+    take = torch.Tensor.index_select  # 1-d gathers: several times faster than `x[idx]` on CPU
+    tokens = take(lvl.child_token, 0, edge)
+    if logits is None:
+        logp = torch.zeros(len(rows), device=nodes.device)
+    else:
+        logits = logits.float()
+        picked = take(logits.reshape(-1), 0, rows * logits.shape[-1] + tokens)
+        if renormalize:  # log-softmax over each prefix's allowed tokens
+            n = b * r
+            top = torch.full((n,), float("-inf"), device=nodes.device).scatter_reduce(0, rows, picked, "amax")
+            total = torch.zeros(n, device=nodes.device).index_add_(0, rows, torch.exp(picked - take(top, 0, rows)))
+            logp = picked - take(top + torch.log(total), 0, rows)
+        else:  # normalised over the whole vocabulary
+            logp = picked - take(torch.logsumexp(logits, dim=-1), 0, rows)
+    cand = take(scores.reshape(-1), 0, rows) + logp
+    # per-user candidate lists, padded to the longest, then top-k per user
+    user = torch.div(rows, r, rounding_mode="floor")
+    per_user = torch.bincount(user, minlength=b)
+    first = torch.cumsum(per_user, 0) - per_user
+    dense = cand.new_full((b, int(per_user.max())), float("-inf"))
+    dense.view(-1).index_put_((user * dense.shape[1] + torch.arange(len(rows), device=nodes.device)
+                               - take(first, 0, user),), cand)
+    top_scores, idx = _topk_padded(dense, k)
+    chosen = (first.unsqueeze(1) + idx).clamp(max=len(rows) - 1).reshape(-1)
+    live = torch.isfinite(top_scores)
+    parent = take(rows, 0, chosen).view(b, k) - torch.arange(b, device=nodes.device).unsqueeze(1) * r
+    child = take(lvl.child_node, 0, take(edge, 0, chosen)).view(b, k)
+    return (top_scores, torch.where(live, parent, 0), torch.where(live, take(tokens, 0, chosen).view(b, k), 0),
+            torch.where(live, child, DEAD))
 
 
 def _topk_padded(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,7 +196,7 @@ def constrained_sample(
         allowed = trie.allowed_mask(t, nodes)
         if not bool(allowed.any(-1).all()):
             raise RuntimeError(f"constrained_sample: empty allowed set at step {t}")
-        if renormalize and t == depth - 1 and _forced(allowed):
+        if renormalize and t == depth - 1 and _forced(trie, t, nodes):
             tok = allowed.long().argmax(-1)  # the only continuation, renormalised probability 1 (see beam search)
         else:
             logits, decoding = generator.decode_step(decoding)

@@ -85,26 +85,32 @@ class SIDTrie:
             cache[level] = (int(tokens.min()), int(tokens.max()) + 1)
         return cache[level]
 
+    def edges(self, level: int, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every (row, edge) continuing prefixes `nodes` [N] (flat): `rows` [E] indexes `nodes`, `edge` [E] indexes
+        the level's `child_token` / `child_node`; grouped by row in order, tokens ascending inside a row. DEAD rows
+        have none. Raises if a live node has no continuation: an empty allowed set must never become an
+        unconstrained step."""
+        lvl = self.levels[level]
+        live = nodes != DEAD
+        safe = nodes.clamp(min=0)
+        start = lvl.ptr.index_select(0, safe)  # index_select: several times faster than `[]` on CPU for 1-d
+        count = torch.where(live, lvl.ptr.index_select(0, safe + 1) - start, torch.zeros_like(start))
+        if bool((live & (count == 0)).any()):
+            raise RuntimeError(f"SID trie level {level}: a live prefix has no allowed continuation (corrupt trie)")
+        rows = torch.repeat_interleave(torch.arange(len(nodes), device=nodes.device), count)
+        # edge index of each (row, child): start[row] + rank of the child inside the row
+        offset = (start - (torch.cumsum(count, 0) - count)).index_select(0, rows)
+        return rows, offset + torch.arange(len(rows), device=nodes.device)
+
     def allowed_mask(self, level: int, nodes: torch.Tensor, *, window: tuple[int, int] | None = None) -> torch.Tensor:
         """Bool [*nodes.shape, vocab_size]: tokens that extend each prefix node to a catalog SID. DEAD -> all False.
 
         With `window=self.token_window(level)` the last dim covers only that token range (column j = token lo + j).
-        Raises if a live node has no continuation: an empty allowed set must never become an unconstrained step.
         """
         lo, hi = window if window is not None else (0, self.vocab_size)
-        lvl = self.levels[level]
         flat = nodes.reshape(-1)
-        live = flat != DEAD
-        safe = flat.clamp(min=0)
-        start, count = lvl.ptr[safe], lvl.ptr[safe + 1] - lvl.ptr[safe]
-        count = torch.where(live, count, torch.zeros_like(count))
-        if bool((live & (count == 0)).any()):
-            raise RuntimeError(f"SID trie level {level}: a live prefix has no allowed continuation (corrupt trie)")
-        rows = torch.repeat_interleave(torch.arange(len(flat), device=flat.device), count)
-        # edge index of each (row, child): start[row] + rank of the child inside the row
-        first = torch.cumsum(count, 0) - count
-        edge = start[rows] + (torch.arange(len(rows), device=flat.device) - first[rows])
-        tokens = lvl.child_token[edge] - lo
+        rows, edge = self.edges(level, flat)
+        tokens = self.levels[level].child_token[edge] - lo
         if window is not None and len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= hi - lo):
             raise ValueError(f"SID trie level {level}: window {window} does not cover the level's tokens")
         mask = torch.zeros(len(flat), hi - lo, dtype=torch.bool, device=flat.device)

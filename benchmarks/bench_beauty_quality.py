@@ -66,6 +66,10 @@ VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
     # the LR still at ~17% of its peak; here the 13 epochs are counted in steps (6,682, seed 42's best step)
     "t5-items-collab-cosine-full": ("configs/model/generator_t5_items.yaml", "collab",
                                     ("--model.schedule", "cosine", "--model.min_lr_ratio", "0.05", *STEP_BUDGET)),
+    **{f"t5-items-collab-cosine-full-seed{seed}": ("configs/model/generator_t5_items.yaml", "collab",
+                                                   ("--model.schedule", "cosine", "--model.min_lr_ratio", "0.05",
+                                                    "--seed_everything", str(seed), *STEP_BUDGET))
+       for seed in (2333, 6666)},
     # the best variant with two more seeds at its budget: 13 epochs (6,682 steps, the step of t5-items-collab's best
     # checkpoint under its 55-min cap), counted in steps so that fits sharing the cores train as much as one alone
     **{f"t5-items-collab-seed{seed}": ("configs/model/generator_t5_items.yaml", "collab",
@@ -73,7 +77,9 @@ VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
        for seed in (2333, 6666)},
 }
 # rows reported as mean ± std over seeds: name -> the variants that are its seeds (t5-items-collab is seed 42)
-SEED_GROUPS = {"t5-items-collab": ["t5-items-collab", "t5-items-collab-seed2333", "t5-items-collab-seed6666"]}
+SEED_GROUPS = {"t5-items-collab": ["t5-items-collab", "t5-items-collab-seed2333", "t5-items-collab-seed6666"],
+               "t5-items-collab-cosine-full": ["t5-items-collab-cosine-full", "t5-items-collab-cosine-full-seed2333",
+                                               "t5-items-collab-cosine-full-seed6666"]}
 log = logging.getLogger("bench_beauty_quality")
 
 

@@ -89,16 +89,21 @@ def timed(fns: dict, repeats: int) -> dict:
 @torch.inference_mode()
 def bare_decoder_passes(rec: Recommender, tokens: torch.Tensor, mask: torch.Tensor, steps: int) -> None:
     """What any beam search of width K must compute: one encoder pass and `steps` decoder steps on B x K rows (the
-    first on B rows, as the search runs it: every beam starts from START), each extending the KV cache. No trie
-    masks, no log-softmax, no top-k, no re-ranking."""
+    first on B rows, as the search runs it: every beam starts from START), each extending the KV cache, with the
+    logits the search reads (catalog-renormalised scores: the level's tokens only). No trie, no log-softmax, no
+    top-k, no re-ranking."""
     gen, k, depth = rec.generator, rec.beam_size, steps
     b = tokens.shape[0]
     state = gen.repeat_state(gen.encode(tokens, mask), k)
     decoding = gen.start_decoding(state, tokens.new_zeros(b * k, 0))
     rows = torch.arange(b * k, device=tokens.device)
-    offsets = rec.ranker.tokenizer.level_offsets
+    tok = rec.ranker.tokenizer
+    offsets, sizes = tok.level_offsets, tok.level_sizes
     for t in range(depth):
-        _, decoding = gen.decode_step(decoding)
+        if rec.ranker.renormalize:
+            _, decoding = gen.decode_step_window(decoding, int(offsets[t]), int(offsets[t] + sizes[t]))
+        else:
+            _, decoding = gen.decode_step(decoding)
         if t + 1 < depth:
             parent = rows if t else rows // k * k  # after the first step every beam continues its user's one row
             decoding = gen.extend_decoding(decoding, parent, torch.full((b * k,), int(offsets[t]), dtype=torch.long))
@@ -120,12 +125,13 @@ def offline(rec: Recommender, histories: list[list[int]], asins: list[list[str]]
     # the decoder steps the search makes: S, or S - 1 where the last level is forced for every beam (catalog-
     # renormalised scores and a collision-free table: END only, probability 1, so the search skips the model call)
     calls = []
-    decode_step = rec.generator.decode_step
+    decode_step, window_step = rec.generator.decode_step, rec.generator.decode_step_window
     rec.generator.decode_step = lambda d: (calls.append(1), decode_step(d))[1]
+    rec.generator.decode_step_window = lambda d, lo, hi: (calls.append(1), window_step(d, lo, hi))[1]
     try:
         search()
     finally:
-        del rec.generator.decode_step
+        del rec.generator.decode_step, rec.generator.decode_step_window
     t = timed({"bare": lambda: bare_decoder_passes(rec, tokens, mask, len(calls)), "search": search,
                "rank": lambda: rec.rank(histories[:batch])}, repeats)
     # the reference throughput: every history once, in batches of max_batch_size, queries in and dicts out

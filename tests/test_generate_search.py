@@ -182,8 +182,9 @@ def test_renormalized_search_skips_a_forced_last_step(search):
     gen = T5SIDGenerator(d_model=32, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16, d_ff=64, dropout=0.0,
                          vocab_size=tok.vocab_size, sid_length=tok.sid_length).eval()
     calls = []
-    step = gen.decode_step
+    step, window_step = gen.decode_step, gen.decode_step_window
     gen.decode_step = lambda decoding: (calls.append(1), step(decoding))[1]
+    gen.decode_step_window = lambda decoding, lo, hi: (calls.append(1), window_step(decoding, lo, hi))[1]
     enc = tok.encode_history(torch.randint(0, len(codes), (5, 6), generator=torch.Generator().manual_seed(1)))
     trie = SIDTrie.from_tokenizer(tok)
     if search == "beam":

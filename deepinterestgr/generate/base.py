@@ -95,6 +95,13 @@ class Generator(RecordsInitArgs, nn.Module, ABC):
         """Logits [B', vocab_size] of the next token, and the state to pass to `extend_decoding`."""
         return self.next_token_logits(decoding.state, decoding.prefix), decoding
 
+    def decode_step_window(self, decoding: Any, lo: int, hi: int) -> tuple[torch.Tensor, Any]:
+        """`decode_step`'s logits of tokens [lo, hi) only, [B', hi - lo]: what a search scoring over the catalog's
+        continuations needs (each SID level owns one token range). A generator whose output layer can skip the
+        other rows overrides it (T5SIDGenerator: a third of the vocabulary's output layer on 256-code levels)."""
+        logits, decoding = self.decode_step(decoding)
+        return logits[:, lo:hi], decoding
+
     def extend_decoding(self, decoding: Any, parent: torch.Tensor, tokens: torch.Tensor) -> Any:
         """Row i continues row `parent[i]`'s prefix with `tokens[i]`. `parent[i]` must be a row with the same encoder
         state as row i (a beam of the same user): encoder states are not reordered."""

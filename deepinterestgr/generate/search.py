@@ -79,17 +79,18 @@ def constrained_beam_search(
     tokens = history.new_zeros(b, k, 0)
     scores, nodes = history.new_zeros(b, 1, dtype=torch.float), trie.root((b, 1))
     for t in range(depth):
-        if t == 0:
-            # all K beams of a user share the empty prefix: expand one of them (else the same SID fills K beams)
-            logits, decoding = generator.decode_step(decoding)
-            logits = rearrange(logits, "(b k) v -> b k v", k=k)[:, 0]
-        elif renormalize and t == depth - 1 and _forced(trie, t, nodes):
+        # catalog-renormalised scores need only the level's tokens (its own range of the vocabulary)
+        window = trie.token_window(t) if renormalize else (0, trie.vocab_size)
+        if renormalize and t == depth - 1 and _forced(trie, t, nodes):
             # every beam has one continuation (the suffix level of a collision-free table: END), whose
             # renormalised probability is 1: the model call would change no score
             logits = None
         else:
-            logits, decoding = generator.decode_step(decoding)
-        scores, parent, tok, nodes = _expand(trie, t, nodes, scores, logits, k, renormalize)
+            logits, decoding = (generator.decode_step_window(decoding, *window) if renormalize
+                                else generator.decode_step(decoding))
+            if t == 0:  # all K beams of a user share the empty prefix: expand one of them (else one SID fills K)
+                logits = rearrange(logits, "(b k) v -> b k v", k=k)[:, 0]
+        scores, parent, tok, nodes = _expand(trie, t, nodes, scores, logits, window[0], k, renormalize)
         tokens = torch.cat([tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, t)), tok.unsqueeze(-1)], dim=-1)
         if t + 1 < depth:
             decoding = generator.extend_decoding(decoding, (row_base + parent).reshape(-1), tok.reshape(-1))
@@ -106,10 +107,11 @@ def _forced(trie: SIDTrie, level: int, nodes: torch.Tensor) -> bool:
     return bool((((ptr[safe + 1] - ptr[safe]) <= 1) | (nodes == DEAD)).all())
 
 
-def _expand(trie: SIDTrie, level: int, nodes: torch.Tensor, scores: torch.Tensor, logits: torch.Tensor | None, k: int,
-            renormalize: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _expand(trie: SIDTrie, level: int, nodes: torch.Tensor, scores: torch.Tensor, logits: torch.Tensor | None,
+            first_token: int, k: int, renormalize: bool) -> tuple[torch.Tensor, ...]:
     """One beam-search level over the trie's edges only: `nodes` / `scores` [B, R] are the live prefixes (DEAD
-    for padding beams) and `logits` [B * R, vocab] their next-token logits (None: each has one continuation, of
+    for padding beams) and `logits` [B * R, V] their next-token logits, column j for token `first_token + j` (the
+    whole vocabulary, or with `renormalize` the level's window; None: each prefix has one continuation, of
     renormalised probability 1). A level offers about R x (children per prefix) candidates per user, a small
     share of R x codebook (Beauty: ~1.3 children per prefix at level 2 of 256), so masks over the codebook cost
     more than the ranking. Returns the top-k (scores [B, k] descending, parent index into R, token, child node);
@@ -127,7 +129,7 @@ def _expand(trie: SIDTrie, level: int, nodes: torch.Tensor, scores: torch.Tensor
         logp = torch.zeros(len(rows), device=nodes.device)
     else:
         logits = logits.float()
-        picked = take(logits.reshape(-1), 0, rows * logits.shape[-1] + tokens)
+        picked = take(logits.reshape(-1), 0, rows * logits.shape[-1] + tokens - first_token)
         if renormalize:  # log-softmax over each prefix's allowed tokens
             n = b * r
             top = torch.full((n,), float("-inf"), device=nodes.device).scatter_reduce(0, rows, picked, "amax")

@@ -297,6 +297,12 @@ class T5SIDGenerator(Generator):
             hidden = hidden * (self.t5.model_dim**-0.5)
         return self.t5.lm_head(hidden), decoding
 
+    def decode_step_window(self, decoding: T5Decoding | BeamDecoding, lo: int,
+                           hi: int) -> tuple[torch.Tensor, T5Decoding | BeamDecoding]:
+        if isinstance(decoding, BeamDecoding):
+            return beam_decode_step(self.t5, decoding, window=(lo, hi))
+        return super().decode_step_window(decoding, lo, hi)
+
     def extend_decoding(self, decoding: T5Decoding | BeamDecoding, parent: torch.Tensor,
                         tokens: torch.Tensor) -> T5Decoding | BeamDecoding:
         if isinstance(decoding, BeamDecoding):

@@ -47,8 +47,10 @@ def start_beam_decoding(t5: T5ForConditionalGeneration, cross_kv, encoder_mask: 
                         encoder_mask.new_full((b,), start_token, dtype=torch.long))
 
 
-def beam_decode_step(t5: T5ForConditionalGeneration, decoding: BeamDecoding) -> tuple[torch.Tensor, BeamDecoding]:
-    """Logits [B * R, vocab] of the next token of every row (the first step's rows are repeated R times)."""
+def beam_decode_step(t5: T5ForConditionalGeneration, decoding: BeamDecoding,
+                     window: tuple[int, int] | None = None) -> tuple[torch.Tensor, BeamDecoding]:
+    """Logits [B * R, vocab] of the next token of every row (the first step's rows are repeated R times); with
+    `window=(lo, hi)` only those tokens' logits, [B * R, hi - lo] (the output layer's other rows are skipped)."""
     x = t5.decoder.embed_tokens(decoding.next_input)  # [N, d]
     n, b = x.shape[0], decoding.cross_bias.shape[0]
     rows = n // b
@@ -77,7 +79,8 @@ def beam_decode_step(t5: T5ForConditionalGeneration, decoding: BeamDecoding) -> 
     x = t5.decoder.final_layer_norm(x)
     if getattr(t5.config, "scale_decoder_outputs", False):
         x = x * (t5.model_dim**-0.5)
-    logits = t5.lm_head(x)
+    weight = t5.lm_head.weight if window is None else t5.lm_head.weight[window[0]:window[1]]
+    logits = torch.nn.functional.linear(x, weight, t5.lm_head.bias)
     if rows == 1 and decoding.rows_per_user > 1:
         logits = logits.repeat_interleave(decoding.rows_per_user, 0)
     return logits, decoding._replace(self_kv=tuple(new_self_kv))

@@ -66,6 +66,11 @@ def check_generator_contract(generator: Generator, tokenizer: SIDTokenizer, *, b
         step = generator.next_token_logits(rep, target.repeat_interleave(2, 0)[:, :1])
         assert torch.allclose(step[::2], step[1::2], atol=1e-5), "repeat_state must repeat each row consecutively"
         assert torch.allclose(step[::2], logits[:, 1], atol=1e-4, rtol=1e-4)
+        lo, hi = int(tokenizer.level_offsets[0]), int(tokenizer.level_offsets[0] + tokenizer.level_sizes[0])
+        full, _ = generator.decode_step(generator.start_decoding(state, enc.tokens.new_zeros(batch, 0)))
+        window, _ = generator.decode_step_window(generator.start_decoding(state, enc.tokens.new_zeros(batch, 0)),
+                                                 lo, hi)
+        assert torch.allclose(window, full[:, lo:hi], atol=1e-5), "decode_step_window must be decode_step's slice"
     trie = SIDTrie.from_tokenizer(tokenizer)
     k = min(4, tokenizer.num_items)
     res = constrained_beam_search(generator, trie, enc.tokens, enc.mask, beam_size=k)

@@ -78,7 +78,7 @@ def mine_row(name: str, model: str, items, args, encoder, *, constrained: bool) 
 
     t = time.time()
     miner = LLMIntentMiner(model=model, batch_size=args.batch, max_descriptors=args.max_descriptors,
-                           constrained=constrained)
+                           max_descriptor_chars=args.max_descriptor_chars, constrained=constrained, int8=args.int8)
     load_s = time.time() - t
     miner.mine(items[:2])  # warm-up (first calls are slow)
     t = time.time()
@@ -88,6 +88,7 @@ def mine_row(name: str, model: str, items, args, encoder, *, constrained: bool) 
     row = {"model": name, "constrained": constrained, "items": len(items), "seconds": round(dt, 1),
            "items_per_s": round(len(items) / dt, 3), "invalid_json_rate": round(invalid / len(items), 4),
            "load_s": round(load_s, 1), "batch_size": args.batch, "max_descriptors": args.max_descriptors,
+           "max_descriptor_chars": args.max_descriptor_chars, "int8": args.int8,
            "threads": torch.get_num_threads()}
     if invalid < len(items):
         row.update(descriptor_quality(items, mined, encoder, args.seed))
@@ -119,10 +120,12 @@ def synthetic_recovery(name: str, model: str, n: int, args, encoder) -> dict:
         return {"nmi": round(float(normalized_mutual_info_score(predicted, main)), 4),
                 "accuracy": round(float((predicted == main).float().mean()), 4)}
 
-    miner = LLMIntentMiner(model=model, batch_size=args.batch, max_descriptors=args.max_descriptors)
+    miner = LLMIntentMiner(model=model, batch_size=args.batch, max_descriptors=args.max_descriptors,
+                           max_descriptor_chars=args.max_descriptor_chars, int8=args.int8)
     t = time.time()
     llm = miner.mine(items)
-    out = {"model": name, "items": n, "items_per_s": round(n / (time.time() - t), 3),
+    out = {"model": name, "items": n, "items_per_s": round(n / (time.time() - t), 3), "int8": args.int8,
+           "max_descriptor_chars": args.max_descriptor_chars,
            "invalid_json_rate": round(sum(1 for m in llm if m.error) / n, 4), **scores(llm),
            "zero_shot_oracle": scores(ZeroShotIntentMiner(domain="synthetic", top_k=3,
                                                           text_encoder=encoder).mine(items)),
@@ -194,6 +197,8 @@ def main(argv=None) -> None:
     p.add_argument("--synthetic", type=int, default=96, help="synthetic items for intent recovery (0 to skip)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--max-descriptors", type=int, default=3)
+    p.add_argument("--max-descriptor-chars", type=int, default=24)
+    p.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the LLM's linear layers")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "dcim_llm.json")
     args = p.parse_args(argv)
@@ -210,11 +215,16 @@ def main(argv=None) -> None:
     if args.out.exists():  # models measured by an earlier invocation stay unless measured again
         earlier = json.loads(args.out.read_text(encoding="utf-8"))
         again = set(args.models)
-        result["rows"] = [r for r in earlier.get("rows", []) if not (args.sample and r["model"] in again)]
+        def same_settings(r) -> bool:  # rows of other settings (int8, descriptor length) are kept beside these
+            return (r.get("int8", False) == args.int8
+                    and r.get("max_descriptor_chars", 40) == args.max_descriptor_chars)
+
+        result["rows"] = [r for r in earlier.get("rows", [])
+                          if not (args.sample and r["model"] in again and same_settings(r))]
         result["mask_cost"] = {k: v for k, v in earlier.get("mask_cost", {}).items()
                                if not (args.sample and k in again)}
         result["synthetic_recovery"] = [r for r in earlier.get("synthetic_recovery", [])
-                                        if not (args.synthetic and r["model"] in again)]
+                                        if not (args.synthetic and r["model"] in again and same_settings(r))]
     for name in args.models:
         if args.synthetic:
             result.setdefault("synthetic_recovery", []).append(

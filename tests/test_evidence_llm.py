@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+import torch
 
 from deepinterestgr.data.schema import Item
 from deepinterestgr.evidence.constrained import (
@@ -228,6 +229,44 @@ def test_constrained_decoding_gives_valid_json_even_from_random_weights(seed, mo
     judged = judge.judge_detailed(MANY, descriptors)
     assert [j.error for j in judged] == [None] * len(MANY)
     assert [len(j.labels) for j in judged] == [len(d) for d in descriptors], "exactly one label per descriptor"
+
+
+def test_the_forced_opening_is_read_with_the_prompt_not_decoded(monkeypatch):
+    """The schema's fixed opening costs no decoding step: it is in the prompt, the matcher starts after it, and the
+    answer still carries it (so parsing and the raw record see the whole JSON)."""
+    miner = LLMIntentMiner(model="tiny-random-chat-lm", batch_size=3, max_descriptors=2, max_descriptor_chars=8)
+    opening = miner.generator.constraint.opening(miner.schema)
+    assert opening == '{"descriptors": [{"descriptor": "'
+    prompts, steps = [], []
+    generate = miner.generator.model.generate
+
+    def recording(**kwargs):
+        prompts.extend(miner.generator.tokenizer.batch_decode(kwargs["input_ids"]))
+        out = generate(**kwargs)
+        steps.append(out.shape[1] - kwargs["input_ids"].shape[1])
+        return out
+
+    monkeypatch.setattr(miner.generator.model, "generate", recording)
+    mined = miner.mine(MANY[:3])
+    assert all(p.endswith(opening) for p in prompts)
+    assert all(m.error is None and m.raw.startswith(opening) for m in mined)
+    assert max(steps) <= max_answer_chars(miner.schema) - len(opening) + 1
+
+
+def test_int8_miner_and_judge_quantise_every_linear_layer_and_stay_valid():
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    miner = LLMIntentMiner(model="tiny-random-chat-lm", batch_size=4, max_descriptors=2, int8=True)
+    layers = [m for m in miner.generator.model.modules() if isinstance(m, (torch.nn.Linear, DynamicInt8Linear))]
+    assert layers and all(isinstance(m, DynamicInt8Linear) for m in layers)
+    assert miner.describe()["int8"] is True and "int8" not in LLMIntentMiner(model="tiny-random-chat-lm").describe()
+    mined = miner.mine(MANY)
+    assert [r.error for r in mined] == [None] * len(MANY)
+    judged = LLMQualityJudge(model="tiny-random-chat-lm", batch_size=4, int8=True).judge_detailed(
+        MANY, [r.descriptors for r in mined])
+    assert [len(j.labels) for j in judged] == [len(r.descriptors) for r in mined]
+    with pytest.raises(ValueError, match="CPU"):
+        LLMIntentMiner(model="tiny-random-chat-lm", int8=True, device="cuda")
 
 
 def test_the_same_random_model_unconstrained_fails_the_schema():

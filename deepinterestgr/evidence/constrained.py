@@ -79,10 +79,49 @@ class SchemaConstraint:
     def compiled(self, schema: dict):
         return self._compile(json.dumps(schema))  # key order is part of the grammar: never sort
 
-    def logits_processor(self, schemas: list[dict]):
-        from xgrammar.contrib.hf import LogitsProcessor
+    def opening(self, schema: dict) -> str:
+        """The text every answer of `schema` starts with (`{"descriptors": [{"descriptor": "`): forced token by
+        token, so it is written into the prompt instead of decoded one model call per token (xgrammar's
+        jump-forward string)."""
+        import xgrammar as xgr
 
-        return LogitsProcessor([self.compiled(s) for s in schemas])
+        return xgr.GrammarMatcher(self.compiled(schema)).find_jump_forward_string()
+
+    def logits_processor(self, schemas: list[dict], openings: list[str] | None = None):
+        """A processor for one `generate` call; row i's matcher has already read `openings[i]` (in the prompt)."""
+        return _SchemaLogitsProcessor([self.compiled(s) for s in schemas], openings or [""] * len(schemas))
+
+
+class _SchemaLogitsProcessor:
+    """xgrammar's transformers logits processor (xgrammar.contrib.hf) with matchers that start after an opening
+    the prompt already holds. Reads the token chosen at the previous step, masks every token the row's grammar
+    does not admit next; a finished row is left to `generate`'s stop handling."""
+
+    def __init__(self, grammars: list, openings: list[str]) -> None:
+        import xgrammar as xgr
+
+        self.matchers = [xgr.GrammarMatcher(g) for g in grammars]
+        for matcher, opening in zip(self.matchers, openings):
+            if opening and not matcher.accept_string(opening):
+                raise ValueError(f"the schema does not admit the opening {opening!r}")
+        self.bitmask = xgr.allocate_token_bitmask(len(grammars), grammars[0].tokenizer_info.vocab_size)
+        self.started = False
+
+    def __call__(self, input_ids, scores):
+        import xgrammar as xgr
+
+        if input_ids.shape[0] != len(self.matchers):
+            raise RuntimeError(f"{input_ids.shape[0]} rows for {len(self.matchers)} schemas")
+        if self.started:
+            for i, matcher in enumerate(self.matchers):
+                if not matcher.is_terminated() and not matcher.accept_token(int(input_ids[i, -1])):
+                    raise RuntimeError(f"row {i}: the grammar rejected its own masked choice")
+        self.started = True
+        for i, matcher in enumerate(self.matchers):
+            if not matcher.is_terminated():
+                matcher.fill_next_token_bitmask(self.bitmask, i)
+        xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device))
+        return scores
 
 
 def stop_tokens(tokenizer, model) -> list[int]:

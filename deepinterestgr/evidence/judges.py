@@ -160,10 +160,12 @@ class LLMQualityJudge(QualityJudge):
         max_item_chars: int = 600,
         constrained: bool = True,
         device: str = "cpu",
+        int8: bool = False,
     ) -> None:
         self.model_id, self.gguf_file, self.max_item_chars = model, gguf_file, max_item_chars
         self.constrained = constrained
-        tokenizer, lm = load_causal_lm(model, gguf_file, device)
+        self.int8 = int8
+        tokenizer, lm = load_causal_lm(model, gguf_file, device, int8=int8)
         # the answer repeats "0, 1" tokens by design: a repetition penalty would push the model off the format
         self.generator = ChatGenerator(tokenizer, lm, max_new_tokens=max_new_tokens,
                                        repetition_penalty=repetition_penalty, batch_size=batch_size,
@@ -178,7 +180,7 @@ class LLMQualityJudge(QualityJudge):
                 "max_new_tokens": self.generator.max_new_tokens, "max_item_chars": self.max_item_chars,
                 "repetition_penalty": self.generator.repetition_penalty,
                 "prompt": stable_hash([JUDGE_SYSTEM, JUDGE_FEW_SHOT, JUDGE_REPAIR])[:16], "decoding": "greedy",
-                "constrained": self.constrained}
+                "constrained": self.constrained, **({"int8": True} if self.int8 else {})}
 
     def conversation(self, item: Item, descriptors: Sequence[Descriptor], caption: str = "") -> list[dict]:
         text, _ = truncate(item_text(item, caption), self.max_item_chars)

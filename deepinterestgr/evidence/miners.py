@@ -69,6 +69,7 @@ class LLMIntentMiner(IntentMiner):
         constrained: bool = True,
         max_descriptor_chars: int = 40,
         device: str = "cpu",
+        int8: bool = False,
     ) -> None:
         if constrained and answer_prefix:
             raise ValueError("answer_prefix primes free generation; with constrained=True the schema fixes the "
@@ -78,7 +79,8 @@ class LLMIntentMiner(IntentMiner):
         self.max_descriptors = max_descriptors
         self.max_item_chars = max_item_chars
         self.schema = descriptors_schema(max_descriptors, max_descriptor_chars) if constrained else None
-        tokenizer, lm = load_causal_lm(model, gguf_file, device)
+        self.int8 = int8
+        tokenizer, lm = load_causal_lm(model, gguf_file, device, int8=int8)
         self.generator = ChatGenerator(tokenizer, lm, max_new_tokens=max_new_tokens,
                                        repetition_penalty=repetition_penalty, batch_size=batch_size,
                                        constrained=constrained)
@@ -93,7 +95,8 @@ class LLMIntentMiner(IntentMiner):
                 "repetition_penalty": self.generator.repetition_penalty, "max_item_chars": self.max_item_chars,
                 "prompt": stable_hash([MINER_SYSTEM, FEW_SHOT, REPAIR])[:16], "decoding": "greedy",
                 "answer_prefix": self.answer_prefix,
-                "schema": stable_hash(self.schema)[:16] if self.schema else None}
+                "schema": stable_hash(self.schema)[:16] if self.schema else None,
+                **({"int8": True} if self.int8 else {})}
 
     def conversation(self, item: Item, caption: str = "") -> list[dict]:
         text, _ = truncate(item_text(item, caption), self.max_item_chars)

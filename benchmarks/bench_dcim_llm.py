@@ -197,7 +197,7 @@ def main(argv=None) -> None:
     p.add_argument("--synthetic", type=int, default=96, help="synthetic items for intent recovery (0 to skip)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--max-descriptors", type=int, default=3)
-    p.add_argument("--max-descriptor-chars", type=int, default=24)
+    p.add_argument("--max-descriptor-chars", type=int, default=40, help="the miner's default")
     p.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the LLM's linear layers")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "dcim_llm.json")

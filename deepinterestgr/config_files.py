@@ -52,10 +52,14 @@ def function_parser(function, *, prog: str | None = None, exit_on_error: bool = 
 def instantiate_arguments(parser, cfg) -> dict:
     """The parsed options as keyword arguments, plugins instantiated."""
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
-    kwargs = instantiate(cfg).as_dict()
-    kwargs.pop("config", None)
-    kwargs.pop("__path__", None)
-    return kwargs
+    return _without_parser_keys(instantiate(cfg).as_dict())
+
+
+def _without_parser_keys(options: dict) -> dict:
+    """The function's options only: the `-c` files and jsonargparse's source path are the parser's own."""
+    options.pop("config", None)
+    options.pop("__path__", None)
+    return options
 
 
 def parse_function_options(function, config: dict | str | os.PathLike, **given):
@@ -84,10 +88,7 @@ def resolved_options(cfg) -> dict:
     filled, as `RecordsInitArgs.init_config()` records a built one."""
     import json
 
-    out = json.loads(json.dumps(cfg.as_dict(), default=str))
-    out.pop("config", None)
-    out.pop("__path__", None)
-    return out
+    return _without_parser_keys(json.loads(json.dumps(cfg.as_dict(), default=str)))
 
 
 def check_class_paths(function, config: dict, *, where: str) -> None:

@@ -215,6 +215,6 @@ def evidence_is_current(run_dir: str | Path, config: dict | str) -> bool:
     from deepinterestgr.config_files import parse_function_options, resolved_options
 
     options = resolved_options(parse_function_options(run_evidence, config, run_dir=str(run_dir))[1])
-    config = stage_config({role: options.get(role) for role in ROLES}, options["batch_size"], options["max_text_chars"])
+    record = stage_config({role: options.get(role) for role in ROLES}, options["batch_size"], options["max_text_chars"])
     run = Path(run_dir)
-    return is_current(run / STAGE, STAGE, config, input_manifests(run, READS[STAGE]))
+    return is_current(run / STAGE, STAGE, record, input_manifests(run, READS[STAGE]))

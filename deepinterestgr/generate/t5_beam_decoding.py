@@ -79,8 +79,9 @@ def beam_decode_step(t5: T5ForConditionalGeneration, decoding: BeamDecoding,
     x = t5.decoder.final_layer_norm(x)
     if getattr(t5.config, "scale_decoder_outputs", False):
         x = x * (t5.model_dim**-0.5)
-    weight = t5.lm_head.weight if window is None else t5.lm_head.weight[window[0]:window[1]]
-    logits = torch.nn.functional.linear(x, weight, t5.lm_head.bias)
+    rows_kept = slice(None) if window is None else slice(*window)
+    bias = t5.lm_head.bias
+    logits = torch.nn.functional.linear(x, t5.lm_head.weight[rows_kept], None if bias is None else bias[rows_kept])
     if rows == 1 and decoding.rows_per_user > 1:
         logits = logits.repeat_interleave(decoding.rows_per_user, 0)
     return logits, decoding._replace(self_kv=tuple(new_self_kv))

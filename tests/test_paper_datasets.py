@@ -203,7 +203,7 @@ def test_items_add_refuses_sids_built_with_attributes(tmp_path):
     from deepinterestgr.serve.items import _quantizer_inputs
 
     with pytest.raises(ArtifactError, match="use_attributes"):
-        _quantizer_inputs(tmp_path, tmp_path, {"datamodule_hyper_parameters": {"use_attributes": True}}, 1)
+        _quantizer_inputs(tmp_path, tmp_path, {"use_attributes": True}, 1)
 
 
 # ------------------------------------------------------------------------------------------------ real data

@@ -206,6 +206,42 @@ def _group(pgid: int) -> dict[int, float]:
     return out
 
 
+def test_the_batch_collector_speaks_litservers_queue_protocol():
+    """ArrivalBatchedLoop reads LitServe's request tuples and its stop sentinel (private names of litserve<0.3, the
+    range pyproject allows): a LitServe that changed either fails here, not in a live server that never stops."""
+    import queue
+
+    from litserve.loops.base import _StopLoopError
+    from litserve.utils import LitAPIStatus
+
+    from deepinterestgr.serve.server import ArrivalBatchedLoop
+
+    class Transport:
+        sent: list = []
+
+        def send(self, item, consumer_id):
+            self.sent.append((consumer_id, item))
+
+    class API:
+        max_batch_size, batch_timeout, request_timeout = 3, 0.05, 30.0
+
+    loop, requests, transport = ArrivalBatchedLoop(), queue.Queue(), Transport()
+    loop._restart_workers = True  # LitServe sends START only to restartable workers: check that it is sent
+    now = time.monotonic()
+    for uid in range(4):
+        requests.put((7, f"u{uid}", now, {"x": uid}))
+    payloads, timed_out = loop.get_batch_requests(API(), requests, transport)
+    assert payloads == [(7, f"u{uid}", {"x": uid}) for uid in range(3)] and timed_out == []
+    assert [item[1][1] for _, item in transport.sent] == [LitAPIStatus.START] * 3
+    payloads, _ = loop.get_batch_requests(API(), requests, transport)  # one queued: returns after batch_timeout
+    assert payloads == [(7, "u3", {"x": 3})]
+    requests.put((7, "old", now - 60, {"x": 9}))
+    assert loop.get_batch_requests(API(), requests, transport) == ([], [(7, "old")])
+    requests.put((None, None, None, None))  # what LitServe puts on shutdown
+    with pytest.raises(_StopLoopError):
+        loop.get_batch_requests(API(), requests, transport)
+
+
 class Server(str):
     """The base URL, with the server process."""
 

@@ -88,15 +88,17 @@ def _evidence_settings(run: Path) -> dict:
             "max_text_chars": int(config.get("max_text_chars", 2000))}
 
 
-def _quantizer_inputs(run: Path, scratch: Path, quantize_ckpt: dict, num_new: int) -> dict[str, torch.Tensor]:
-    """The new items' quantizer input, built by the quantize stage's own data module on the scratch evidence."""
+def _quantizer_inputs(run: Path, scratch: Path, datamodule_options: dict,
+                      num_new: int) -> dict[str, torch.Tensor]:
+    """The new items' quantizer input, built by the quantize stage's own data module (with the options its
+    checkpoint recorded) on the scratch evidence."""
     from safetensors.torch import load_file, save_file
 
     from deepinterestgr.quantize.datamodule import COLLAB_FILE, COLLAB_KEY, EmbeddingDataModule
 
-    dm_args = {k: v for k, v in (quantize_ckpt.get("datamodule_hyper_parameters") or {}).items()
+    dm_args = {k: v for k, v in datamodule_options.items()
                if k in ("use_image_features", "use_collaborative", "collaborative_weight")}
-    if (quantize_ckpt.get("datamodule_hyper_parameters") or {}).get("use_attributes"):
+    if datamodule_options.get("use_attributes"):
         # the attribute SVD is fitted on the whole catalog: projecting new items needs its basis, which is not kept
         raise ArtifactError(f"{run}: its SIDs fuse attribute embeddings (data.use_attributes), which `dig items add` "
                             "cannot compute for new items yet; rebuild the SIDs with the new items in the catalog.")
@@ -188,11 +190,13 @@ def add_items(run_dir: str, items: str, batch_size: int = 64, cache_dir: str | N
                 if count:
                     log.warning("items add: evidence branch %s failed on %d new items (see %s)", reason, count,
                                 scratch / "evidence" / "manifest.json")
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            # the datamodule's options only: memory-mapped, so the weights are read once, by load_from_checkpoint
+            datamodule_options = torch.load(ckpt_path, map_location="cpu", weights_only=True,
+                                            mmap=True).get("datamodule_hyper_parameters") or {}
             module = QuantizerModule.load_from_checkpoint(str(ckpt_path), map_location="cpu", weights_only=True).eval()
             with torch.no_grad():
                 prefix, dist = module.quantizer.last_level_candidates(
-                    module.fuse(_quantizer_inputs(run, scratch, ckpt, len(new))))
+                    module.fuse(_quantizer_inputs(run, scratch, datamodule_options, len(new))))
             codes, suffix, problems = place(previous.table, prefix, dist,
                                             distinct=bool(getattr(module.quantizer, "distinct_last_level", False)),
                                             suffix_capacity=base_table.num_suffix)

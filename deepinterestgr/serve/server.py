@@ -139,6 +139,9 @@ class ArrivalBatchedLoop(BatchedLoop):
     (its queue manager 11.5%, its worker 8.6%). This one blocks in one call until the first request arrives, then
     waits at most `batch_timeout` after that arrival for the batch to fill (each further call returns as soon as a
     request is queued) and takes whatever else is already queued, up to `max_batch_size`.
+
+    LitServe's queue protocol (request tuples, the stop sentinel and its exception) has private names only;
+    pyproject allows litserve<0.3 and `test_the_batch_collector_speaks_litservers_queue_protocol` fails if they change.
     """
 
     def get_batch_requests(self, lit_api, request_queue, transport):

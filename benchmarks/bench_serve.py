@@ -170,6 +170,7 @@ def start_server(args, port: int, log_path: Path) -> subprocess.Popen:
            "--threads", str(args.threads), "--log_level", "warning"]
     if args.fast_queue:
         cmd += ["--fast_queue", "true"]
+    cmd += ["--request_queue", args.request_queue]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
@@ -338,6 +339,8 @@ def main() -> None:
     p.add_argument("--max_batch_size", type=int, default=32)
     p.add_argument("--batch_timeout", type=float, default=0.005)
     p.add_argument("--fast_queue", action="store_true")
+    p.add_argument("--request_queue", choices=("pipe", "manager"), default="pipe",
+                   help="dig serve --request_queue (measurements before it existed used LitServe's manager queue)")
     p.add_argument("--clients", nargs="+", choices=("httpx", "raw"), default=["httpx", "raw"],
                    help="load generators, each over every concurrency level: httpx, and a minimal asyncio HTTP/1.1 "
                         "client (far less CPU on the cores the server shares with it)")
@@ -360,6 +363,7 @@ def main() -> None:
                 "exclude_history": rec.ranker.exclude_history, "max_history": rec.max_history,
                 "num_items": rec.items.current.num_items, "max_batch_size": args.max_batch_size,
                 "batch_timeout": args.batch_timeout, "fast_queue": args.fast_queue, "threads": args.threads,
+                "request_queue": args.request_queue,
                 "requests": dict(zip(map(str, args.concurrency), args.requests)), "budget_s": args.budget_s,
                 "histories": len(histories), "history_format": "ASINs"}
     if args.skip_offline and previous.get("offline"):
@@ -411,7 +415,8 @@ def main() -> None:
                        "search_overhead_pct": off["search_overhead"]["overhead_pct"], "search_overhead_target_pct": 10},
               "torch": torch.__version__, "machine": platform.machine(), "cpu_count": os.cpu_count(),
               "load_avg_1m": os.getloadavg()[0], "wall_s": time.time() - started}
-    key = lambda s: (s.get("max_batch_size"), s.get("batch_timeout"), s.get("fast_queue"), s.get("threads"))  # noqa: E731
+    key = lambda s: (s.get("max_batch_size"), s.get("batch_timeout"), s.get("fast_queue"), s.get("threads"),  # noqa: E731
+                     s.get("request_queue", "manager"))
     earlier = [r for r in previous.get("earlier", []) if key(r["settings"]) != key(settings)]
     if previous.get("settings") and key(previous["settings"]) != key(settings):
         earlier.append({k: previous[k] for k in ("settings", "rows", "offline", "load_avg_1m") if k in previous})

@@ -24,6 +24,7 @@ and `X-Items-Version` headers, for load tests and debugging.
 # no `from __future__ import annotations`: LitServe hands the annotations of decode_request/encode_response to
 # FastAPI as they are, and FastAPI cannot resolve string annotations from litserve's module
 import logging
+import multiprocessing as mp
 import os
 import signal
 import time
@@ -171,6 +172,23 @@ class ArrivalBatchedLoop(BatchedLoop):
         return payloads, timed_out
 
 
+class PipeQueueServer(ls.LitServer):
+    """A LitServer whose request queue is a `multiprocessing.Queue` (a pipe) instead of a manager proxy.
+
+    LitServe's request queue lives in its multiprocessing manager: the HTTP handler's `put` is a blocking round trip
+    to the manager process inside the event loop, and the worker's `get` is another. A pipe queue's `put` hands the
+    request to a feeder thread and returns; the worker reads the pipe directly. The queue is created before LitServe
+    forks the HTTP process and spawns the worker (both in `run`, after `_init_manager`), so both inherit it.
+    """
+
+    def _init_manager(self, num_api_servers: int):
+        manager = super()._init_manager(num_api_servers)
+        context = mp.get_context("spawn")
+        for path in self.litapi_request_queues:
+            self.litapi_request_queues[path] = context.Queue()
+        return manager
+
+
 class RecommendAPI(ls.LitAPI):
     """The inference worker: a `Recommender` behind LitServe's batching loop."""
 
@@ -252,10 +270,12 @@ def build_server(run_dir: str | Path, *, stage: str = "generate", checkpoint: st
                  max_history: int | None = None, beam_size: int | None = None, rerank_weight: float | None = None,
                  exclude_history: bool | None = None, max_batch_size: int = 32, batch_timeout: float = 0.005,
                  threads: int = 1, accelerator: str = "cpu", timeout: float = 30.0,
-                 fast_queue: bool = False) -> ls.LitServer:
+                 fast_queue: bool = False, request_queue: Literal["pipe", "manager"] = "pipe") -> ls.LitServer:
     """The LitServer of a run (not started): /recommend, /items/{id}, LitServe's /health and /info."""
     from deepinterestgr.serve.recommender import read_checkpoint_info, resolve_checkpoint
 
+    if request_queue not in ("pipe", "manager"):
+        raise ValueError(f"request_queue must be 'pipe' or 'manager', got {request_queue!r}")
     run_dir = str(Path(run_dir).resolve())
     path = resolve_checkpoint(run_dir, stage, checkpoint)
     info = read_checkpoint_info(path)  # memory-mapped: the HTTP process never builds the model
@@ -270,8 +290,10 @@ def build_server(run_dir: str | Path, *, stage: str = "generate", checkpoint: st
                 "max_history": max_history or info["max_history"], "num_items": items.watcher.current.num_items,
                 "items_version_at_start": items.watcher.current.number,
                 **{k: ranking.get(k) for k in ("beam_size", "rerank_weight", "exclude_history", "renormalize")},
-                "max_batch_size": max_batch_size, "batch_timeout": batch_timeout, "threads": threads}
-    server = ls.LitServer(api, accelerator=accelerator, devices=1, workers_per_device=1, timeout=timeout,
+                "max_batch_size": max_batch_size, "batch_timeout": batch_timeout, "threads": threads,
+                "request_queue": request_queue, "fast_queue": fast_queue}
+    server_class = PipeQueueServer if request_queue == "pipe" else ls.LitServer
+    server = server_class(api, accelerator=accelerator, devices=1, workers_per_device=1, timeout=timeout,
                           model_metadata=metadata, fast_queue=fast_queue)
     server.app.title, server.app.version = "DeepInterestGR serve", "1"
     server.app.description = f"Generative recommendations of {run_dir} ({stage} stage, beam {ranking.get('beam_size')})"
@@ -292,7 +314,8 @@ def serve(run_dir: str, stage: Literal["generate", "rl"] = "generate", port: int
           max_history: int | None = None, beam_size: int | None = None, rerank_weight: float | None = None,
           exclude_history: bool | None = None, max_batch_size: int = 32, batch_timeout: float = 0.005,
           threads: int = 1, accelerator: Literal["cpu", "cuda", "auto"] = "cpu", timeout: float = 30.0,
-          fast_queue: bool = False, log_level: str = "info") -> None:
+          fast_queue: bool = False, request_queue: Literal["pipe", "manager"] = "pipe",
+          log_level: str = "info") -> None:
     """Serve a run's recommendations over HTTP: POST /recommend, GET /items/{id}, GET /health, /openapi.json.
 
     Loads the best checkpoint of the stage and the run's current items version (`dig items add` versions are picked
@@ -316,13 +339,15 @@ def serve(run_dir: str, stage: Literal["generate", "rl"] = "generate", port: int
         accelerator: device of the inference worker.
         timeout: seconds a request may wait in the queue before a 504.
         fast_queue: ZeroMQ instead of multiprocessing queues for responses.
+        request_queue: how requests reach the worker: "pipe" (a multiprocessing queue; no round trip to a manager
+            process per request) or "manager" (LitServe's own manager queue).
         log_level: uvicorn / LitServe log level.
     """
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     server = build_server(run_dir, stage=stage, checkpoint=checkpoint, max_history=max_history, beam_size=beam_size,
                           rerank_weight=rerank_weight, exclude_history=exclude_history, max_batch_size=max_batch_size,
                           batch_timeout=batch_timeout, threads=threads, accelerator=accelerator, timeout=timeout,
-                          fast_queue=fast_queue)
+                          fast_queue=fast_queue, request_queue=request_queue)
     # LitServe shuts its processes down on KeyboardInterrupt only; a plain SIGTERM (docker stop, systemd, kill) would
     # end this process and leave the uvicorn, queue-manager and worker processes behind, the uvicorn one spinning
     previous = signal.signal(signal.SIGTERM, _interrupt)

@@ -242,6 +242,30 @@ def test_the_batch_collector_speaks_litservers_queue_protocol():
         loop.get_batch_requests(API(), requests, transport)
 
 
+def test_the_pipe_request_queue_replaces_litservers_manager_queue(tiny_run):
+    """`--request_queue pipe` swaps LitServe's manager-proxy request queue for a multiprocessing queue before the HTTP
+    process and the worker are started (`_init_manager` is where LitServe creates it)."""
+    import multiprocessing.queues
+
+    from deepinterestgr.serve.server import build_server
+
+    for kind, expected in (("pipe", multiprocessing.queues.Queue), ("manager", None)):
+        server = build_server(tiny_run, request_queue=kind)
+        manager = server._init_manager(1)
+        try:
+            queue = server._get_request_queue("/recommend")
+            if expected:
+                assert isinstance(queue, expected)
+            else:
+                assert not isinstance(queue, multiprocessing.queues.Queue)  # a manager proxy
+            queue.put((0, "u", time.monotonic(), {"x": 1}))
+            assert queue.get(timeout=5)[1] == "u"
+        finally:
+            manager.shutdown()
+    with pytest.raises(ValueError, match="request_queue"):
+        build_server(tiny_run, request_queue="zmq")
+
+
 class Server(str):
     """The base URL, with the server process."""
 

@@ -177,12 +177,13 @@ def fit(args, name: str) -> dict:
     if marker.exists():
         return json.loads(marker.read_text())
     fragments = [a for c in generate_configs(name) for a in ("-c", c)]
+    threads = FIT_THREADS.get(name, 1)
     fit_s = sh("fit", *fragments, "--data.run_dir", str(run), "--trainer.default_root_dir", str(run / "generate"),
                "--trainer.enable_progress_bar", "false", "--trainer.max_time", args.max_time,
                "--data.val_max_users", str(args.val_max_users), "--seed_everything", str(args.seed), *overrides,
-               threads=FIT_THREADS.get(name, 1))
+               threads=threads)
     record = {"variant": name, "config": config, "overrides": list(overrides), "fit_s": round(fit_s),
-              "threads": FIT_THREADS.get(name, 1),
+              "threads": threads,
               "max_time": args.max_time, "seed": variant_seed(args, overrides), "val_max_users": args.val_max_users}
     marker.write_text(json.dumps(record, indent=2) + "\n")
     return record

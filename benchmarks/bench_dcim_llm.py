@@ -78,7 +78,8 @@ def mine_row(name: str, model: str, items, args, encoder, *, constrained: bool) 
 
     t = time.time()
     miner = LLMIntentMiner(model=model, batch_size=args.batch, max_descriptors=args.max_descriptors,
-                           max_descriptor_chars=args.max_descriptor_chars, constrained=constrained, int8=args.int8)
+                           max_descriptor_chars=args.max_descriptor_chars, constrained=constrained, int8=args.int8,
+                           sort_by_length=not args.no_sort)
     load_s = time.time() - t
     miner.mine(items[:2])  # warm-up (first calls are slow)
     t = time.time()
@@ -89,7 +90,8 @@ def mine_row(name: str, model: str, items, args, encoder, *, constrained: bool) 
            "items_per_s": round(len(items) / dt, 3), "invalid_json_rate": round(invalid / len(items), 4),
            "load_s": round(load_s, 1), "batch_size": args.batch, "max_descriptors": args.max_descriptors,
            "max_descriptor_chars": args.max_descriptor_chars, "int8": args.int8,
-           "threads": torch.get_num_threads()}
+           "sort_by_length": not args.no_sort, "threads": torch.get_num_threads(),
+           "load_average_1min": round(os.getloadavg()[0], 2)}  # other work on the cores slows every figure
     if invalid < len(items):
         row.update(descriptor_quality(items, mined, encoder, args.seed))
     row["examples"] = [{"title": it.title[:90], "descriptors": [[d.descriptor, d.confidence] for d in m.descriptors],
@@ -199,6 +201,8 @@ def main(argv=None) -> None:
     p.add_argument("--max-descriptors", type=int, default=3)
     p.add_argument("--max-descriptor-chars", type=int, default=40, help="the miner's default")
     p.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the LLM's linear layers")
+    p.add_argument("--no-sort", action="store_true",
+                   help="batch items in catalog order instead of by prompt length (the miner's sort_by_length)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "dcim_llm.json")
     args = p.parse_args(argv)
@@ -217,7 +221,10 @@ def main(argv=None) -> None:
         again = set(args.models)
         def same_settings(r) -> bool:  # rows of other settings (int8, descriptor length) are kept beside these
             return (r.get("int8", False) == args.int8
-                    and r.get("max_descriptor_chars", 40) == args.max_descriptor_chars)
+                    and r.get("max_descriptor_chars", 40) == args.max_descriptor_chars
+                    and r.get("batch_size", 16) == args.batch
+                    and r.get("sort_by_length", False) == (not args.no_sort)
+                    and r.get("threads", 1) == torch.get_num_threads())
 
         result["rows"] = [r for r in earlier.get("rows", [])
                           if not (args.sample and r["model"] in again and same_settings(r))]

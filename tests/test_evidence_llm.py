@@ -142,6 +142,29 @@ def test_batched_left_padded_generation_equals_one_by_one():
     assert batched.complete(conversations) == single.complete(conversations)
 
 
+def test_batches_group_prompts_of_similar_length_and_answers_keep_their_order():
+    tokenizer, model = tiny_chat_lm(seed=1)
+    texts = ("a long prompt about a travel-size shampoo", "hi", "another long prompt about a body butter", "yo")
+    conversations = [[{"role": "user", "content": t}] for t in texts]
+    widths: list[int] = []
+    plain_generate = model.generate
+
+    def recording_generate(**kwargs):
+        widths.append(kwargs["input_ids"].shape[1])
+        return plain_generate(**kwargs)
+
+    model.generate = recording_generate
+    sorted_gen = ChatGenerator(tokenizer, model, max_new_tokens=5, repetition_penalty=1.0, batch_size=2)
+    answers = sorted_gen.complete(conversations)
+    sorted_widths, widths[:] = list(widths), []
+    unsorted = ChatGenerator(tokenizer, model, max_new_tokens=5, repetition_penalty=1.0, batch_size=2,
+                             sort_by_length=False)
+    assert unsorted.complete(conversations) == answers, "each answer comes back at its conversation's position"
+    assert sum(sorted_widths) < sum(widths), "short prompts are batched together: less left padding to prefill"
+    one_by_one = ChatGenerator(tokenizer, model, max_new_tokens=5, repetition_penalty=1.0, batch_size=1)
+    assert one_by_one.complete(conversations) == answers
+
+
 def test_llm_judge_labels_per_descriptor_and_reports_failures(monkeypatch):
     judge = LLMQualityJudge.for_contract_test()
 

@@ -147,7 +147,8 @@ class LLMQualityJudge(QualityJudge):
     `{"labels": [...]}`, one per descriptor; one repair retry, then a per-item failure with the raw answers.
     `constrained=True` (default) decodes inside a schema with exactly one 0/1 label per descriptor.
     Loads like the LLM miner (`model`: hub id, local folder, `packaged:smollm2-135m-instruct`, or
-    `tiny-random-chat-lm` for tests)."""
+    `tiny-random-chat-lm` for tests). `sort_by_length` (default) batches items of similar prompt length: less left
+    padding to prefill, the same answers."""
 
     def __init__(
         self,
@@ -161,6 +162,7 @@ class LLMQualityJudge(QualityJudge):
         constrained: bool = True,
         device: str = "cpu",
         int8: bool = False,
+        sort_by_length: bool = True,
     ) -> None:
         self.model_id, self.gguf_file, self.max_item_chars = model, gguf_file, max_item_chars
         self.constrained = constrained
@@ -169,7 +171,7 @@ class LLMQualityJudge(QualityJudge):
         # the answer repeats "0, 1" tokens by design: a repetition penalty would push the model off the format
         self.generator = ChatGenerator(tokenizer, lm, max_new_tokens=max_new_tokens,
                                        repetition_penalty=repetition_penalty, batch_size=batch_size,
-                                       constrained=constrained)
+                                       constrained=constrained, sort_by_length=sort_by_length)
 
     @classmethod
     def for_contract_test(cls) -> "LLMQualityJudge":

@@ -99,7 +99,8 @@ class ChatGenerator:
     generation)."""
 
     def __init__(self, tokenizer, model, *, max_new_tokens: int = 128, repetition_penalty: float = 1.2,
-                 batch_size: int = 8, constrained: bool = False, prefix_cache: bool = True) -> None:
+                 batch_size: int = 8, constrained: bool = False, prefix_cache: bool = True,
+                 sort_by_length: bool = True) -> None:
         self.tokenizer = tokenizer
         self.model = model
         self.max_new_tokens = max_new_tokens
@@ -107,6 +108,7 @@ class ChatGenerator:
         self.batch_size = batch_size
         # the system prompt and few-shot turns every item shares: encoded once, their KV cache reused per batch
         self.prefix_cache = prefix_cache
+        self.sort_by_length = sort_by_length
         self._prefix: tuple[str, list[int], object] | None = None
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
@@ -133,6 +135,12 @@ class ChatGenerator:
                 raise ValueError("answer_prefix and schemas do not combine: the schema already fixes the opening")
             if len(schemas) != len(conversations):
                 raise ValueError(f"{len(schemas)} schemas for {len(conversations)} conversations")
+        # batches of similar prompt length: left padding to a batch's longest prompt is prefill compute spent on
+        # nothing, and greedy answers do not depend on the batch (test_batched_left_padded_generation_equals_...)
+        order = (sorted(range(len(conversations)), key=lambda i: len(self.prompt(conversations[i])))
+                 if self.sort_by_length else list(range(len(conversations))))
+        conversations = [conversations[i] for i in order]
+        schemas = [schemas[i] for i in order] if schemas is not None else None
         outputs: list[str] = []
         for start in range(0, len(conversations), self.batch_size):
             stop = start + self.batch_size
@@ -169,7 +177,10 @@ class ChatGenerator:
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
             outputs.extend(o + t for o, t in zip(openings, self.tokenizer.batch_decode(new_tokens,
                                                                                      skip_special_tokens=True)))
-        return outputs
+        restored = [""] * len(outputs)
+        for position, i in enumerate(order):
+            restored[i] = outputs[position]
+        return restored
 
     def _with_shared_prefix(self, conversations: Sequence[list[dict]], prompts: list[str], max_new_tokens: int):
         """(batch, cache) where every row is the shared prefix + its own left-padded suffix and `cache`, preallocated

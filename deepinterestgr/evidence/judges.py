@@ -11,7 +11,7 @@ from deepinterestgr.data.schema import Item
 from deepinterestgr.evidence.cache import model_identity
 from deepinterestgr.evidence.constrained import labels_schema
 from deepinterestgr.evidence.contracts import Descriptor, JudgeResult, QualityJudge, SharesTextEncoder, TextEncoder
-from deepinterestgr.evidence.llm import PACKAGED_SMOLLM2, ChatGenerator, load_causal_lm
+from deepinterestgr.evidence.llm import PACKAGED_SMOLLM2, ChatGenerator
 from deepinterestgr.evidence.miners import complete_with_repair
 from deepinterestgr.evidence.parsing import parse_labels
 from deepinterestgr.evidence.text import item_text, truncate
@@ -167,11 +167,11 @@ class LLMQualityJudge(QualityJudge):
         self.model_id, self.gguf_file, self.max_item_chars = model, gguf_file, max_item_chars
         self.constrained = constrained
         self.int8 = int8
-        tokenizer, lm = load_causal_lm(model, gguf_file, device, int8=int8)
         # the answer repeats "0, 1" tokens by design: a repetition penalty would push the model off the format
-        self.generator = ChatGenerator(tokenizer, lm, max_new_tokens=max_new_tokens,
-                                       repetition_penalty=repetition_penalty, batch_size=batch_size,
-                                       constrained=constrained, sort_by_length=sort_by_length)
+        self.generator = ChatGenerator.load(model, gguf_file, device=device, int8=int8,
+                                            max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+                                            batch_size=batch_size, constrained=constrained,
+                                            sort_by_length=sort_by_length)
 
     @classmethod
     def for_contract_test(cls) -> "LLMQualityJudge":

@@ -119,6 +119,13 @@ class ChatGenerator:
 
             self.constraint = SchemaConstraint(tokenizer, model.config.vocab_size, stop_tokens(tokenizer, model))
 
+    @classmethod
+    def load(cls, model: str, gguf_file: str | None = None, *, device: str = "cpu", int8: bool = False,
+             **options) -> "ChatGenerator":
+        """A generator over `load_causal_lm(model, gguf_file, device, int8)`; `options` go to the constructor."""
+        tokenizer, lm = load_causal_lm(model, gguf_file, device, int8=int8)
+        return cls(tokenizer, lm, **options)
+
     def prompt(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 

@@ -17,7 +17,7 @@ from deepinterestgr.data.schema import Item
 from deepinterestgr.evidence.cache import model_identity
 from deepinterestgr.evidence.constrained import descriptors_schema
 from deepinterestgr.evidence.contracts import Descriptor, IntentMiner, MiningResult, SharesTextEncoder, TextEncoder
-from deepinterestgr.evidence.llm import PACKAGED_SMOLLM2, ChatGenerator, load_causal_lm
+from deepinterestgr.evidence.llm import PACKAGED_SMOLLM2, ChatGenerator
 from deepinterestgr.evidence.parsing import LLMOutputError, descriptors_from_obj, parse_descriptors
 from deepinterestgr.evidence.text import item_text, truncate
 from deepinterestgr.evidence.text_encoders import encode_memoized
@@ -83,10 +83,10 @@ class LLMIntentMiner(IntentMiner):
         self.max_item_chars = max_item_chars
         self.schema = descriptors_schema(max_descriptors, max_descriptor_chars) if constrained else None
         self.int8 = int8
-        tokenizer, lm = load_causal_lm(model, gguf_file, device, int8=int8)
-        self.generator = ChatGenerator(tokenizer, lm, max_new_tokens=max_new_tokens,
-                                       repetition_penalty=repetition_penalty, batch_size=batch_size,
-                                       constrained=constrained, sort_by_length=sort_by_length)
+        self.generator = ChatGenerator.load(model, gguf_file, device=device, int8=int8,
+                                            max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+                                            batch_size=batch_size, constrained=constrained,
+                                            sort_by_length=sort_by_length)
 
     @classmethod
     def for_contract_test(cls) -> "LLMIntentMiner":

@@ -237,7 +237,8 @@ def main(argv=None) -> None:
             result.setdefault("synthetic_recovery", []).append(
                 synthetic_recovery(name, MODELS[name], args.synthetic, args, encoder))
         if args.sample:
-            result["rows"].append(mine_row(name, MODELS[name], items, args, encoder, constrained=True))
+            result["rows"].append({**mine_row(name, MODELS[name], items, args, encoder, constrained=True),
+                                   "command": result["command"]})
             if args.free_sample:
                 result["rows"].append(mine_row(name, MODELS[name], items[: args.free_sample], args, encoder,
                                                constrained=False))

@@ -141,3 +141,52 @@ def test_the_cli_runs_items_add(trained_run, tmp_path, capsys):
     assert main(["items", "add", "--run-dir", str(trained_run), "--items", str(path)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["added"] == 1 and out["skipped"] == 0
+
+
+def test_items_without_text_are_placed_through_the_runs_attribute_svd(tmp_path):
+    """A Sports-like run (attribute ids + co-occurrence, no text): new items' attribute vectors are folded into the
+    trained catalog's attribute space, so a new item with a catalog item's attributes gets that item's vector."""
+    from safetensors.torch import load_file
+
+    from deepinterestgr.data.prepare import prepare_dataset
+    from deepinterestgr.evidence.attributes import AttributeSVD
+    from deepinterestgr.evidence.collaborative import CooccurrenceSVD
+    from deepinterestgr.evidence.stage import run_evidence
+    from deepinterestgr.quantize.stage import run_quantize
+
+    # a P5-format catalog (1-based item ids, no item text) with brand + category attribute ids
+    raw, run = tmp_path / "raw", tmp_path / "run"
+    raw.mkdir()
+    brands, cats = [f"b{i}" for i in range(8)], [f"c{i}" for i in range(4)]
+    (raw / "Cat.txt").write_text("".join(f"{u + 1} " + " ".join(str((u + 3 * j) % 48 + 1) for j in range(5)) + "\n"
+                                         for u in range(48)))
+    (raw / "Cat_item2attributes.json").write_text(json.dumps(
+        {str(i + 1): [brands[i % 8], cats[i % 4], cats[(i // 4) % 4]] for i in range(48)}))
+    prepare_dataset(str(run), reader="p5", data_root=str(raw), category="Cat", kcore=0,
+                    reader_args={"attribute_file": "Cat_item2attributes.json"})
+    catalog = [json.loads(x) for x in (run / "data" / "catalog.jsonl").read_text().splitlines()]
+    five = next(r for r in catalog if r["source_id"] == "6")  # P5 item 6 = the sixth item above
+    run_evidence(str(run), collaborative=CooccurrenceSVD(dim=4), attributes=AttributeSVD(dim=6))
+    configs = [str(REPO / c) for c in ("configs/trainer/cpu.yaml", "configs/trainer/quantize_cpu.yaml",
+                                       "configs/model/quantizer_rqkmeans.yaml",
+                                       "configs/data/embeddings_attributes_collab.yaml")]
+    run_quantize(str(run), configs=configs, overrides=[
+        "--model.quantizer.init_args.codebook_size", "8", "--data.batch_size", "48",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
+    before = SIDTable.load(run / "quantize")
+    twin = {"source_id": "NEW-TWIN", "attributes": five["attributes"]}
+    stranger = {"source_id": "NEW-STRANGER", "attributes": ["brand never seen"]}
+    path = tmp_path / "new.jsonl"
+    path.write_text(json.dumps(twin) + "\n" + json.dumps(stranger) + "\n")
+
+    summary = add_items(str(run), str(path))
+
+    assert summary["added"] == 2 and summary["skipped"] == 0
+    version = load_current(run, before)
+    assert torch.equal(version.table.full()[:48], before.full()) and version.num_items == 50
+    version.table.check_unique()
+    base = load_file(str(run / "evidence" / "attribute_embeddings.safetensors"))["embeddings"]
+    added = load_file(str(version.path / "evidence" / "attribute_embeddings.safetensors"))["embeddings"]
+    assert torch.allclose(added[0], base[five["item_id"]], atol=1e-4), "the twin lands on its item's attribute vector"
+    assert added[1].abs().sum() == 0, "attribute ids the catalog never held carry no signal"
+    assert not (version.path / "evidence" / "text_embeddings.safetensors").exists()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from deepinterestgr.evidence.collaborative import svd_embedding
+from deepinterestgr.evidence.collaborative import SVDBasis, svd_basis
 from deepinterestgr.evidence.contracts import AttributeSource
 
 log = logging.getLogger(__name__)
@@ -77,22 +77,53 @@ class AttributeSVD(AttributeSource):
                 "oversample": self.OVERSAMPLE, "niter": self.NITER}
 
     def embed(self, attributes: list[list[str]]) -> torch.Tensor:
+        out = torch.zeros(len(attributes), self._dim, dtype=torch.float32)
+        fitted = self._fit(attributes)
+        if fitted is None:
+            return out
+        basis, _, _ = fitted
+        emb = basis.embedding()
+        has = torch.tensor([bool(row) for row in attributes])
+        out[:, :emb.shape[1]] = torch.where(has[:, None], emb, torch.zeros_like(emb)).float()
+        return out
+
+    def embed_new(self, catalog: list[list[str]], new: list[list[str]]) -> torch.Tensor:
+        """Folding-in: the new items' weighted attribute rows projected on the basis `embed(catalog)` was cut from
+        (recomputed: the seeded SVD gives the same bytes), with the catalog's attribute weights. Attribute ids the
+        catalog never held span no direction and are ignored; an item left with none gets a zero row."""
+        out = torch.zeros(len(new), self._dim, dtype=torch.float32)
+        fitted = self._fit(catalog)
+        if fitted is None or not new:
+            return out
+        basis, vocab, weight = fitted
+        rows = [i for i, row in enumerate(new) for a in set(row) if a in vocab]
+        cols = [vocab[a] for row in new for a in sorted(set(row)) if a in vocab]
+        if not rows:
+            return out
+        r, c = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+        matrix = torch.zeros(len(new), len(vocab), dtype=torch.float64).index_put_((r, c), weight[c])
+        emb = basis.fold_in(matrix)
+        has = torch.zeros(len(new), dtype=torch.bool)
+        has[r] = True
+        out[:, :emb.shape[1]] = torch.where(has[:, None], emb, torch.zeros_like(emb)).float()
+        return out
+
+    def _fit(self, attributes: list[list[str]]) -> tuple[SVDBasis, dict[str, int], torch.Tensor] | None:
+        """The SVD basis of the weighted item x attribute matrix, its attribute vocabulary and per-attribute weight
+        (None when no item holds an attribute)."""
         n = len(attributes)
-        out = torch.zeros(n, self._dim, dtype=torch.float32)
         vocab = {a: j for j, a in enumerate(sorted({a for row in attributes for a in row}))}
         rows = [i for i, row in enumerate(attributes) for _ in set(row)]
         cols = [vocab[a] for row in attributes for a in sorted(set(row))]
         if not rows:
-            return out
+            return None
         index = torch.tensor([rows, cols], dtype=torch.long)
-        values = torch.ones(len(rows), dtype=torch.float64)
+        ones = torch.ones(len(rows), dtype=torch.float64)
+        weight = torch.ones(len(vocab), dtype=torch.float64)
         if self.weighting == "tfidf":
-            holders = torch.zeros(len(vocab), dtype=torch.float64).index_add_(0, index[1], values)
-            values = torch.log(n / holders[index[1]]) + 1.0  # +1: an attribute every item holds still counts
-        matrix = torch.sparse_coo_tensor(index, values, (n, len(vocab)), check_invariants=True).coalesce()
-        emb = svd_embedding(matrix, self._dim, q=min(self._dim + self.OVERSAMPLE, n, len(vocab)), seed=self.seed,
-                            niter=self.NITER)
-        k = emb.shape[1]
-        has = torch.tensor([bool(row) for row in attributes])
-        out[:, :k] = torch.where(has[:, None], emb, torch.zeros_like(emb)).float()
-        return out
+            holders = torch.zeros(len(vocab), dtype=torch.float64).index_add_(0, index[1], ones)
+            weight = torch.log(n / holders) + 1.0  # +1: an attribute every item holds still counts
+        matrix = torch.sparse_coo_tensor(index, weight[index[1]], (n, len(vocab)), check_invariants=True).coalesce()
+        basis = svd_basis(matrix, self._dim, q=min(self._dim + self.OVERSAMPLE, n, len(vocab)), seed=self.seed,
+                          niter=self.NITER)
+        return basis, vocab, weight

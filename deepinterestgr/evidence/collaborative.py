@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -63,18 +64,41 @@ def embed_run(plugin: CollaborativeSource, run_dir: str | Path, num_items: int) 
     return emb.contiguous(), summary
 
 
-def svd_embedding(matrix: torch.Tensor, dim: int, *, q: int, seed: int, niter: int) -> torch.Tensor:
-    """Rows of U * sqrt(S) of a seeded randomised SVD (`torch.svd_lowrank` with q directions), the first
-    min(dim, q) columns, L2-normalised. Shared by the collaborative and attribute sources."""
+class SVDBasis(NamedTuple):
+    """The first k directions of a seeded randomised SVD, columns sign-fixed: matrix ~ u diag(s) v^T."""
+
+    u: torch.Tensor  # [rows, k]
+    s: torch.Tensor  # [k]
+    v: torch.Tensor  # [cols, k]
+
+    def embedding(self) -> torch.Tensor:
+        """Rows of U * sqrt(S), L2-normalised."""
+        return torch.nn.functional.normalize(self.u * self.s.clamp(min=0).sqrt(), dim=1)
+
+    def fold_in(self, rows: torch.Tensor) -> torch.Tensor:
+        """The embedding of new rows [M, cols] of the matrix, unchanged basis: u = rows v / s (LSI folding-in), so
+        a row of the fitted matrix folds in to (about) its own embedding; directions with s = 0 contribute 0."""
+        s = self.s.to(rows.dtype)
+        u = (rows @ self.v.to(rows.dtype)) / torch.where(s > 0, s, torch.ones_like(s))
+        return torch.nn.functional.normalize(u * s.clamp(min=0).sqrt(), dim=1)
+
+
+def svd_basis(matrix: torch.Tensor, dim: int, *, q: int, seed: int, niter: int) -> SVDBasis:
+    """A seeded randomised SVD (`torch.svd_lowrank` with q directions) cut to its first min(dim, q) directions.
+    An SVD column is defined up to its sign: each is fixed (largest entry of u positive) so that equal inputs give
+    equal bytes whatever the LAPACK build."""
     with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's global RNG
         torch.manual_seed(seed)
-        u, s, _ = torch.svd_lowrank(matrix, q=q, niter=niter)
+        u, s, v = torch.svd_lowrank(matrix, q=q, niter=niter)
     k = min(dim, q)
-    u, s = u[:, :k], s[:k]
-    # an SVD column is defined up to its sign: fix it (largest entry positive) so equal inputs give equal bytes
-    # whatever the LAPACK build
+    u, s, v = u[:, :k], s[:k], v[:, :k]
     signs = torch.sign(u.gather(0, u.abs().argmax(dim=0, keepdim=True)))
-    return torch.nn.functional.normalize(u * signs * s.clamp(min=0).sqrt(), dim=1)
+    return SVDBasis(u * signs, s, v * signs)
+
+
+def svd_embedding(matrix: torch.Tensor, dim: int, *, q: int, seed: int, niter: int) -> torch.Tensor:
+    """`svd_basis(...).embedding()`: shared by the collaborative and attribute sources."""
+    return svd_basis(matrix, dim, q=q, seed=seed, niter=niter).embedding()
 
 
 class CooccurrenceSVD(CollaborativeSource):

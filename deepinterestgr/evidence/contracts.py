@@ -141,6 +141,12 @@ class AttributeSource(EvidencePlugin):
     @abstractmethod
     def embed(self, attributes: list[list[str]]) -> "torch.Tensor": ...
 
+    def embed_new(self, catalog: list[list[str]], new: list[list[str]]) -> "torch.Tensor":
+        """Vectors [len(new), dim] for items added after `embed(catalog)` ran, in the space of that call: the rows
+        `embed(catalog)` gave stay what they were (`dig items add` places new items with the trained quantizer). A
+        source that cannot do this keeps the default, and `dig items add` refuses runs whose SIDs fuse it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot embed items added after the catalog was embedded")
+
 
 class ImageEncoder(EvidencePlugin):
     """CMSA image branch: images -> pooled features of a frozen encoder (fused with the text before quantization)."""

@@ -144,6 +144,17 @@ def check_attribute_source(source: AttributeSource) -> None:
     assert emb[:5].abs().sum(dim=1).gt(0).all(), "every item with attributes must get some signal"
     assert torch.allclose(emb[0], emb[1]), "items with the same attributes get the same vector"
     assert torch.equal(source.embed(attributes), emb), "embed() must be deterministic (SIDs are built from it)"
+    if type(source).embed_new is not AttributeSource.embed_new:  # optional: items added after the catalog
+        new = [list(SAMPLE_ATTRIBUTES[2]), ["brand:never-seen"], [], ["brand:1", "cat:2", "brand:never-seen"]]
+        added = source.embed_new(attributes, new)
+        assert attributes == SAMPLE_ATTRIBUTES, "embed_new() must not modify the catalog it is given"
+        assert isinstance(added, torch.Tensor) and added.dtype == torch.float32, type(added)
+        assert tuple(added.shape) == (len(new), source.dim), added.shape
+        assert torch.allclose(added[0], emb[2], atol=1e-4), "a new item with a catalog item's attributes lands on it"
+        assert added[1].abs().sum() == 0 and added[2].abs().sum() == 0, \
+            "a new item without attributes the catalog knows gets a zero row"
+        assert torch.allclose(added[3], emb[0], atol=1e-4), "attribute ids the catalog never held are ignored"
+        assert tuple(source.embed_new(attributes, []).shape) == (0, source.dim)
 
 
 CHECKS = {

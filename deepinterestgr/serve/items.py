@@ -6,7 +6,9 @@ by the trained quantizer. Old items keep their SIDs. A new item takes its neares
 and, at the last level, the nearest code no item under that prefix holds (the quantizer's distinct-last-level rule,
 one item at a time); only when that prefix is full does it share its codes and get a suffix, and only within the
 suffix vocabulary the generator was trained with (the model's vocabulary cannot grow). Items without interactions
-have no collaborative signal: their collaborative part is zero, as for the training items that had none.
+have no collaborative signal: their collaborative part is zero, as for the training items that had none. Their
+attribute ids (catalogs without text, e.g. Sports) are folded into the trained catalog's attribute space by the
+run's own attribute source (`AttributeSource.embed_new`), so the attribute vectors of the old items stay put.
 
 The result is a new complete version under `<run>/items/` (`deepinterestgr.serve.versions`), picked up by a
 running `dig serve` without a restart.
@@ -19,6 +21,7 @@ import logging
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -57,7 +60,8 @@ def read_new_items(path: Path, known_ids: set[str]) -> tuple[list[Item], list[di
         try:
             item = Item(item_id=-1, **row)
         except TypeError as e:
-            skip(f"not a catalog row ({e}); fields are source_id, title, description, brand, categories, images")
+            skip(f"not a catalog row ({e}); fields are source_id, title, description, brand, categories, images, "
+                 "attributes")
             continue
         wrong = wrong_field_types(item)
         if wrong:
@@ -85,26 +89,56 @@ def _evidence_settings(run: Path) -> dict:
                             "stage of this run (`dig pipeline ... --from evidence`: its cache makes that cheap)")
     plugins = config["plugins"]
     return {"options": {role: cfg for role, cfg in plugins.items() if role in EVIDENCE_ROLES},
-            "max_text_chars": int(config.get("max_text_chars", 2000))}
+            "attributes": plugins.get("attributes"), "max_text_chars": int(config.get("max_text_chars", 2000))}
 
 
-def _quantizer_inputs(run: Path, scratch: Path, datamodule_options: dict,
-                      num_new: int) -> dict[str, torch.Tensor]:
+def _new_attribute_embeddings(run: Path, settings: dict, catalog: list[Item], new: list[Item]) -> torch.Tensor:
+    """The new items' attribute vectors in the space of the trained catalog's (the run's own attribute source,
+    `AttributeSource.embed_new`), with the count of new items whose attribute ids the catalog never held logged."""
+    from deepinterestgr.evidence.stage import evidence_arguments
+
+    if settings["attributes"] is None:
+        raise ArtifactError(f"{run / 'evidence' / 'manifest.json'}: the SIDs fuse attribute embeddings "
+                            "(data.use_attributes) but the evidence record names no attribute source; rerun the "
+                            "`evidence` stage of this run")
+    source = evidence_arguments({"attributes": settings["attributes"]}, run_dir=str(run))["attributes"]
+    known = {a for item in catalog for a in item.attributes}
+    unknown = sum(1 for item in new if item.attributes and not set(item.attributes) & known)
+    without = sum(1 for item in new if not item.attributes)
+    if unknown or without:
+        log.warning("items add: %d new items have no attributes and %d only attribute ids the trained catalog never "
+                    "held: their attribute part is zero", without, unknown)
+    try:
+        return source.embed_new([list(item.attributes) for item in catalog], [list(item.attributes) for item in new])
+    except NotImplementedError as e:
+        raise ArtifactError(f"{run}: its SIDs fuse attribute embeddings (data.use_attributes) and {e}; rebuild the "
+                            "SIDs with the new items in the catalog, or use an attribute source with embed_new "
+                            "(AttributeSVD has it)") from e
+
+
+def _quantizer_inputs(run: Path, scratch: Path, datamodule_options: dict, num_new: int,
+                      attributes: Callable[[], torch.Tensor]) -> dict[str, torch.Tensor]:
     """The new items' quantizer input, built by the quantize stage's own data module (with the options its
-    checkpoint recorded) on the scratch evidence."""
+    checkpoint recorded) on the scratch evidence; `attributes()` gives their attribute vectors when it fuses them."""
     from safetensors.torch import load_file, save_file
 
-    from deepinterestgr.quantize.datamodule import COLLAB_FILE, COLLAB_KEY, EmbeddingDataModule
+    from deepinterestgr.quantize.datamodule import (
+        ATTRIBUTE_FILE,
+        ATTRIBUTE_KEY,
+        COLLAB_FILE,
+        COLLAB_KEY,
+        EmbeddingDataModule,
+    )
 
     dm_args = {k: v for k, v in datamodule_options.items()
-               if k in ("use_image_features", "use_collaborative", "collaborative_weight")}
-    if datamodule_options.get("use_attributes"):
-        # the attribute SVD is fitted on the whole catalog: projecting new items needs its basis, which is not kept
-        raise ArtifactError(f"{run}: its SIDs fuse attribute embeddings (data.use_attributes), which `dig items add` "
-                            "cannot compute for new items yet; rebuild the SIDs with the new items in the catalog.")
+               if k in ("use_image_features", "use_collaborative", "collaborative_weight", "use_attributes",
+                        "attribute_weight")}
+    (scratch / "evidence").mkdir(parents=True, exist_ok=True)
     if dm_args.get("use_collaborative"):
         width = load_file(str(run / "evidence" / COLLAB_FILE))[COLLAB_KEY].shape[1]
         save_file({COLLAB_KEY: torch.zeros(num_new, width)}, str(scratch / "evidence" / COLLAB_FILE))
+    if dm_args.get("use_attributes"):
+        save_file({ATTRIBUTE_KEY: attributes().contiguous()}, str(scratch / "evidence" / ATTRIBUTE_FILE))
     dm = EmbeddingDataModule(run_dir=str(scratch), **dm_args)
     dm.setup("predict")
     return dm.table()
@@ -183,9 +217,11 @@ def add_items(run_dir: str, items: str, batch_size: int = 64, cache_dir: str | N
         if new:
             atomic_write_jsonl(scratch / "data" / "catalog.jsonl",
                                (Item(**{**it.to_json(), "item_id": k}).to_json() for k, it in enumerate(new)))
-            evidence = run_evidence(**evidence_arguments(
-                settings["options"], run_dir=str(scratch), batch_size=batch_size,
-                max_text_chars=settings["max_text_chars"], cache_dir=cache_dir or str(run / "evidence" / "cache")))
+            evidence = {}
+            if "text_encoder" in settings["options"]:  # catalogs without text (attribute + collaborative SIDs) skip it
+                evidence = run_evidence(**evidence_arguments(
+                    settings["options"], run_dir=str(scratch), batch_size=batch_size,
+                    max_text_chars=settings["max_text_chars"], cache_dir=cache_dir or str(run / "evidence" / "cache")))
             for reason, count in (evidence.get("failures") or {}).items():
                 if count:
                     log.warning("items add: evidence branch %s failed on %d new items (see %s)", reason, count,
@@ -196,7 +232,10 @@ def add_items(run_dir: str, items: str, batch_size: int = 64, cache_dir: str | N
             module = QuantizerModule.load_from_checkpoint(str(ckpt_path), map_location="cpu", weights_only=True).eval()
             with torch.no_grad():
                 prefix, dist = module.quantizer.last_level_candidates(
-                    module.fuse(_quantizer_inputs(run, scratch, datamodule_options, len(new))))
+                    module.fuse(_quantizer_inputs(
+                        run, scratch, datamodule_options, len(new),
+                        lambda: _new_attribute_embeddings(run, settings, previous.catalog[:previous.trained_items],
+                                                          new))))
             codes, suffix, problems = place(previous.table, prefix, dist,
                                             distinct=bool(getattr(module.quantizer, "distinct_last_level", False)),
                                             suffix_capacity=base_table.num_suffix)

@@ -214,3 +214,14 @@ def test_quality_benchmark_seed_group_rows_are_mean_and_std_of_their_seeds():
         assert r["ndcg@10"] == pytest.approx(mean, abs=1e-4) and r["std"]["ndcg@10"] == pytest.approx(std, abs=1e-4)
         assert r["seeds"] == list(range(n)) and group in r["variant"]
     assert bench.seed_group_rows(rows[:-4]) == [], "a group with a missing seed gets no row"
+
+
+@pytest.mark.parametrize("name", ["toys", "scientific"])
+def test_other_catalogs_run_the_beauty_experiment_unchanged(name):
+    """The best Beauty settings are not Beauty-specific: another catalog's experiment differs in data and run_dir
+    only, so a change to beauty.yaml that is not carried over fails here."""
+    beauty = yaml.safe_load((CONFIGS / "experiment" / "beauty.yaml").read_text())
+    other = yaml.safe_load((CONFIGS / "experiment" / f"{name}.yaml").read_text())
+    assert other["data"] == f"configs/data/prepare_{name}.yaml" and other["run_dir"] == f"runs/{name}"
+    assert {k: v for k, v in other.items() if k not in ("data", "run_dir")} == \
+        {k: v for k, v in beauty.items() if k not in ("data", "run_dir")}

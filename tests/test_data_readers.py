@@ -38,7 +38,7 @@ def test_reader_contract(spec, tmp_path):
 
 def test_builtin_readers_registered():
     names = set(get_registry().list("dataset_reader"))
-    assert {"amazon2014", "amazon2018", "amazon2023", "letter", "p5", "minionerec", "synthetic"} <= names
+    assert {"amazon2014", "amazon2018", "amazon2023", "letter", "p5", "minionerec", "recbole", "synthetic"} <= names
 
 
 # The Amazon fixtures hold 12 reviews of 5 items (A-E) by 4 users; the metadata has A-D plus F (never reviewed).

@@ -12,6 +12,7 @@ def register_builtins(register) -> None:
     from deepinterestgr.data.readers.letter import LetterReader
     from deepinterestgr.data.readers.minionerec import MiniOneRecReader
     from deepinterestgr.data.readers.p5 import P5Reader
+    from deepinterestgr.data.readers.recbole import RecBoleReader
     from deepinterestgr.data.readers.synthetic import SyntheticReader
 
     register("amazon2014", Amazon2014Reader, aliases=("amazon14",))
@@ -20,4 +21,5 @@ def register_builtins(register) -> None:
     register("letter", LetterReader, aliases=("lcrec",))
     register("p5", P5Reader, aliases=("s3rec",))
     register("minionerec", MiniOneRecReader)
+    register("recbole", RecBoleReader, aliases=("unisrec",))
     register("synthetic", SyntheticReader)

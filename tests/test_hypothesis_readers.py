@@ -28,7 +28,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "data"
 # reader -> fixture folder; stored names that differ from what the reader looks for are renamed on copy
 READER_FIXTURES = {
     "amazon2014": "amazon2014", "amazon2018": "amazon2018", "amazon2023": "amazon2023", "letter": "letter",
-    "p5": "p5", "minionerec": "minionerec",
+    "p5": "p5", "minionerec": "minionerec", "recbole": "recbole",
 }
 RENAMES = {"Mini.inter.fixture": "Mini.inter.json"}
 

@@ -216,7 +216,12 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
     from deepinterestgr.generate.metrics import hit_ranks
     from deepinterestgr.generate.module import GeneratorModule
 
-    module = GeneratorModule.load_from_checkpoint(run / "generate" / "checkpoints" / "best.ckpt", map_location="cpu")
+    best_ckpt = run / "generate" / "checkpoints" / "best.ckpt"
+    module = GeneratorModule.load_from_checkpoint(best_ckpt, map_location="cpu")
+    saved = torch.load(best_ckpt, map_location="cpu", weights_only=False)
+    # which SIDs and which step the row measures: seeds of one recipe are only comparable on the same SID table
+    provenance = {"sid_table_sha256": saved.get("sid_table_sha256"), "best_step": saved.get("global_step")}
+    del saved
     dm = None
     sweep, candidates = {}, {}
     for beam in beams:
@@ -242,7 +247,7 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
            "sweep": [{"beam": b, "weight": w, "exclude_history": ex, **v} for (b, w, ex), v in sweep.items()],
            "test_ranks": ranks(chosen["test"], weight, exclude_history=exclude), "test_users": chosen["test"].users,
            "valid": sweep[(beam, weight, exclude)]["valid"], "test": sweep[(beam, weight, exclude)]["test"],
-           "beam_only": sweep.get((beam, 0.0, exclude)),
+           "beam_only": sweep.get((beam, 0.0, exclude)), **provenance,
            "valid_ndcg10_vs_wall": valid_curve(run / "generate")}  # on the sampled valid users of checkpointing
     if chosen["valid"].item_top is not None:  # diagnostic: item-level scores ranking the whole catalog (not generative)
         out["item_scores_only"] = {s: metrics_from_ranks(hit_ranks(chosen[s].item_top, chosen[s].targets))

@@ -199,11 +199,19 @@ def test_the_pipeline_imports_released_sids_instead_of_training_a_quantizer(tmp_
                      quantize=TrainStage(configs=[]))
 
 
-def test_items_add_refuses_sids_built_with_attributes(tmp_path):
-    from deepinterestgr.serve.items import _quantizer_inputs
+def test_items_add_refuses_attribute_sids_it_cannot_extend(tmp_path, monkeypatch):
+    """`dig items add` places new items in attribute-fused SIDs (tests/test_items_add.py) only through the run's own
+    attribute source: without one recorded, or with a source lacking `embed_new`, it refuses and says what to do."""
+    from deepinterestgr.evidence.contracts import AttributeSource
+    from deepinterestgr.serve.items import _new_attribute_embeddings
 
-    with pytest.raises(ArtifactError, match="use_attributes"):
-        _quantizer_inputs(tmp_path, tmp_path, {"use_attributes": True}, 1)
+    new = [Item(-1, "n1", attributes=["b:1"])]
+    with pytest.raises(ArtifactError, match="names no attribute source"):
+        _new_attribute_embeddings(tmp_path, {"attributes": None}, [Item(0, "a", attributes=["b:1"])], new)
+    monkeypatch.setattr(AttributeSVD, "embed_new", AttributeSource.embed_new)
+    settings = {"attributes": {"class_path": "AttributeSVD", "init_args": {"dim": 2}}}
+    with pytest.raises(ArtifactError, match="AttributeSVD cannot embed items added.*rebuild the SIDs"):
+        _new_attribute_embeddings(tmp_path, settings, [Item(0, "a", attributes=["b:1"])], new)
 
 
 # ------------------------------------------------------------------------------------------------ real data

@@ -218,7 +218,7 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
 
     best_ckpt = run / "generate" / "checkpoints" / "best.ckpt"
     module = GeneratorModule.load_from_checkpoint(best_ckpt, map_location="cpu")
-    saved = torch.load(best_ckpt, map_location="cpu", weights_only=False)
+    saved = torch.load(best_ckpt, map_location="cpu", weights_only=False, mmap=True)  # keys only: weights stay on disk
     # which SIDs and which step the row measures: seeds of one recipe are only comparable on the same SID table
     provenance = {"sid_table_sha256": saved.get("sid_table_sha256"), "best_step": saved.get("global_step")}
     del saved

@@ -51,12 +51,13 @@ class RecBoleReader(DatasetReader):
 
         index_path = root / f"{category}.item2index"
         source_of = read_index(index_path, problems)
-        texts = read_text(root / f"{category}.text", problems) if (root / f"{category}.text").is_file() else {}
+        text_path = root / f"{category}.text"
+        texts = read_text(text_path, problems) if text_path.is_file() else {}
         if not texts:
-            problems.skips.add("item_text_missing", str(root / f"{category}.text"))
+            problems.skips.add("item_text_missing", str(text_path))
         items = [Item(item_id=-1, source_id=source_of[i], title=texts.get(source_of[i], "")) for i in sorted(source_of)]
-        users = read_index(root / f"{category}.user2index", problems) if (root / f"{category}.user2index").is_file() \
-            else {}
+        user_index = root / f"{category}.user2index"
+        users = read_index(user_index, problems) if user_index.is_file() else {}
         named = {users.get(int(user), user): seq for user, seq in sequences.items()}
         interactions = to_interactions(named, source_of, problems, where=str(index_path))
         return RawDataset(items=items, interactions=interactions, skips=problems.skips, name=category)

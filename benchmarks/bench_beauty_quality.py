@@ -19,7 +19,9 @@ Phases (each reuses what an earlier invocation left, so the command resumes):
              random sample of --val-max-users users)
   candidates the beam searches of `evaluate` alone, cached in each variant's run (one process per variant can run
              them side by side before one `evaluate` invocation writes the table)
-  evaluate   one constrained beam search per variant and split over all users; the re-ranking weight is picked on
+  evaluate   one constrained beam search per variant, split, beam width (--beams) and dense-candidate count (--dense:
+             the item-level top-M the beam missed, joined to its candidates and scored by the generator's own SID
+             log-probability, LIGER-style) over all users; these and the re-ranking weight are picked on
              valid from --weights and applied to test; a paired bootstrap over test users for the headline claim
 
 Writes benchmarks/results/beauty_quality.json: {"rows": [{"method", "variant", "protocol", "split", "seeds",
@@ -84,10 +86,14 @@ VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
     **{f"t5-items-collab-2threads-seed{seed}": ("configs/model/generator_t5_items.yaml", "collab",
                                                 ("--seed_everything", str(seed)))
        for seed in (2333, 6666)},
+    # the same model with a causal encoder trained on every position of a window at once (SASRec-style: one encoder
+    # pass per ~6 targets instead of one per target), 44 windows (~256 targets) per step, both cores, the same cap
+    "t5-items-collab-causal-2threads": ("configs/model/generator_t5_items_causal.yaml", "collab",
+                                        ("--data.all_positions", "true", "--data.batch_size", "44")),
 }
 # torch threads of a variant's fit; every other variant trains on 1
 FIT_THREADS = {name: 2 for name in ("t5-items-collab-2threads", "t5-items-collab-2threads-seed2333",
-                                    "t5-items-collab-2threads-seed6666")}
+                                    "t5-items-collab-2threads-seed6666", "t5-items-collab-causal-2threads")}
 # rows reported as mean ± std over seeds: name -> the variants that are its seeds (t5-items-collab is seed 42)
 SEED_GROUPS = {"t5-items-collab": ["t5-items-collab", "t5-items-collab-seed2333", "t5-items-collab-seed6666"],
                "t5-items-collab-cosine-full": ["t5-items-collab-cosine-full", "t5-items-collab-cosine-full-seed2333",
@@ -199,12 +205,13 @@ def fit(args, name: str) -> dict:
 
 
 def evaluate(args, name: str) -> dict:
-    """Beam search once per split and beam width; select (beam, re-ranking weight) on valid; per-user test ranks."""
-    return evaluate_run(variant_run(args, name), name, beams=args.beams, weights=args.weights)
+    """Beam search once per split, beam width and dense-candidate count; select (beam, dense candidates, re-ranking
+    weight, no-repeat rule) on valid; per-user test ranks."""
+    return evaluate_run(variant_run(args, name), name, beams=args.beams, weights=args.weights, dense=args.dense)
 
 
-def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]) -> dict:
-    """`evaluate` for any generator run directory (its best checkpoint; beam searches cached in the run)."""
+def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float], dense: list[int] = (0,)) -> dict:
+    """`evaluate` for any generator run directory (its best checkpoint; candidate searches cached in the run)."""
     from deepinterestgr.generate.data import SequenceDataModule
     from deepinterestgr.generate.evaluation import (
         Candidates,
@@ -218,6 +225,7 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
 
     best_ckpt = run / "generate" / "checkpoints" / "best.ckpt"
     module = GeneratorModule.load_from_checkpoint(best_ckpt, map_location="cpu")
+    has_items = bool(getattr(module.generator, "has_item_scores", False))
     saved = torch.load(best_ckpt, map_location="cpu", weights_only=False, mmap=True)  # keys only: weights stay on disk
     # which SIDs and which step the row measures: seeds of one recipe are only comparable on the same SID table
     provenance = {"sid_table_sha256": saved.get("sid_table_sha256"), "best_step": saved.get("global_step")}
@@ -225,29 +233,41 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
     dm = None
     sweep, candidates = {}, {}
     for beam in beams:
-        cache = run / "generate" / f"evaluation_beam{beam}.pt"
-        if cache.exists():
-            cands = torch.load(cache, weights_only=False)
-        else:
-            if dm is None:
-                dm = SequenceDataModule(str(run), max_history=20, eval_batch_size=256)
-                dm.setup("test")
-            cands = {s: collect_candidates(module, dm, s, beam_size=beam)._asdict() for s in ("valid", "test")}
-            torch.save(cands, cache)
-        candidates[beam] = {s: Candidates(**c) for s, c in cands.items()}
-        tried = weights if candidates[beam]["valid"].item_logp is not None else [0.0]
-        for w in tried:
-            for ex in (False, True):
-                sweep[(beam, w, ex)] = {s: metrics_from_ranks(ranks(candidates[beam][s], w, exclude_history=ex))
-                                        for s in ("valid", "test")}
-    beam, weight, exclude = max(sweep, key=lambda key: sweep[key]["valid"]["ndcg@10"])
-    chosen = candidates[beam]
-    out = {"variant": name, "selected_beam": beam, "selected_weight": weight, "selected_exclude_history": exclude,
-           "selected_on": "valid ndcg@10 (all users)",
-           "sweep": [{"beam": b, "weight": w, "exclude_history": ex, **v} for (b, w, ex), v in sweep.items()],
+        for m in (dense if has_items else [0]):  # dense candidates need item-level scores
+            cache = run / "generate" / (f"evaluation_beam{beam}.pt" if not m else f"evaluation_beam{beam}_dense{m}.pt")
+            if cache.exists():
+                cands = torch.load(cache, weights_only=False)
+            else:
+                if dm is None:
+                    dm = SequenceDataModule(str(run), max_history=20, eval_batch_size=256)
+                    dm.setup("test")
+                cands = {s: collect_candidates(module, dm, s, beam_size=beam, dense_candidates=m)._asdict()
+                         for s in ("valid", "test")}
+                torch.save(cands, cache)
+            candidates[beam, m] = {s: Candidates(**c) for s, c in cands.items()}
+            tried = weights if candidates[beam, m]["valid"].item_logp is not None else [0.0]
+            for w in tried:
+                for ex in (False, True):
+                    sweep[(beam, m, w, ex)] = {
+                        s: metrics_from_ranks(ranks(candidates[beam, m][s], w, exclude_history=ex))
+                        for s in ("valid", "test")}
+
+    def best_of(keys):
+        return max(keys, key=lambda key: sweep[key]["valid"]["ndcg@10"])
+
+    beam, m, weight, exclude = best_of(sweep)
+    chosen = candidates[beam, m]
+    no_dense = best_of([k for k in sweep if k[1] == 0])  # the same selection over the beam's candidates alone
+    out = {"variant": name, "selected_beam": beam, "selected_dense": m, "selected_weight": weight,
+           "selected_exclude_history": exclude, "selected_on": "valid ndcg@10 (all users)",
+           "sweep": [{"beam": b, "dense": d, "weight": w, "exclude_history": ex, **v}
+                     for (b, d, w, ex), v in sweep.items()],
            "test_ranks": ranks(chosen["test"], weight, exclude_history=exclude), "test_users": chosen["test"].users,
-           "valid": sweep[(beam, weight, exclude)]["valid"], "test": sweep[(beam, weight, exclude)]["test"],
-           "beam_only": sweep.get((beam, 0.0, exclude)), **provenance,
+           "valid": sweep[(beam, m, weight, exclude)]["valid"], "test": sweep[(beam, m, weight, exclude)]["test"],
+           "beam_only": sweep.get((beam, 0, 0.0, exclude)),
+           "no_dense": ({"selected_beam": no_dense[0], "selected_weight": no_dense[2],
+                         "selected_exclude_history": no_dense[3], **sweep[no_dense]} if m else None),
+           **provenance,
            "valid_ndcg10_vs_wall": valid_curve(run / "generate")}  # on the sampled valid users of checkpointing
     if chosen["valid"].item_top is not None:  # diagnostic: item-level scores ranking the whole catalog (not generative)
         out["item_scores_only"] = {s: metrics_from_ranks(hit_ranks(chosen[s].item_top, chosen[s].targets))
@@ -313,20 +333,28 @@ def carry_over(results: Path, rows: list[dict], sweeps: dict, bootstrap: dict | 
 
 def seed_group_rows(rows: list[dict]) -> list[dict]:
     """Mean ± std rows over the seeds of each SEED_GROUPS entry whose every member has its rows (each seed's beam,
-    re-ranking weight and no-repeat rule selected on its own valid)."""
+    dense candidates, re-ranking weight and no-repeat rule selected on its own valid), and the same over the members'
+    "no dense" ablation rows where every member has one."""
     out = []
     for group, members in SEED_GROUPS.items():
         for split in ("valid", "test"):
-            chosen = [r for m in members for r in rows if r["method"] == "generator" and r["split"] == split
-                      and r["variant"].startswith(f"{m} (") and "no rerank" not in r["variant"]]
-            if len(chosen) != len(members):
-                continue
-            t = torch.tensor([[r[c] for c in COLUMNS] for r in chosen], dtype=torch.float64)
-            out.append(row("generator, mean over seeds", f"{group} (selected on valid per seed)", split,
-                           dict(zip(COLUMNS, t.mean(0).tolist())), seeds=[s for r in chosen for s in r["seeds"]],
-                           std={c: round(float(v), 4) for c, v in zip(COLUMNS, t.std(0, unbiased=True))},
-                           fit_s=round(sum(r["fit_s"] for r in chosen) / len(chosen))))
+            for ablation, label in (("", "selected on valid per seed"), ("no dense", "no dense, selected on valid")):
+                chosen = [r for m in members for r in rows if r["method"] == "generator" and r["split"] == split
+                          and r["variant"].startswith(f"{m} (") and "no rerank" not in r["variant"]
+                          and (r["variant"].endswith(f"{ablation})") if ablation else "no dense" not in r["variant"])]
+                if len(chosen) != len(members):
+                    continue
+                out.append(mean_row(f"{group} ({label})", split, chosen))
     return out
+
+
+def mean_row(variant: str, split: str, chosen: list[dict]) -> dict:
+    """One "generator, mean over seeds" row (mean ± std) over the rows `chosen`, one per seed."""
+    t = torch.tensor([[r[c] for c in COLUMNS] for r in chosen], dtype=torch.float64)
+    return row("generator, mean over seeds", variant, split, dict(zip(COLUMNS, t.mean(0).tolist())),
+               seeds=[s for r in chosen for s in r["seeds"]],
+               std={c: round(float(v), 4) for c, v in zip(COLUMNS, t.std(0, unbiased=True))},
+               fit_s=round(sum(r["fit_s"] for r in chosen) / len(chosen)))
 
 
 def print_table(rows: list[dict]) -> None:
@@ -376,6 +404,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-time", default="00:00:55:00", help="generator fit wall-clock cap, DD:HH:MM:SS")
     p.add_argument("--val-max-users", type=int, default=3000, help="seeded random valid sample for checkpointing")
     p.add_argument("--beams", type=int, nargs="+", default=[20, 50], help="beam widths tried (selected on valid)")
+    p.add_argument("--dense", type=int, nargs="+", default=[0, 50],
+                   help="dense candidates tried (the item-level top-M joined to the beam's; selected on valid)")
     p.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
     p.add_argument("--results", type=Path, default=RESULTS / "beauty_quality.json")
     p.add_argument("--markdown", action="store_true", help="print the README table of --results and exit")
@@ -428,9 +458,16 @@ def main(argv: list[str] | None = None) -> None:
         ev = evaluations[name] = evaluate(args, name)
         for split in ("valid", "test"):
             no_repeat = ", no repeats" if ev["selected_exclude_history"] else ""
-            label = f"{name} (beam {ev['selected_beam']}, rerank w={ev['selected_weight']:g}{no_repeat})"
+            dense = f" + {ev['selected_dense']} dense" if ev.get("selected_dense") else ""
+            label = f"{name} (beam {ev['selected_beam']}{dense}, rerank w={ev['selected_weight']:g}{no_repeat})"
             rows.append(row("generator", label, split, ev[split],
                             seeds=[fit_record["seed"]], fit_s=fit_record["fit_s"]))
+            if ev.get("no_dense"):  # the ablation: the same selection without the dense candidates
+                nd = ev["no_dense"]
+                nd_repeat = ", no repeats" if nd["selected_exclude_history"] else ""
+                rows.append(row("generator", f"{name} (beam {nd['selected_beam']}, rerank "
+                                f"w={nd['selected_weight']:g}{nd_repeat}, no dense)", split, nd[split],
+                                seeds=[fit_record["seed"]], fit_s=fit_record["fit_s"]))
             if ev["selected_weight"] and ev["beam_only"]:
                 rows.append(row("generator", f"{name} (beam {ev['selected_beam']}, no rerank{no_repeat})", split,
                                 ev["beam_only"][split],

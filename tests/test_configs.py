@@ -214,6 +214,15 @@ def test_quality_benchmark_seed_group_rows_are_mean_and_std_of_their_seeds():
         assert r["ndcg@10"] == pytest.approx(mean, abs=1e-4) and r["std"]["ndcg@10"] == pytest.approx(std, abs=1e-4)
         assert r["seeds"] == list(range(n)) and group in r["variant"]
     assert bench.seed_group_rows(rows[:-4]) == [], "a group with a missing seed gets no row"
+    # with dense candidates selected, each seed's "no dense" ablation row gets its own mean row beside the selected one
+    for i, m in enumerate(members):
+        for split in ("valid", "test"):
+            rows.append(bench.row("generator", f"{m} (beam 50, rerank w=2, no dense)", split,
+                                  {c: 0.1 for c in bench.COLUMNS}, seeds=[i], fit_s=1))
+    out = bench.seed_group_rows(rows)
+    assert [(r["split"], "no dense" in r["variant"]) for r in out] == [
+        ("valid", False), ("valid", True), ("test", False), ("test", True)]
+    assert all(r["ndcg@10"] == pytest.approx(0.1 if "no dense" in r["variant"] else mean, abs=1e-4) for r in out)
 
 
 @pytest.mark.parametrize("name", ["toys", "scientific"])

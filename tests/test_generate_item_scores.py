@@ -164,3 +164,70 @@ def test_rank_reuses_the_search_encoder_pass_and_given_item_vectors_without_chan
         assert torch.equal(got.items, expected.items)
         torch.testing.assert_close(got.scores, expected.scores)
     assert not torch.equal(plain.items, expected.items), "the re-ranking changed some order (else this checks little)"
+
+
+@pytest.mark.parametrize("renormalize", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+def test_score_sids_gives_each_beam_its_own_search_score(renormalize, training):
+    """Scoring given SIDs through the incremental decoding reproduces the constrained search's scores of the same
+    SIDs (catalog-renormalised or not; the cached inference decoder and the transformers one)."""
+    from deepinterestgr.generate.search import constrained_beam_search, score_sids
+
+    torch.manual_seed(5)
+    module = _module(item_loss_weight=1.0)
+    module.train(training)
+    gen, trie = module.generator, module.trie
+    batch = _batch(module, [[1, 3], [2, 9, 4], [5]], [0, 0, 0])
+    with torch.no_grad():
+        state = gen.encode(batch["history"], batch["history_mask"])
+        found = constrained_beam_search(gen, trie, batch["history"], batch["history_mask"], beam_size=12,
+                                        renormalize=renormalize, state=state)
+        scored = score_sids(gen, trie, state, found.tokens, renormalize=renormalize)
+    assert torch.isfinite(found.scores).all()
+    torch.testing.assert_close(scored, found.scores, atol=1e-5, rtol=1e-5)
+
+
+def test_dense_candidates_join_the_item_top_m_the_beam_missed_scored_as_the_beam_scores():
+    from deepinterestgr.generate.search import constrained_beam_search, score_sids
+
+    torch.manual_seed(4)
+    module = _module(item_loss_weight=1.0, beam_size=10).eval()
+    gen = module.generator
+    batch = _batch(module, [[1, 3], [2, 9, 4], [5], [6, 7, 8, 10]], [0, 0, 0, 0])
+    history, mask = batch["history"], batch["history_mask"]
+    plain = module.generate(history, mask, rerank_weight=0.0)
+    joined = module.generate(history, mask, rerank_weight=0.0, dense_candidates=8)
+    assert joined.items.shape == (4, 18) and joined.tokens.shape == (4, 18, module.tokenizer.sid_length)
+    logp = module.item_log_probs(history, mask)
+    for u in range(4):
+        real = joined.items[u][joined.items[u] >= 0].tolist()
+        top = set(logp[u].topk(8).indices.tolist())
+        assert len(real) == len(set(real)), "an item the beam found is not listed twice"
+        assert set(real) == set(plain.items[u].tolist()) | top
+        # every candidate carries its SID and the generator's own SID log-probability, whatever proposed it
+        live = joined.items[u] >= 0
+        torch.testing.assert_close(joined.tokens[u][live], module.tokenizer.items_to_tokens(joined.items[u][live]))
+        with torch.no_grad():
+            expected = score_sids(gen, module.trie, gen.encode(history[u:u + 1], mask[u:u + 1]),
+                                  joined.tokens[u][live].unsqueeze(0), renormalize=True)[0]
+        torch.testing.assert_close(joined.scores[u][live], expected, atol=1e-5, rtol=1e-5)
+        assert torch.equal(joined.scores[u], joined.scores[u].sort(descending=True).values)
+    # a beam that already holds the whole catalog leaves the dense candidates nothing to add
+    whole = module.generate(history, mask, beam_size=30, rerank_weight=0.0, dense_candidates=8)
+    assert (whole.items[:, 30:] == -1).all() and torch.isinf(whole.scores[:, 30:]).all()
+    full = constrained_beam_search(gen, module.trie, history, mask, beam_size=30, renormalize=True)
+    assert torch.equal(whole.items[:, :30], full.items)
+    # re-ranking and the no-repeat rule apply to the joined candidates like to the beam's
+    mixed = module.generate(history, mask, rerank_weight=2.0, exclude_history=True, dense_candidates=8)
+    for row, hist in zip(mixed.items.tolist(), ([1, 3], [2, 9, 4], [5], [6, 7, 8, 10])):
+        assert not set(row) & set(hist)
+
+
+def test_dense_candidates_need_item_scores_and_a_count_of_at_least_zero():
+    plain = T5SIDGenerator(d_model=16, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=8, d_ff=32)
+    with pytest.raises(ValueError, match="dense_candidates needs a generator with item-level scores"):
+        GeneratorModule(generator=plain, dense_candidates=10)
+    with pytest.raises(ValueError, match="dense_candidates must be >= 0"):
+        _module(dense_candidates=-1)
+    module = _module(item_loss_weight=1.0, dense_candidates=5)
+    assert module.ranker.options()["dense_candidates"] == 5

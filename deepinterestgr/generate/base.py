@@ -54,6 +54,15 @@ class Generator(RecordsInitArgs, nn.Module, ABC):
         logits = self(history, history_mask, target).float()
         return torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
 
+    def teacher_forced_positions(self, history: torch.Tensor, history_mask: torch.Tensor, targets: torch.Tensor
+                                 ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor]]:
+        """Every-position training (`SequenceDataModule(all_positions=True)`): `targets` [B, H, S] holds, for each
+        history row, the SID of the item that follows it (PAD rows: none). Returns teacher-forced logits [N, S,
+        vocab] of the N rows with a target, their user vectors [N, d] (None without item scores) and their (batch,
+        row) indices, each row predicted from itself and older rows only (a causal encoder)."""
+        raise NotImplementedError(f"{type(self).__name__} has no every-position training (T5SIDGenerator causal: "
+                                  "true has)")
+
     # ------------------------------------------------------------------------------------ item-level scores
     # Optional (`has_item_scores`): a user vector from the encoder and an item vector from an item's SID tokens, so
     # items that share every code but the last can still be told apart at the output (dense re-ranking of the beam,

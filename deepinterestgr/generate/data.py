@@ -10,6 +10,14 @@ Batches (dict of tensors):
   target       [B, S] long      SID tokens of the next item
   target_item  [B] long         its item id
   user_index   [B] long         row of the user in sequences.jsonl
+
+With `all_positions` (SASRec-style training, for causal generators), a training example is instead a window of up to
+`max_history` consecutive train items of one user, and every row predicts the item after it:
+  position_targets      [B, H, S] long  SID tokens of the item following each history row (PAD rows: none)
+  position_target_items [B, H] long     its item id (-1: none)
+Each train target belongs to exactly one window (a user's windows end at the last train target and every
+`max_history` items before it), so an epoch covers the same targets as the prefix examples with ~1/6 of the
+encoder passes on Beauty.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ class LeaveOneOutSplit:
 
     def __init__(self, sequences: list[list[int]], users: list[str]) -> None:
         self.users = users
-        lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+        self.lengths = lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
         self.items = torch.tensor([i for s in sequences for i in s], dtype=torch.long)
         self.starts = torch.cumsum(lengths, 0) - lengths
         user_ids = torch.arange(len(sequences))
@@ -53,6 +61,17 @@ class LeaveOneOutSplit:
         first = torch.cumsum(n_train, 0) - n_train
         offsets = torch.arange(int(n_train.sum())) - torch.repeat_interleave(first, n_train)
         self.examples["train"] = torch.stack([train_users, offsets + 1], 1)
+
+    def train_windows(self, max_history: int) -> torch.Tensor:
+        """(user, position of the window's last target) [W, 2] of the every-position training windows: per user,
+        windows end at its last train target (position n-3) and every `max_history` positions before, down to 1, so
+        the targets of the windows (positions end-H+1 .. end) cover 1 .. n-3 exactly once."""
+        last = self.lengths - 3  # the last train target's position (< 1: no train target)
+        count = torch.where(last >= 1, torch.div(last + max_history - 1, max_history, rounding_mode="floor"), 0)
+        users = torch.repeat_interleave(torch.arange(len(last)), count)
+        first = torch.cumsum(count, 0) - count
+        j = torch.arange(int(count.sum())) - torch.repeat_interleave(first, count)  # 0 = the newest window
+        return torch.stack([users, last[users] - j * max_history], 1)
 
     def histories(self, examples: torch.Tensor, max_history: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Item-id histories [B, max_history] (right-aligned, -1 padded) and target item ids [B]."""
@@ -97,6 +116,7 @@ class SequenceDataModule(Seeded, LightningDataModule):
         length_bucketing: bool = True,
         strict: bool = False,
         unknown_items: str = "error",
+        all_positions: bool = False,
     ) -> None:
         """
         Args:
@@ -114,10 +134,16 @@ class SequenceDataModule(Seeded, LightningDataModule):
                 generator training, added later with `dig items add`): such items are removed from histories,
                 training examples with such a target are dropped (counted), and valid/test examples keep them as
                 targets no ranking can hit.
+            all_positions: train on windows of up to `max_history` items in which every row predicts the next item
+                (one encoder pass per window instead of one per prefix; needs a causal generator, e.g.
+                `T5SIDGenerator(causal=True)`). `batch_size` then counts windows. Valid and test are unchanged.
         """
         super().__init__()
         if unknown_items not in ("error", "drop"):
             raise ValueError(f"unknown_items must be 'error' or 'drop', got {unknown_items!r}")
+        if all_positions and (num_user_buckets or unknown_items == "drop"):
+            raise ValueError("all_positions does not combine with num_user_buckets > 0 (the user row would shift "
+                             "every target) or unknown_items='drop'; use the prefix examples (all_positions: false)")
         self.save_hyperparameters()
         self.run_dir = Path(run_dir)
         self.max_history = max_history
@@ -131,6 +157,7 @@ class SequenceDataModule(Seeded, LightningDataModule):
         self.length_bucketing = length_bucketing
         self.strict = strict
         self.unknown_items = unknown_items
+        self.all_positions = all_positions
         #: with unknown_items="drop": interactions outside the SID table and training examples dropped for them
         self.unknown_counts = {"interactions": 0, "train_examples_dropped": 0}
         self.tokenizer: SIDTokenizer | None = None
@@ -146,6 +173,11 @@ class SequenceDataModule(Seeded, LightningDataModule):
         self.split = self._read_sequences(self.run_dir / "data" / "sequences.jsonl", table.num_items)
         if self.unknown_items == "drop":
             self._drop_unknown_train_targets(table.num_items)
+        if self.all_positions:
+            prefixes = len(self.split.examples["train"])
+            self.split.examples["train"] = self.split.train_windows(self.max_history)
+            log.info("generate data: every-position training, %d prefix targets in %d windows",
+                     prefixes, len(self.split.examples["train"]))
         log.info("generate data: %d users, %d train / %d valid / %d test examples, %d users skipped (< %d items)",
                  len(self.split.users), len(self.split.examples["train"]), len(self.split.examples["valid"]),
                  len(self.split.examples["test"]), self.skipped_users, MIN_SEQUENCE_LENGTH)
@@ -200,6 +232,8 @@ class SequenceDataModule(Seeded, LightningDataModule):
     # ------------------------------------------------------------------------------------------------ batches
     def make_batch(self, split: str, indices: list[int] | torch.Tensor) -> dict[str, torch.Tensor]:
         examples = self.split.examples[split][torch.as_tensor(indices, dtype=torch.long)]
+        if split == "train" and self.all_positions:
+            return self._window_batch(examples)
         hist, target_item = self.split.histories(examples, self.max_history)
         target_known = target_item
         if self.unknown_items == "drop":
@@ -222,6 +256,22 @@ class SequenceDataModule(Seeded, LightningDataModule):
             "history_mask": encoded.mask,
             "target": self.tokenizer.items_to_tokens(target_known),
             "target_item": target_item,
+            "user_index": examples[:, 0],
+        }
+
+    def _window_batch(self, examples: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every-position batch: the window's items as history and, per row, the item that follows it."""
+        hist, last_target = self.split.histories(examples, self.max_history)
+        targets = torch.cat([hist[:, 1:], last_target.unsqueeze(1)], 1).masked_fill(hist < 0, -1)
+        present = (hist >= 0).any(0)
+        first = int(present.long().argmax())  # every window holds >= 1 item: trim all-padding leading columns
+        hist, targets = hist[:, first:], targets[:, first:]
+        encoded = self.tokenizer.encode_history(hist)
+        return {
+            "history": encoded.tokens,
+            "history_mask": encoded.mask,
+            "position_targets": self.tokenizer.items_to_tokens(targets),
+            "position_target_items": targets,
             "user_index": examples[:, 0],
         }
 

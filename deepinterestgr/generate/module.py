@@ -52,6 +52,7 @@ class GeneratorModule(Seeded, LightningModule):
         rerank_weight: float = 0.0,
         exclude_history: bool = False,
         beam_size: int = 20,
+        dense_candidates: int = 0,
         ks: tuple[int, ...] = (5, 10),
         monitor: str = "val/ndcg@10",
         early_stopping_patience: int = 5,
@@ -78,6 +79,10 @@ class GeneratorModule(Seeded, LightningModule):
                 padding at its end): a no-repeat rule, for catalogs where a target is (almost) never a history item
                 (5-core Amazon: never). Select it on valid.
             beam_size: constrained beam width for validation and test.
+            dense_candidates: at validation/test, join the beam's candidates with the top-M items by item-level score
+                that the beam missed, each scored by the generator's own SID log-probability (LIGER's union of
+                generative and dense retrieval; needs item-level scores). 0 = the beam's candidates only. Select it
+                on valid.
             ks: the K of Recall@K / NDCG@K.
             monitor, early_stopping_patience: metric for the best checkpoint and early stopping (0 = no stopping).
             dump_test_results: write per-user top-K items and scores to `<run>/generate/results_test.jsonl`.
@@ -93,12 +98,16 @@ class GeneratorModule(Seeded, LightningModule):
         if item_loss_weight < 0 or rerank_weight < 0:
             raise ValueError("item_loss_weight and rerank_weight must be >= 0, "
                              f"got {item_loss_weight}, {rerank_weight}")
+        if dense_candidates and not getattr(generator, "has_item_scores", False):
+            raise ValueError(f"dense_candidates needs a generator with item-level scores; "
+                             f"{type(generator).__name__} has none (T5SIDGenerator: set item_scores: true)")
         self.ranker = Ranker(renormalize=renormalize, beam_size=beam_size, rerank_weight=rerank_weight,
-                             exclude_history=exclude_history, ks=tuple(ks))
+                             exclude_history=exclude_history, ks=tuple(ks), dense_candidates=dense_candidates)
         # the generator stays in hparams (its class_path + init_args when built by the CLI) so that
         # load_from_checkpoint can rebuild it; its weights are in the state dict. Evaluation knobs are left out:
         # `test --ckpt_path` re-applies checkpoint hparams over the command line, and these must follow the command.
-        self.save_hyperparameters(ignore=["beam_size", "rerank_weight", "exclude_history", "dump_test_results"])
+        self.save_hyperparameters(ignore=["beam_size", "rerank_weight", "exclude_history", "dense_candidates",
+                                          "dump_test_results"])
         plugin_hparams_as_configs(self, "generator")  # checkpoints hold configs, never pickled objects
         self.generator = generator
         self.dump_test_results = dump_test_results
@@ -140,7 +149,7 @@ class GeneratorModule(Seeded, LightningModule):
     def use_recorded_ranking(self) -> "GeneratorModule":
         """Rank as the loaded checkpoint was evaluated (its beam, re-ranking weight, no-repeat rule). Not applied by
         `load_from_checkpoint` itself: under `dig test --ckpt_path` the command line's options must win."""
-        for key in ("beam_size", "rerank_weight", "exclude_history"):
+        for key in ("beam_size", "rerank_weight", "exclude_history", "dense_candidates"):
             if self.recorded_ranking and key in self.recorded_ranking:
                 setattr(self, key, self.recorded_ranking[key])
         return self
@@ -151,6 +160,8 @@ class GeneratorModule(Seeded, LightningModule):
                              lambda self, v: setattr(self.ranker, "rerank_weight", float(v)))
     exclude_history = property(lambda self: self.ranker.exclude_history,
                                lambda self, v: setattr(self.ranker, "exclude_history", bool(v)))
+    dense_candidates = property(lambda self: self.ranker.dense_candidates,
+                                lambda self, v: setattr(self.ranker, "dense_candidates", int(v)))
 
     # ----------------------------------------------------------------------------------------------- training
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -163,18 +174,23 @@ class GeneratorModule(Seeded, LightningModule):
 
     def _losses(self, batch: dict) -> dict[str, torch.Tensor]:
         """{"loss": total, "sid_loss": ..., "item_loss": ... (with item_loss_weight)}."""
-        logits, users = self.generator.teacher_forced(batch["history"], batch["history_mask"], batch["target"])
+        if "position_targets" in batch:  # every row of each window predicts its next item (causal generators)
+            logits, users, (b, t) = self.generator.teacher_forced_positions(
+                batch["history"], batch["history_mask"], batch["position_targets"])
+            target, target_item = batch["position_targets"][b, t], batch["position_target_items"][b, t]
+        else:
+            logits, users = self.generator.teacher_forced(batch["history"], batch["history_mask"], batch["target"])
+            target, target_item = batch["target"], batch["target_item"]
         logits = logits.float()
         if self.hparams.renormalize:
             # catalog-normalised targets: each step's softmax runs over the tokens that continue the target's prefix to
             # a catalog SID, so the model spends no capacity on memorising which SIDs exist (the trie knows)
-            logits = logits.masked_fill(~self.trie.path_masks(batch["target"]), torch.finfo(logits.dtype).min)
-        sid_loss = F.cross_entropy(logits.flatten(0, 1), batch["target"].flatten(),
-                                   label_smoothing=self.hparams.label_smoothing)
+            logits = logits.masked_fill(~self.trie.path_masks(target), torch.finfo(logits.dtype).min)
+        sid_loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), label_smoothing=self.hparams.label_smoothing)
         if not self.hparams.item_loss_weight:
             return {"loss": sid_loss}
         item_logits = users.float() @ self.generator.item_vectors(self.item_tokens).float().T
-        item_loss = F.cross_entropy(item_logits, batch["target_item"])
+        item_loss = F.cross_entropy(item_logits, target_item)
         return {"loss": sid_loss + self.hparams.item_loss_weight * item_loss, "sid_loss": sid_loss,
                 "item_loss": item_loss}
 
@@ -183,7 +199,7 @@ class GeneratorModule(Seeded, LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self._losses(batch)
-        n = len(batch["target"])
+        n = len(batch["history"])
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=n)
         for name in ("sid_loss", "item_loss"):
             if name in losses:
@@ -192,11 +208,14 @@ class GeneratorModule(Seeded, LightningModule):
 
     # ----------------------------------------------------------------------------------------------- evaluation
     def generate(self, history: torch.Tensor, history_mask: torch.Tensor, beam_size: int | None = None,
-                 rerank_weight: float | None = None, exclude_history: bool | None = None):
-        """The ranker's constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K]), re-ranked
-        by item-level scores and without history items as configured (arguments override the module's options)."""
+                 rerank_weight: float | None = None, exclude_history: bool | None = None,
+                 dense_candidates: int | None = None):
+        """The ranker's constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K]), joined by
+        dense candidates, re-ranked by item-level scores and without history items as configured (arguments override
+        the module's options)."""
         return self.ranker.rank(self.generator, history, history_mask, beam_size=beam_size,
-                                rerank_weight=rerank_weight, exclude_history=exclude_history)
+                                rerank_weight=rerank_weight, exclude_history=exclude_history,
+                                dense_candidates=dense_candidates)
 
     def history_items(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
         """Item ids [B, H] of the history rows (-1 for padding and user-token rows)."""

@@ -20,7 +20,13 @@ from torch import nn
 from deepinterestgr.artifacts import atomic_write_json, atomic_write_jsonl
 from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.metrics import retrieval_collection
-from deepinterestgr.generate.rerank import catalog_log_probs, exclude_items, item_log_probs, rerank
+from deepinterestgr.generate.rerank import (
+    catalog_log_probs,
+    exclude_items,
+    item_log_probs,
+    rerank,
+    with_dense_candidates,
+)
 from deepinterestgr.generate.search import SearchResult, constrained_beam_search
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
@@ -40,7 +46,10 @@ def sid_table_hash(tokenizer: SIDTokenizer) -> str:
     return h.hexdigest()
 
 
-def check_ranking_options(beam_size: int, ks: tuple[int, ...], rerank_weight: float | None) -> None:
+def check_ranking_options(beam_size: int, ks: tuple[int, ...], rerank_weight: float | None,
+                          dense_candidates: int | None = 0) -> None:
+    if dense_candidates is not None and dense_candidates < 0:
+        raise ValueError(f"dense_candidates must be >= 0, got {dense_candidates}")
     if beam_size < max(ks):
         raise ValueError(f"beam_size {beam_size} < max(ks) {max(ks)}: @{max(ks)} metrics would rank fewer than "
                          f"{max(ks)} items; raise beam_size to at least {max(ks)}")
@@ -48,9 +57,9 @@ def check_ranking_options(beam_size: int, ks: tuple[int, ...], rerank_weight: fl
         raise ValueError(f"rerank_weight must be >= 0, got {rerank_weight}")
 
 
-def require_item_scores(generator: Generator, rerank_weight: float) -> None:
+def require_item_scores(generator: Generator, rerank_weight: float, what: str = "rerank_weight") -> None:
     if not getattr(generator, "has_item_scores", False):
-        raise ValueError(f"rerank_weight {rerank_weight} needs a generator with item-level scores; "
+        raise ValueError(f"{what} {rerank_weight} needs a generator with item-level scores; "
                          f"{type(generator).__name__} has none")
 
 
@@ -62,10 +71,11 @@ class Ranker(nn.Module):
     """
 
     def __init__(self, *, renormalize: bool = False, beam_size: int = 20, rerank_weight: float = 0.0,
-                 exclude_history: bool = False, ks: tuple[int, ...] = (5, 10)) -> None:
+                 exclude_history: bool = False, ks: tuple[int, ...] = (5, 10), dense_candidates: int = 0) -> None:
         super().__init__()
-        check_ranking_options(beam_size, tuple(ks), rerank_weight)
+        check_ranking_options(beam_size, tuple(ks), rerank_weight, dense_candidates)
         self.renormalize, self.beam_size = bool(renormalize), int(beam_size)
+        self.dense_candidates = int(dense_candidates)
         self.rerank_weight, self.exclude_history, self.ks = float(rerank_weight), bool(exclude_history), tuple(ks)
         self.tokenizer: SIDTokenizer | None = None
         self._trie: SIDTrie | None = None
@@ -80,7 +90,7 @@ class Ranker(nn.Module):
 
     def options(self) -> dict:
         return {"renormalize": self.renormalize, "beam_size": self.beam_size, "rerank_weight": self.rerank_weight,
-                "exclude_history": self.exclude_history}
+                "exclude_history": self.exclude_history, "dense_candidates": self.dense_candidates}
 
     # ------------------------------------------------------------------------------------------------ tokens
     def set_tokenizer(self, tokenizer: SIDTokenizer) -> None:
@@ -121,26 +131,36 @@ class Ranker(nn.Module):
     # ------------------------------------------------------------------------------------------------ ranking
     def rank(self, generator: Generator, history: torch.Tensor, history_mask: torch.Tensor, *,
              beam_size: int | None = None, rerank_weight: float | None = None,
-             exclude_history: bool | None = None, item_vectors: torch.Tensor | None = None) -> SearchResult:
-        """Constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K]), re-ranked by item-level
-        scores when the re-ranking weight is > 0 and without history items under the no-repeat rule (defaults: the
-        ranker's own options).
+             exclude_history: bool | None = None, item_vectors: torch.Tensor | None = None,
+             dense_candidates: int | None = None) -> SearchResult:
+        """Constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K]), joined by the item-level
+        top-`dense_candidates` the beam missed (then [B, K + M]), re-ranked by item-level scores when the re-ranking
+        weight is > 0 and without history items under the no-repeat rule (defaults: the ranker's own options).
 
         One encoder pass serves the search and the user vectors. `item_vectors` [N, d]: the catalog's item vectors
         when the caller keeps them (a server, whose weights do not change); else computed here.
         """
         weight = self.rerank_weight if rerank_weight is None else rerank_weight
+        dense = self.dense_candidates if dense_candidates is None else dense_candidates
+        check_ranking_options(max(self.ks), self.ks, weight, dense)
         if weight:
             require_item_scores(generator, weight)
+        if dense:
+            require_item_scores(generator, dense, "dense_candidates")
         state = generator.encode(history, history_mask)
-        result = constrained_beam_search(generator, self.trie(history.device), history, history_mask,
+        trie = self.trie(history.device)
+        result = constrained_beam_search(generator, trie, history, history_mask,
                                          beam_size=beam_size or self.beam_size, renormalize=self.renormalize,
                                          state=state)
-        if weight:
+        if weight or dense:
             if item_vectors is None:
                 item_vectors = self.item_vectors(generator, history.device)
             users = generator.user_vectors_from_state(state, history, history_mask)
-            result = rerank(result, catalog_log_probs(users, item_vectors), weight)
+            item_logp = catalog_log_probs(users, item_vectors)
+            if dense:
+                result = with_dense_candidates(result, generator, trie, state, item_logp,
+                                               self.item_tokens(history.device), dense, renormalize=self.renormalize)
+            result = rerank(result, item_logp, weight)
         if self.exclude_history if exclude_history is None else exclude_history:
             result = exclude_items(result, self.history_items(history, history_mask))
         return result

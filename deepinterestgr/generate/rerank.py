@@ -6,16 +6,20 @@ log-probability `log softmax(user · item)`; the final score of a candidate is
 
     beam score + weight · item log-probability
 
-so `weight = 0` is plain generative retrieval, and the candidate set is always the beam's (no item outside the
-constrained search is ever returned).
+so `weight = 0` is plain generative retrieval. The candidate set is the beam's, or with `dense_candidates` M the
+beam's joined by the item-level top-M (LIGER's union of generative and dense retrieval): each joined item is scored
+by the generator's own SID log-probability (`search.score_sids`), so one formula ranks both kinds.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from deepinterestgr.generate.base import Generator
-from deepinterestgr.generate.search import SearchResult
+from deepinterestgr.generate.search import SearchResult, score_sids
+from deepinterestgr.generate.trie import SIDTrie
 
 
 def item_log_probs(generator: Generator, item_tokens: torch.Tensor, history: torch.Tensor,
@@ -61,3 +65,19 @@ def exclude_items(result: SearchResult, items: torch.Tensor) -> SearchResult:
     tokens = result.tokens.gather(1, order.unsqueeze(-1).expand_as(result.tokens))
     return SearchResult(tokens, scores.gather(1, order), result.items.gather(1, order).masked_fill(
         seen.gather(1, order), -1))
+
+
+def with_dense_candidates(result: SearchResult, generator: Generator, trie: SIDTrie, state: Any,
+                          item_logp: torch.Tensor, item_tokens: torch.Tensor, m: int, *,
+                          renormalize: bool = False) -> SearchResult:
+    """`result` [B, K] joined by each user's top-`m` items by item log-prob `item_logp` [B, N] that the beam did not
+    find, scored by the generator's SID log-prob under encoder `state` (as the search scores): [B, K + m], sorted by
+    score (items the beam already holds become padding: item -1, score -inf)."""
+    top = item_logp.topk(min(m, item_logp.shape[1]), dim=-1).indices  # [B, m]
+    found = in_history(top, result.items)
+    tokens = item_tokens[top]  # [B, m, S]
+    scores = score_sids(generator, trie, state, tokens, renormalize=renormalize).masked_fill(found, float("-inf"))
+    items = torch.cat([result.items, top.masked_fill(found, -1)], dim=1)
+    tokens = torch.cat([result.tokens, tokens.masked_fill(found.unsqueeze(-1), 0)], dim=1)
+    scores, order = torch.cat([result.scores, scores], dim=1).sort(dim=1, descending=True, stable=True)
+    return SearchResult(tokens.gather(1, order.unsqueeze(-1).expand_as(tokens)), scores, items.gather(1, order))

@@ -49,6 +49,31 @@ def sid_log_probs(generator: Generator, trie: SIDTrie, history: torch.Tensor, hi
     return torch.where(on_path, logp, torch.zeros_like(logp))
 
 
+@torch.no_grad()
+def score_sids(generator: Generator, trie: SIDTrie, state: Any, tokens: torch.Tensor, *,
+               renormalize: bool = False) -> torch.Tensor:
+    """Beam scores [B, M] of M given catalog SIDs per user (`tokens` [B, M, S]), for B users whose `encode` gave
+    `state`: the sum of their tokens' log-probs exactly as `constrained_beam_search` scores a beam (with
+    `renormalize`, each step's softmax over the tokens that continue the prefix in the catalog), through the same
+    incremental decoding. Candidates that did not come from a search (an item-level top-M) become comparable with the
+    beam's own."""
+    b, m, s = tokens.shape
+    depth = _check_depth(generator, trie)
+    flat = tokens.reshape(b * m, s)
+    decoding = generator.start_decoding(generator.repeat_state(state, m), flat.new_zeros(b * m, 0))
+    allowed = trie.path_masks(flat, strict=False) if renormalize else None
+    rows = torch.arange(b * m, device=flat.device)
+    total = torch.zeros(b * m, device=flat.device)
+    for t in range(depth):
+        logits, decoding = generator.decode_step(decoding)
+        logp = (allowed_log_softmax(logits, allowed[:, t]) if renormalize
+                else torch.log_softmax(logits.float(), dim=-1))
+        total += logp.gather(1, flat[:, t: t + 1]).squeeze(1)
+        if t + 1 < depth:
+            decoding = generator.extend_decoding(decoding, rows, flat[:, t])
+    return total.view(b, m)
+
+
 def _check_depth(generator: Generator, trie: SIDTrie) -> int:
     depth = trie.depth
     if getattr(generator, "sid_length", depth) != depth:

@@ -66,13 +66,16 @@ class HistoryItemEmbedding(nn.Module):
     _HASH_PRIME = 2_147_483_647  # 2^31 - 1: keys are reduced mod P first, so key * multiplier fits in int64
     _HASH_MULTIPLIERS = (1_000_003, 998_244_353)
 
-    def __init__(self, token_embedding: nn.Embedding, *, max_positions: int, item_buckets: int = 0) -> None:
+    def __init__(self, token_embedding: nn.Embedding, *, max_positions: int, item_buckets: int = 0,
+                 causal: bool = False) -> None:
         super().__init__()
         if item_buckets < 0:
             raise ValueError(f"item_buckets must be >= 0, got {item_buckets}")
         self.token_embedding = token_embedding
+        # the position table: recency (rows from the newest) or, for a causal encoder, the ordinal from the oldest
         self.recency = nn.Embedding(max_positions, token_embedding.embedding_dim)
         self.max_positions = max_positions
+        self.causal = causal
         self.item_buckets = item_buckets
         if item_buckets:
             self.item_hash = nn.Embedding(item_buckets, token_embedding.embedding_dim)
@@ -117,6 +120,11 @@ class HistoryItemEmbedding(nn.Module):
         h = history.shape[1]
         if h > self.max_positions:
             raise ValueError(f"history has {h} rows but the generator was built for max_positions={self.max_positions}")
+        if self.causal:
+            # a causal encoder's row t must read the same inputs whether or not rows follow it (training scores
+            # every row of a window at once, inference only the newest): positions count from the oldest item
+            present = (history != PAD).any(-1)
+            return self.item_vectors(history) + self.recency((present.long().cumsum(1) - 1).clamp(min=0))
         # rows are right-aligned (last row = most recent item), so recency = distance from the last row
         recency = torch.arange(h - 1, -1, -1, device=history.device)
         return self.item_vectors(history) + self.recency(recency)
@@ -138,6 +146,7 @@ class T5SIDGenerator(Generator):
         max_positions: int = 64,
         item_buckets: int = 0,
         item_scores: bool = False,
+        causal: bool = False,
         vocab_size: int | None = None,
         sid_length: int | None = None,
     ) -> None:
@@ -150,6 +159,10 @@ class T5SIDGenerator(Generator):
             item_scores: add item-level scores: a user vector (a projection of the encoder's newest position) dotted
                 with each item's input vector (its code embeddings + identity vector, tied with the history input),
                 for GeneratorModule's `item_loss_weight` / `rerank_weight`.
+            causal: each history row attends only to itself and older rows, with positions counted from the oldest
+                row, so one encoder pass over a user's window trains the next-item prediction of every row
+                (`SequenceDataModule(all_positions=True)`, SASRec-style) instead of one pass per prefix. Inference
+                reads the newest row, as without it.
             vocab_size, sid_length: set from the SID table by GeneratorModule; given only when rebuilding.
         """
         super().__init__()
@@ -158,6 +171,7 @@ class T5SIDGenerator(Generator):
         self.max_positions = max_positions
         self.item_buckets = item_buckets
         self.has_item_scores = item_scores
+        self.causal = causal
         self._build_if_sized(vocab_size, sid_length)
 
     def build(self, *, vocab_size: int, sid_length: int) -> None:
@@ -171,7 +185,7 @@ class T5SIDGenerator(Generator):
         # starting loss ~3x ln(vocab); std d_model^-0.5 starts at unit-scale logits, as the tied-and-scaled head would
         nn.init.normal_(self.t5.lm_head.weight, std=self.arch["d_model"] ** -0.5)
         self.history_embedding = HistoryItemEmbedding(self.t5.shared, max_positions=self.max_positions,
-                                                      item_buckets=self.item_buckets)
+                                                      item_buckets=self.item_buckets, causal=self.causal)
         if self.has_item_scores:
             d = self.arch["d_model"]
             self.user_head = nn.Linear(d, d, bias=False)
@@ -217,13 +231,23 @@ class T5SIDGenerator(Generator):
         return self.t5.lm_head(hidden)
 
     def _encoder_hidden(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.t5.encoder(inputs_embeds=self.history_embedding(history), attention_mask=mask).last_hidden_state
+        inputs = self.history_embedding(history)
+        if self.causal:
+            # transformers passes a prepared 4-d mask through as-is: added to T5's attention scores
+            h = mask.shape[1]
+            allowed = mask.bool()[:, None, None, :] & torch.ones(h, h, dtype=torch.bool, device=mask.device).tril()
+            mask = torch.zeros(allowed.shape, dtype=inputs.dtype, device=inputs.device).masked_fill(
+                ~allowed, torch.finfo(inputs.dtype).min)
+        return self.t5.encoder(inputs_embeds=inputs, attention_mask=mask).last_hidden_state
 
     def _user_vectors(self, hidden: torch.Tensor) -> torch.Tensor:
-        # the newest history row (right-aligned: always present); the encoder is bidirectional, so it reads them all.
+        # the newest history row (right-aligned: always present), which reads every row
+        return self._user_head(hidden[:, -1])
+
+    def _user_head(self, rows: torch.Tensor) -> torch.Tensor:
         # Item vectors have components of size ~2 (four code rows + two identity rows), so unscaled dot products
         # start with logits of std ~sqrt(d) * 2 and a first item loss far above ln(num_items); d^-1/2 starts near 1.
-        return self.user_head(hidden[:, -1]) * self.arch["d_model"] ** -0.5
+        return self.user_head(rows) * self.arch["d_model"] ** -0.5
 
     def user_vectors(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
         self._require_built()
@@ -260,6 +284,21 @@ class T5SIDGenerator(Generator):
         self._require_built()
         mask = history_mask.long()
         return self._teacher_forced_logits(self._encoder_hidden(history, mask), mask, target)
+
+    def teacher_forced_positions(self, history: torch.Tensor, history_mask: torch.Tensor, targets: torch.Tensor
+                                 ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor]]:
+        self._require_built()
+        if not self.causal:
+            raise ValueError("every-position training needs a causal encoder (T5SIDGenerator causal: true): a "
+                             "bidirectional one lets each row read the items it is asked to predict")
+        mask = history_mask.long()
+        hidden = self._encoder_hidden(history, mask)
+        b, t = (targets != PAD).any(-1).nonzero(as_tuple=True)
+        # the decoder of row t cross-attends to rows <= t only: what the newest row of that prefix would see
+        reach = torch.arange(history.shape[1], device=history.device) <= t.unsqueeze(1)
+        logits = self._teacher_forced_logits(hidden[b], mask[b] * reach, targets[b, t])
+        users = self._user_head(hidden[b, t]) if self.has_item_scores else None
+        return logits, users, (b, t)
 
     def _teacher_forced_logits(self, hidden: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         out = self.t5.decoder(input_ids=_shift_right(target), encoder_hidden_states=hidden, encoder_attention_mask=mask,

@@ -205,6 +205,8 @@ class PolicyModule(Seeded, LightningModule):
         check_ranking_options(beam, tuple(hp.ks), weight)
         self.ranker.renormalize, self.ranker.beam_size = self.renormalize, beam
         self.ranker.rerank_weight, self.ranker.exclude_history = weight, exclude
+        # the candidate set follows the generator's (beam + its dense candidates): the policy ranks as it did
+        self.ranker.dense_candidates = int(recorded.get("dense_candidates", 0))
         self.ranker.set_tokenizer(tokenizer)
 
     def load_reward_inputs(self, run_dir: Path) -> None:

@@ -366,7 +366,7 @@ class Recommender:
         `Ranker.rank` with the served catalog's item vectors, computed once per items version (68 ms of a 64-user
         Beauty batch)."""
         encoded = self.encode(histories, users)
-        vectors = self._item_vectors() if self.ranker.rerank_weight else None
+        vectors = self._item_vectors() if self.ranker.rerank_weight or self.ranker.dense_candidates else None
         return self.ranker.rank(self.generator, encoded.tokens, encoded.mask, item_vectors=vectors)
 
     def _item_vectors(self) -> torch.Tensor:

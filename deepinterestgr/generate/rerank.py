@@ -75,8 +75,15 @@ def with_dense_candidates(result: SearchResult, generator: Generator, trie: SIDT
     score (items the beam already holds become padding: item -1, score -inf)."""
     top = item_logp.topk(min(m, item_logp.shape[1]), dim=-1).indices  # [B, m]
     found = in_history(top, result.items)
+    # the missed items first (in item-score order), and only as many columns as the row missing most: most of the
+    # item-level top-M is usually in the beam already, and each scored column costs a decoder pass
+    order = found.long().argsort(dim=1, stable=True)
+    top, found = top.gather(1, order), found.gather(1, order)
+    width = int((~found).sum(1).max()) if len(top) else 0
+    scores = torch.full(top.shape, float("-inf"), device=top.device)
     tokens = item_tokens[top]  # [B, m, S]
-    scores = score_sids(generator, trie, state, tokens, renormalize=renormalize).masked_fill(found, float("-inf"))
+    scores[:, :width] = score_sids(generator, trie, state, tokens[:, :width], renormalize=renormalize)
+    scores = scores.masked_fill(found, float("-inf"))
     items = torch.cat([result.items, top.masked_fill(found, -1)], dim=1)
     tokens = torch.cat([result.tokens, tokens.masked_fill(found.unsqueeze(-1), 0)], dim=1)
     scores, order = torch.cat([result.scores, scores], dim=1).sort(dim=1, descending=True, stable=True)

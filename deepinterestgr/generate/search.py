@@ -60,15 +60,25 @@ def score_sids(generator: Generator, trie: SIDTrie, state: Any, tokens: torch.Te
     b, m, s = tokens.shape
     depth = _check_depth(generator, trie)
     flat = tokens.reshape(b * m, s)
+    total = torch.zeros(b * m, device=flat.device)
+    if not flat.numel():
+        return total.view(b, m)
     decoding = generator.start_decoding(generator.repeat_state(state, m), flat.new_zeros(b * m, 0))
     allowed = trie.path_masks(flat, strict=False) if renormalize else None
     rows = torch.arange(b * m, device=flat.device)
-    total = torch.zeros(b * m, device=flat.device)
     for t in range(depth):
-        logits, decoding = generator.decode_step(decoding)
-        logp = (allowed_log_softmax(logits, allowed[:, t]) if renormalize
-                else torch.log_softmax(logits.float(), dim=-1))
-        total += logp.gather(1, flat[:, t: t + 1]).squeeze(1)
+        if renormalize:
+            lo, hi = trie.token_window(t)  # as the search: only the level's own tokens are scored
+            step_allowed = allowed[:, t, lo:hi]
+            if bool((step_allowed.sum(-1) <= 1).all()):
+                continue  # a forced step (one continuation): renormalised log-prob 0, no model call, as the search
+            logits, decoding = generator.decode_step_window(decoding, lo, hi)
+            logp = allowed_log_softmax(logits, step_allowed)
+        else:
+            lo = 0
+            logits, decoding = generator.decode_step(decoding)
+            logp = torch.log_softmax(logits.float(), dim=-1)
+        total += logp.gather(1, (flat[:, t: t + 1] - lo).clamp(min=0)).squeeze(1)
         if t + 1 < depth:
             decoding = generator.extend_decoding(decoding, rows, flat[:, t])
     return total.view(b, m)

@@ -112,3 +112,17 @@ def test_all_positions_refuses_what_it_cannot_align(tmp_path):
         SequenceDataModule(str(run), all_positions=True, num_user_buckets=4)
     with pytest.raises(ValueError, match="unknown_items"):
         SequenceDataModule(str(run), all_positions=True, unknown_items="drop")
+
+
+def test_a_lightning_fit_on_windows_validates_on_the_usual_prefix_examples(tmp_path):
+    from lightning.pytorch import Trainer
+
+    run = _run(tmp_path, _sequences(n_users=50))
+    dm = SequenceDataModule(str(run), max_history=8, batch_size=8, eval_batch_size=16, all_positions=True)
+    module = _generator(beam_size=10, early_stopping_patience=0)
+    trainer = Trainer(accelerator="cpu", devices=1, max_steps=6, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      val_check_interval=3)
+    trainer.fit(module, datamodule=dm)
+    assert trainer.global_step == 6
+    assert trainer.callback_metrics["val/num_users"] == 50, "validation scores every user's valid target"

@@ -130,6 +130,11 @@ def test_recommender_ranks_as_the_evaluation_does(tiny_run):
     assert first["sid"] == rec.items.current.version.table.to_strings()[first["item"]]
     assert first["sid"].startswith("<a_")
 
+    # dense candidates served as evaluated: the same joined, re-ranked candidates as the module's generate
+    dense = Recommender(tiny_run, dense_candidates=3)
+    joined = module.generate(batch["history"], batch["history_mask"], dense_candidates=3)
+    assert joined.items.shape[1] == BEAM + 3 and torch.equal(dense.rank(histories).items, joined.items)
+
 
 def test_bad_queries_are_values_and_leave_the_rest_of_the_batch_alone(tiny_run):
     rec = Recommender(tiny_run)

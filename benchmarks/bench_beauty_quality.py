@@ -258,15 +258,28 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
     beam, m, weight, exclude = best_of(sweep)
     chosen = candidates[beam, m]
     no_dense = best_of([k for k in sweep if k[1] == 0])  # the same selection over the beam's candidates alone
+    test_ranks = ranks(chosen["test"], weight, exclude_history=exclude)
+    dense_bootstrap = None
+    if m:  # what the dense candidates add, per test user (both searches serve the users in the same order)
+        from deepinterestgr.generate.evaluation import ndcg_per_user, paired_bootstrap
+
+        plain = candidates[no_dense[0], 0]["test"]
+        if not torch.equal(plain.users, chosen["test"].users):
+            raise RuntimeError(f"{name}: the cached searches list the test users in different orders")
+        plain_ranks = ranks(plain, no_dense[2], exclude_history=no_dense[3])
+        hits = lambda r: ((r >= 0) & (r < 10)).float()  # noqa: E731
+        dense_bootstrap = {"ndcg@10": paired_bootstrap(ndcg_per_user(test_ranks), ndcg_per_user(plain_ranks)),
+                           "recall@10": paired_bootstrap(hits(test_ranks), hits(plain_ranks))}
     out = {"variant": name, "selected_beam": beam, "selected_dense": m, "selected_weight": weight,
            "selected_exclude_history": exclude, "selected_on": "valid ndcg@10 (all users)",
            "sweep": [{"beam": b, "dense": d, "weight": w, "exclude_history": ex, **v}
                      for (b, d, w, ex), v in sweep.items()],
-           "test_ranks": ranks(chosen["test"], weight, exclude_history=exclude), "test_users": chosen["test"].users,
+           "test_ranks": test_ranks, "test_users": chosen["test"].users,
            "valid": sweep[(beam, m, weight, exclude)]["valid"], "test": sweep[(beam, m, weight, exclude)]["test"],
            "beam_only": sweep.get((beam, 0, 0.0, exclude)),
            "no_dense": ({"selected_beam": no_dense[0], "selected_weight": no_dense[2],
                          "selected_exclude_history": no_dense[3], **sweep[no_dense]} if m else None),
+           "dense_minus_no_dense_test": dense_bootstrap,  # paired bootstrap over test users
            **provenance,
            "valid_ndcg10_vs_wall": valid_curve(run / "generate")}  # on the sampled valid users of checkpointing
     if chosen["valid"].item_top is not None:  # diagnostic: item-level scores ranking the whole catalog (not generative)
@@ -493,6 +506,10 @@ def main(argv: list[str] | None = None) -> None:
     print_table(rows)
     for name, (r5, n5, r10, n10) in PUBLISHED.items():
         print(f"{name:<50}{'published':<40}{'test':<7}{r5:>10.4f}{n5:>10.4f}{r10:>10.4f}{n10:>10.4f}")
+    for name, ev in evaluations.items():
+        for metric, b in (ev.get("dense_minus_no_dense_test") or {}).items():
+            print(f"paired bootstrap, test {metric}, {name} with - without dense candidates: {b['mean_diff']:+.4f} "
+                  f"(95% CI {b['ci95'][0]:+.4f} .. {b['ci95'][1]:+.4f})")
     if bootstrap:
         print(f"paired bootstrap, test N@10, {bootstrap['a']} - {bootstrap['b']}: {bootstrap['mean_diff']:+.4f} "
               f"(95% CI {bootstrap['ci95'][0]:+.4f} .. {bootstrap['ci95'][1]:+.4f}, {bootstrap['users']} users)")

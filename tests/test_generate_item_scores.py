@@ -231,3 +231,17 @@ def test_dense_candidates_need_item_scores_and_a_count_of_at_least_zero():
         _module(dense_candidates=-1)
     module = _module(item_loss_weight=1.0, dense_candidates=5)
     assert module.ranker.options()["dense_candidates"] == 5
+
+
+def test_validation_ranks_the_beam_alone_and_test_joins_the_dense_candidates():
+    """Checkpoint selection pays no dense-candidate pass at every validation; test and serving rank as configured."""
+    module = _module(item_loss_weight=1.0, beam_size=10, dense_candidates=6).eval()
+    batch = _batch(module, [[1, 3], [4, 5]], [7, 11])
+    batch["user_index"] = torch.arange(2)
+    widths = []
+    rank = module.ranker.rank
+    module.ranker.rank = lambda *a, **kw: (lambda r: widths.append(r.items.shape[1]) or r)(rank(*a, **kw))
+    with torch.no_grad():
+        module.validation_step(batch, 0)
+        module.test_step(batch, 0)
+    assert widths == [10, 16]

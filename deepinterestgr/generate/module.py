@@ -79,10 +79,11 @@ class GeneratorModule(Seeded, LightningModule):
                 padding at its end): a no-repeat rule, for catalogs where a target is (almost) never a history item
                 (5-core Amazon: never). Select it on valid.
             beam_size: constrained beam width for validation and test.
-            dense_candidates: at validation/test, join the beam's candidates with the top-M items by item-level score
-                that the beam missed, each scored by the generator's own SID log-probability (LIGER's union of
-                generative and dense retrieval; needs item-level scores). 0 = the beam's candidates only. Select it
-                on valid.
+            dense_candidates: at test (and when served), join the beam's candidates with the top-M items by
+                item-level score that the beam missed, each scored by the generator's own SID log-probability
+                (LIGER's union of generative and dense retrieval; needs item-level scores). 0 = the beam's candidates
+                only. Validation (checkpoint selection) ranks the beam's candidates alone. Select M on valid
+                (`benchmarks/bench_beauty_quality.py --dense`).
             ks: the K of Recall@K / NDCG@K.
             monitor, early_stopping_patience: metric for the best checkpoint and early stopping (0 = no stopping).
             dump_test_results: write per-user top-K items and scores to `<run>/generate/results_test.jsonl`.
@@ -235,7 +236,10 @@ class GeneratorModule(Seeded, LightningModule):
         elif bool(known.any()):
             self.log("val/loss", self._loss({k: v[known] for k, v in batch.items()}), batch_size=int(known.sum()),
                      sync_dist=True)
-        self.ranker.update("val", self.generate(batch["history"], batch["history_mask"]), batch["target_item"])
+        # checkpoint selection on the beam's own candidates: dense candidates roughly double a search's cost, which a
+        # time-capped fit would pay at every validation (they apply at test, in `collect_candidates` and serving)
+        self.ranker.update("val", self.generate(batch["history"], batch["history_mask"], dense_candidates=0),
+                           batch["target_item"])
 
     def on_validation_epoch_end(self) -> None:
         self.ranker.log_validation(self, f"epoch {self.current_epoch} step {self.global_step}")

@@ -410,12 +410,16 @@ class PolicyModule(Seeded, LightningModule):
         return outs[-1].loss if self.automatic_optimization else outs[-1].loss.detach()
 
     # ----------------------------------------------------------------------------------------------- evaluation
-    def generate(self, history: torch.Tensor, history_mask: torch.Tensor, beam_size: int | None = None) -> SearchResult:
-        """The generator's ranking (beam, re-ranking, no-repeat rule) with the policy's weights."""
-        return self.ranker.rank(self.policy, history, history_mask, beam_size=beam_size)
+    def generate(self, history: torch.Tensor, history_mask: torch.Tensor, beam_size: int | None = None,
+                 dense_candidates: int | None = None) -> SearchResult:
+        """The generator's ranking (beam, dense candidates, re-ranking, no-repeat rule) with the policy's weights."""
+        return self.ranker.rank(self.policy, history, history_mask, beam_size=beam_size,
+                                dense_candidates=dense_candidates)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self.ranker.update("val", self.generate(batch["history"], batch["history_mask"]), batch["target_item"])
+        # checkpoint selection on the beam's own candidates, as the generator's (dense candidates at test only)
+        self.ranker.update("val", self.generate(batch["history"], batch["history_mask"], dense_candidates=0),
+                           batch["target_item"])
 
     def on_validation_epoch_end(self) -> None:
         self.ranker.log_validation(self, f"rl step {self.global_step}")

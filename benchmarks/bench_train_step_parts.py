@@ -1,0 +1,86 @@
+"""Where a generator training step's time goes on a real catalog: prefix batches vs every-position windows, with and
+without the full-catalog item loss (the Beauty recipe, `generator_t5_items.yaml` / `_causal.yaml`).
+
+Each setting times forward + backward + AdamW on the same `--steps` batches (after 2 warm-up steps), fp32 on CPU, in
+one process with `torch.set_num_threads(OMP_NUM_THREADS)`. Batches: 256 prefixes (one target each) or 44 windows
+(~256 targets: every row predicts the next item).
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_train_step_parts.py --run runs/beauty_quality/sids_collab
+
+Writes benchmarks/results/train_step_parts_beauty.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+from deepinterestgr.generate.data import SequenceDataModule  # noqa: E402
+from deepinterestgr.generate.module import GeneratorModule  # noqa: E402
+from deepinterestgr.generate.t5 import T5SIDGenerator  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ARCH = dict(d_model=128, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=32, d_ff=512, dropout=0.1,
+            item_buckets=65536, item_scores=True)  # generator_t5_items.yaml
+
+
+def time_setting(run: Path, *, windows: bool, item_loss_weight: float, steps: int) -> dict:
+    batch_size = 44 if windows else 256
+    dm = SequenceDataModule(str(run), max_history=20, batch_size=batch_size, all_positions=windows)
+    dm.setup()
+    n = len(dm.split.examples["train"])
+    g = torch.Generator().manual_seed(0)
+    batches = [dm.make_batch("train", torch.randint(0, n, (batch_size,), generator=g)) for _ in range(steps + 2)]
+    torch.manual_seed(0)
+    module = GeneratorModule(generator=T5SIDGenerator(**ARCH, causal=windows), renormalize=True,
+                             item_loss_weight=item_loss_weight)
+    module.set_tokenizer(dm.tokenizer)
+    module.train()
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-3, fused=True)
+    times = []
+    for batch in batches:
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        module._losses(batch)["loss"].backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    targets = [int((b["position_target_items"] >= 0).sum()) if windows else len(b["target"]) for b in batches[2:]]
+    s_per_step = sum(times[2:]) / steps
+    return {"batch": f"{batch_size} {'windows' if windows else 'prefixes'}", "item_loss_weight": item_loss_weight,
+            "s_per_step": round(s_per_step, 4), "targets_per_step": round(sum(targets) / steps, 1),
+            "targets_per_s": round(sum(targets) / sum(times[2:]), 1)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", type=Path, default=REPO / "runs" / "beauty_quality" / "sids_collab",
+                   help="a run directory with data/sequences.jsonl and quantize/sid_table.* (Beauty's SID run)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train_step_parts_beauty.json")
+    args = p.parse_args(argv)
+    if not (args.run / "data" / "sequences.jsonl").exists():
+        sys.exit(f"{args.run}: no data/sequences.jsonl; build the SIDs first "
+                 "(python benchmarks/bench_beauty_quality.py --phases sids --variants t5-items-collab)")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    rows = []
+    for windows in (False, True):
+        for weight in (1.0, 0.0):
+            rows.append(time_setting(args.run, windows=windows, item_loss_weight=weight, steps=args.steps))
+            print(rows[-1], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"run": str(args.run), "threads": torch.get_num_threads(), "steps": args.steps,
+                                    "rows": rows, "command": "python benchmarks/bench_train_step_parts.py "
+                                    + " ".join(sys.argv[1:])}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

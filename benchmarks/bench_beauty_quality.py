@@ -5,9 +5,9 @@
 Protocol (every row): Amazon 2014 Beauty 5-core, chronological leave-one-out, every model fitted on items[:-2] of
 every user; valid target items[-2] (history items[:-2]), test target items[-1] (history items[:-1], the valid item
 read, never fitted on); full ranking over all 12,101 items, history items not masked; all 22,363 users on both splits.
-Selection (co-occurrence weights, SASRec / generator checkpoints, the generator's beam width and re-ranking weight,
-and for every method the no-repeat rule: history items dropped from its list) is on valid
-only; test is quoted.
+Selection (co-occurrence weights, SASRec / generator checkpoints, the generator's beam width, dense candidates and
+re-ranking weight, and for every method the no-repeat rule: history items dropped from its list) is on valid only;
+test is quoted.
 
 Phases (each reuses what an earlier invocation left, so the command resumes):
   sids       the SID run directories the chosen variants need, via `dig pipeline`: text only (data -> MiniLM

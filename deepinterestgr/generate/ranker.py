@@ -142,7 +142,8 @@ class Ranker(nn.Module):
         """
         weight = self.rerank_weight if rerank_weight is None else rerank_weight
         dense = self.dense_candidates if dense_candidates is None else dense_candidates
-        check_ranking_options(max(self.ks), self.ks, weight, dense)
+        if dense < 0:
+            raise ValueError(f"dense_candidates must be >= 0, got {dense}")
         if weight:
             require_item_scores(generator, weight)
         if dense:

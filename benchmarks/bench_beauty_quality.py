@@ -267,9 +267,9 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
         if not torch.equal(plain.users, chosen["test"].users):
             raise RuntimeError(f"{name}: the cached searches list the test users in different orders")
         plain_ranks = ranks(plain, no_dense[2], exclude_history=no_dense[3])
-        hits = lambda r: ((r >= 0) & (r < 10)).float()  # noqa: E731
         dense_bootstrap = {"ndcg@10": paired_bootstrap(ndcg_per_user(test_ranks), ndcg_per_user(plain_ranks)),
-                           "recall@10": paired_bootstrap(hits(test_ranks), hits(plain_ranks))}
+                           "recall@10": paired_bootstrap(((test_ranks >= 0) & (test_ranks < 10)).float(),
+                                                         ((plain_ranks >= 0) & (plain_ranks < 10)).float())}
     out = {"variant": name, "selected_beam": beam, "selected_dense": m, "selected_weight": weight,
            "selected_exclude_history": exclude, "selected_on": "valid ndcg@10 (all users)",
            "sweep": [{"beam": b, "dense": d, "weight": w, "exclude_history": ex, **v}

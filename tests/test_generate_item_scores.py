@@ -95,6 +95,11 @@ def test_item_options_need_a_generator_with_item_scores():
         GeneratorModule(generator=plain, item_loss_weight=1.0)
     with pytest.raises(ValueError, match=">= 0"):
         _module(item_loss_weight=-1.0)
+    with pytest.raises(ValueError, match="dense_candidates needs a generator with item-level scores"):
+        GeneratorModule(generator=plain, dense_candidates=10)
+    with pytest.raises(ValueError, match="dense_candidates must be >= 0"):
+        _module(dense_candidates=-1)
+    assert _module(item_loss_weight=1.0, dense_candidates=5).ranker.options()["dense_candidates"] == 5
 
 
 def test_exclude_items_moves_history_items_behind_the_rest():
@@ -221,16 +226,6 @@ def test_dense_candidates_join_the_item_top_m_the_beam_missed_scored_as_the_beam
     mixed = module.generate(history, mask, rerank_weight=2.0, exclude_history=True, dense_candidates=8)
     for row, hist in zip(mixed.items.tolist(), ([1, 3], [2, 9, 4], [5], [6, 7, 8, 10])):
         assert not set(row) & set(hist)
-
-
-def test_dense_candidates_need_item_scores_and_a_count_of_at_least_zero():
-    plain = T5SIDGenerator(d_model=16, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=8, d_ff=32)
-    with pytest.raises(ValueError, match="dense_candidates needs a generator with item-level scores"):
-        GeneratorModule(generator=plain, dense_candidates=10)
-    with pytest.raises(ValueError, match="dense_candidates must be >= 0"):
-        _module(dense_candidates=-1)
-    module = _module(item_loss_weight=1.0, dense_candidates=5)
-    assert module.ranker.options()["dense_candidates"] == 5
 
 
 def test_validation_ranks_the_beam_alone_and_test_joins_the_dense_candidates():

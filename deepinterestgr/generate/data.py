@@ -85,6 +85,14 @@ class LeaveOneOutSplit:
         return hist, self.items[flat_target]
 
 
+def _first_column_in_use(hist: torch.Tensor) -> int:
+    """The first column of right-aligned item histories [B, H] (-1 = padding) that some row uses (the last one when
+    none does). Batches drop the columns before it: positions count from the newest row (or, causal, from the oldest
+    item), so the model's output is unchanged and the encoder runs on the batch's longest history only."""
+    present = (hist >= 0).any(0)
+    return int(present.long().argmax()) if bool(present.any()) else hist.shape[1] - 1
+
+
 class _ExampleIndex(Dataset):
     """Indices only: the collate function builds whole batches with tensor ops (no per-example Python work)."""
 
@@ -242,11 +250,7 @@ class SequenceDataModule(Seeded, LightningDataModule):
             # right-align what is left: stable sort puts the -1 gaps first and keeps the items' order
             hist = hist.gather(1, (hist >= 0).long().argsort(dim=1, stable=True))
             target_known = target_item.masked_fill(target_item >= n, -1)  # no SID: a PAD row as the token target
-        # drop leading columns that are padding for every row: rows are right-aligned and positions are relative to
-        # the last row, so the model's output is unchanged and the encoder runs on the batch's longest history only
-        present = (hist >= 0).any(0)
-        first = int(present.long().argmax()) if bool(present.any()) else hist.shape[1] - 1
-        hist = hist[:, first:]
+        hist = hist[:, _first_column_in_use(hist):]
         buckets = None
         if self.num_user_buckets:
             buckets = torch.tensor([self.tokenizer.user_bucket(self.split.users[u]) for u in examples[:, 0].tolist()])
@@ -263,8 +267,7 @@ class SequenceDataModule(Seeded, LightningDataModule):
         """Every-position batch: the window's items as history and, per row, the item that follows it."""
         hist, last_target = self.split.histories(examples, self.max_history)
         targets = torch.cat([hist[:, 1:], last_target.unsqueeze(1)], 1).masked_fill(hist < 0, -1)
-        present = (hist >= 0).any(0)
-        first = int(present.long().argmax())  # every window holds >= 1 item: trim all-padding leading columns
+        first = _first_column_in_use(hist)
         hist, targets = hist[:, first:], targets[:, first:]
         encoded = self.tokenizer.encode_history(hist)
         return {

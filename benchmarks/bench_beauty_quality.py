@@ -22,7 +22,10 @@ Phases (each reuses what an earlier invocation left, so the command resumes):
   evaluate   one constrained beam search per variant, split, beam width (--beams) and dense-candidate count (--dense:
              the item-level top-M the beam missed, joined to its candidates and scored by the generator's own SID
              log-probability, LIGER-style) over all users; these and the re-ranking weight are picked on
-             valid from --weights and applied to test; a paired bootstrap over test users for the headline claim
+             valid from --weights and applied to test; a paired bootstrap over test users for the headline claim.
+             With --prior-weights above 0, the same selection again with the co-occurrence floor's scores as a
+             next-item prior added to each candidate's score (deepinterestgr.generate.prior): rows labelled
+             "hybrid: generator + co-occurrence prior", never counted as the generator's own
 
 Writes benchmarks/results/beauty_quality.json: {"rows": [{"method", "variant", "protocol", "split", "seeds",
 "recall@5", "ndcg@5", "recall@10", "ndcg@10", "std": {...}, "fit_s"}, ...], "bootstrap": {...}, ...}.
@@ -54,6 +57,8 @@ PUBLISHED = {  # reported rows on this exact data (BASELINES.md / LITERATURE.md)
 }
 SASREC_SETTINGS = {"max_len": 50, "hidden_size": 64, "num_blocks": 2, "num_heads": 1, "dropout": 0.5, "lr": 2e-3,
                    "batch_size": 128, "patience": 10}
+#: rows that add the co-occurrence prior (deepinterestgr.generate.prior) to the generator's ranking: not the generator
+HYBRID = "hybrid: generator + co-occurrence prior"
 STEP_BUDGET = ("--trainer.max_steps", "6682", "--trainer.max_epochs", "13", "--trainer.max_time", "00:02:00:00")
 VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
     "t5-small": ("configs/model/generator_t5_small.yaml", "text", ()),
@@ -90,10 +95,15 @@ VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
     # pass per ~6 targets instead of one per target), 44 windows (~256 targets) per step, both cores, the same cap
     "t5-items-collab-causal-2threads": ("configs/model/generator_t5_items_causal.yaml", "collab",
                                         ("--data.all_positions", "true", "--data.batch_size", "44")),
+    # t5-items-collab-2threads with dropout 0.3 instead of 0.1: its valid loss rises from step ~4,600 on while its
+    # train loss keeps falling (7.2 vs 10.8 at the cap), an over-fit that SASRec's recipe meets with dropout 0.5
+    "t5-items-collab-2threads-dropout03": ("configs/model/generator_t5_items.yaml", "collab",
+                                           ("--model.generator.init_args.dropout", "0.3")),
 }
 # torch threads of a variant's fit; every other variant trains on 1
 FIT_THREADS = {name: 2 for name in ("t5-items-collab-2threads", "t5-items-collab-2threads-seed2333",
-                                    "t5-items-collab-2threads-seed6666", "t5-items-collab-causal-2threads")}
+                                    "t5-items-collab-2threads-seed6666", "t5-items-collab-causal-2threads",
+                                    "t5-items-collab-2threads-dropout03")}
 # rows reported as mean ± std over seeds: name -> the variants that are its seeds (t5-items-collab is seed 42)
 SEED_GROUPS = {"t5-items-collab": ["t5-items-collab", "t5-items-collab-seed2333", "t5-items-collab-seed6666"],
                "t5-items-collab-cosine-full": ["t5-items-collab-cosine-full", "t5-items-collab-cosine-full-seed2333",
@@ -206,12 +216,30 @@ def fit(args, name: str) -> dict:
 
 def evaluate(args, name: str) -> dict:
     """Beam search once per split, beam width and dense-candidate count; select (beam, dense candidates, re-ranking
-    weight, no-repeat rule) on valid; per-user test ranks."""
-    return evaluate_run(variant_run(args, name), name, beams=args.beams, weights=args.weights, dense=args.dense)
+    weight, no-repeat rule) on valid; per-user test ranks. With --prior-weights above 0, the same selection for the
+    hybrid with the co-occurrence prior (fitted with the floor's valid-selected weights)."""
+    prior = None
+    if any(args.prior_weights):
+        prior = hybrid_prior(sequences_run(args), floors(args)["cooccurrence"])
+    return evaluate_run(variant_run(args, name), name, beams=args.beams, weights=args.weights, dense=args.dense,
+                        prior=prior, prior_weights=[w for w in args.prior_weights if w] if prior else ())
 
 
-def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float], dense: list[int] = (0,)) -> dict:
-    """`evaluate` for any generator run directory (its best checkpoint; candidate searches cached in the run)."""
+def hybrid_prior(run: Path, floor_record: dict):
+    """The co-occurrence floor as a `CooccurrencePrior`: its valid-selected weights, fitted on every user's
+    items[:-2] (the protocol's training data)."""
+    from deepinterestgr.data.io import load_catalog, load_sequences
+    from deepinterestgr.generate.prior import CooccurrencePrior
+
+    params = {k: v for k, v in floor_record["params"].items() if k != "exclude_history"}
+    sequences = [s.items[:-2] for s in load_sequences(str(run))]
+    return CooccurrencePrior(**params).fit(sequences, num_items=len(load_catalog(str(run))))
+
+
+def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float], dense: list[int] = (0,),
+                 prior=None, prior_weights: list[float] = ()) -> dict:
+    """`evaluate` for any generator run directory (its best checkpoint; candidate searches cached in the run). With
+    a fitted `prior` (CooccurrencePrior) and `prior_weights`, also the hybrid ranking's selection ("hybrid")."""
     from deepinterestgr.generate.data import SequenceDataModule
     from deepinterestgr.generate.evaluation import (
         Candidates,
@@ -231,7 +259,7 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
     provenance = {"sid_table_sha256": saved.get("sid_table_sha256"), "best_step": saved.get("global_step")}
     del saved
     dm = None
-    sweep, candidates = {}, {}
+    sweep, candidates, prior_logp = {}, {}, {}
     for beam in beams:
         for m in (dense if has_items else [0]):  # dense candidates need item-level scores
             cache = run / "generate" / (f"evaluation_beam{beam}.pt" if not m else f"evaluation_beam{beam}_dense{m}.pt")
@@ -246,18 +274,25 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
                 torch.save(cands, cache)
             candidates[beam, m] = {s: Candidates(**c) for s, c in cands.items()}
             tried = weights if candidates[beam, m]["valid"].item_logp is not None else [0.0]
+            if prior is not None and prior_weights:
+                prior_logp[beam, m] = {s: prior.candidate_log_probs(c.history_items, c.items)
+                                       for s, c in candidates[beam, m].items()}
             for w in tried:
                 for ex in (False, True):
-                    sweep[(beam, m, w, ex)] = {
-                        s: metrics_from_ranks(ranks(candidates[beam, m][s], w, exclude_history=ex))
-                        for s in ("valid", "test")}
+                    for c in (0.0, *(prior_weights if prior is not None else ())):
+                        sweep[(beam, m, w, ex, c)] = {
+                            s: metrics_from_ranks(ranks(candidates[beam, m][s], w, exclude_history=ex,
+                                                        prior_logp=prior_logp.get((beam, m), {}).get(s),
+                                                        prior_weight=c))
+                            for s in ("valid", "test")}
 
     def best_of(keys):
         return max(keys, key=lambda key: sweep[key]["valid"]["ndcg@10"])
 
-    beam, m, weight, exclude = best_of(sweep)
+    hybrid_key = best_of([k for k in sweep if k[4]]) if any(k[4] for k in sweep) else None
+    beam, m, weight, exclude, _ = best_of([k for k in sweep if not k[4]])  # the generator alone
     chosen = candidates[beam, m]
-    no_dense = best_of([k for k in sweep if k[1] == 0])  # the same selection over the beam's candidates alone
+    no_dense = best_of([k for k in sweep if k[1] == 0 and not k[4]])  # the same selection, the beam's candidates
     test_ranks = ranks(chosen["test"], weight, exclude_history=exclude)
     dense_bootstrap = None
     if m:  # what the dense candidates add, per test user (both searches serve the users in the same order)
@@ -270,13 +305,29 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
         dense_bootstrap = {"ndcg@10": paired_bootstrap(ndcg_per_user(test_ranks), ndcg_per_user(plain_ranks)),
                            "recall@10": paired_bootstrap(((test_ranks >= 0) & (test_ranks < 10)).float(),
                                                          ((plain_ranks >= 0) & (plain_ranks < 10)).float())}
+    hybrid = None
+    if hybrid_key is not None:  # the generator + co-occurrence prior, selected on valid like the generator alone
+        hb, hm, hw, hex_, hc = hybrid_key
+        from deepinterestgr.generate.evaluation import ndcg_per_user, paired_bootstrap
+
+        hybrid_ranks = ranks(candidates[hb, hm]["test"], hw, exclude_history=hex_,
+                             prior_logp=prior_logp[hb, hm]["test"], prior_weight=hc)
+        if not torch.equal(candidates[hb, hm]["test"].users, chosen["test"].users):
+            raise RuntimeError(f"{name}: the cached searches list the test users in different orders")
+        hybrid = {"selected_beam": hb, "selected_dense": hm, "selected_weight": hw, "selected_exclude_history": hex_,
+                  "selected_prior_weight": hc, "prior": prior.config(), **sweep[hybrid_key],
+                  "test_ranks": hybrid_ranks, "test_users": candidates[hb, hm]["test"].users,
+                  "hybrid_minus_generator_test": {"ndcg@10": paired_bootstrap(ndcg_per_user(hybrid_ranks),
+                                                                              ndcg_per_user(test_ranks))}}
     out = {"variant": name, "selected_beam": beam, "selected_dense": m, "selected_weight": weight,
            "selected_exclude_history": exclude, "selected_on": "valid ndcg@10 (all users)",
-           "sweep": [{"beam": b, "dense": d, "weight": w, "exclude_history": ex, **v}
-                     for (b, d, w, ex), v in sweep.items()],
+           "sweep": [{"beam": b, "dense": d, "weight": w, "exclude_history": ex, "prior_weight": c, **v}
+                     for (b, d, w, ex, c), v in sweep.items()],
            "test_ranks": test_ranks, "test_users": chosen["test"].users,
-           "valid": sweep[(beam, m, weight, exclude)]["valid"], "test": sweep[(beam, m, weight, exclude)]["test"],
-           "beam_only": sweep.get((beam, 0, 0.0, exclude)),
+           "valid": sweep[(beam, m, weight, exclude, 0.0)]["valid"],
+           "test": sweep[(beam, m, weight, exclude, 0.0)]["test"],
+           "beam_only": sweep.get((beam, 0, 0.0, exclude, 0.0)),
+           "hybrid": hybrid,
            "no_dense": ({"selected_beam": no_dense[0], "selected_weight": no_dense[2],
                          "selected_exclude_history": no_dense[3], **sweep[no_dense]} if m else None),
            "dense_minus_no_dense_test": dense_bootstrap,  # paired bootstrap over test users
@@ -321,7 +372,7 @@ def per_user_floor_ndcg(run: Path, method_record: dict) -> torch.Tensor:
 
 def row_owner(r: dict) -> str:
     """What produced a row: a floor or SASRec (its method) or a generator variant (its name)."""
-    return r["variant"].split(" (")[0] if r["method"].startswith("generator") else r["method"]
+    return r["variant"].split(" (")[0] if r["method"].startswith(("generator", "hybrid")) else r["method"]
 
 
 def carry_over(results: Path, rows: list[dict], sweeps: dict, bootstrap: dict | None):
@@ -338,7 +389,8 @@ def carry_over(results: Path, rows: list[dict], sweeps: dict, bootstrap: dict | 
     best = max(merged_sweeps, key=lambda n: merged_sweeps[n]["valid"]["ndcg@10"]) if merged_sweeps else None
     old_boot = old.get("bootstrap")
     if best not in sweeps and old_boot and old_boot["a"] == f"generator {best}":
-        bootstrap = old_boot  # the headline generator (best on valid) is still an earlier one: keep its bootstrap
+        # the headline generator (best on valid) is still an earlier one: keep its bootstrap (and this run's hybrid's)
+        bootstrap = {**old_boot, **({"hybrid": bootstrap["hybrid"]} if bootstrap and "hybrid" in bootstrap else {})}
     order = {"most-popular": 0, "cooccurrence": 1, "sasrec": 2}
     rows = sorted(kept + rows, key=lambda r: (order.get(r["method"], 3), row_owner(r)))  # stable: splits stay put
     return rows, merged_sweeps, bootstrap
@@ -358,13 +410,18 @@ def seed_group_rows(rows: list[dict]) -> list[dict]:
                 if len(chosen) != len(members):
                     continue
                 out.append(mean_row(f"{group} ({label})", split, chosen))
+            hybrid = [r for m in members for r in rows
+                      if r["method"] == HYBRID and r["split"] == split and r["variant"].startswith(f"{m} (")]
+            if len(hybrid) == len(members):
+                out.append(mean_row(f"{group} (selected on valid per seed)", split, hybrid,
+                                    method=f"{HYBRID}, mean over seeds"))
     return out
 
 
-def mean_row(variant: str, split: str, chosen: list[dict]) -> dict:
+def mean_row(variant: str, split: str, chosen: list[dict], method: str = "generator, mean over seeds") -> dict:
     """One "generator, mean over seeds" row (mean ± std) over the rows `chosen`, one per seed."""
     t = torch.tensor([[r[c] for c in COLUMNS] for r in chosen], dtype=torch.float64)
-    return row("generator, mean over seeds", variant, split, dict(zip(COLUMNS, t.mean(0).tolist())),
+    return row(method, variant, split, dict(zip(COLUMNS, t.mean(0).tolist())),
                seeds=[s for r in chosen for s in r["seeds"]],
                std={c: round(float(v), 4) for c, v in zip(COLUMNS, t.std(0, unbiased=True))},
                fit_s=round(sum(r["fit_s"] for r in chosen) / len(chosen)))
@@ -395,11 +452,12 @@ def markdown_table(result: dict) -> str:
     for name, values in result["published_test"].items():
         lines.append(f"| {name} | published | | " + " | ".join(f"{x:.4f}" for x in values) + " | | |")
     b = result.get("bootstrap")
-    if b:
-        lines.append("")
-        lines.append(f"Paired bootstrap over {b['users']:,} test users ({b['samples']} resamples), "
-                     f"N@10 of {b['a']} minus {b['b']}: {b['mean_diff']:+.4f} "
-                     f"(95% CI {b['ci95'][0]:+.4f} .. {b['ci95'][1]:+.4f}).")
+    for b in (b, (b or {}).get("hybrid")):
+        if b:
+            lines.append("")
+            lines.append(f"Paired bootstrap over {b['users']:,} test users ({b['samples']} resamples), "
+                         f"N@10 of {b['a']} minus {b['b']}: {b['mean_diff']:+.4f} "
+                         f"(95% CI {b['ci95'][0]:+.4f} .. {b['ci95'][1]:+.4f}).")
     return "\n".join(lines)
 
 
@@ -420,6 +478,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dense", type=int, nargs="+", default=[0, 50],
                    help="dense candidates tried (the item-level top-M joined to the beam's; selected on valid)")
     p.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
+    p.add_argument("--prior-weights", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0],
+                   help="weights of the co-occurrence prior's log-prob in the hybrid rows (selected on valid; "
+                        "0 alone: no hybrid rows)")
     p.add_argument("--results", type=Path, default=RESULTS / "beauty_quality.json")
     p.add_argument("--markdown", action="store_true", help="print the README table of --results and exit")
     args = p.parse_args(argv)
@@ -485,6 +546,13 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(row("generator", f"{name} (beam {ev['selected_beam']}, no rerank{no_repeat})", split,
                                 ev["beam_only"][split],
                                 seeds=[fit_record["seed"]], fit_s=fit_record["fit_s"]))
+            if ev.get("hybrid"):
+                h = ev["hybrid"]
+                h_dense = f" + {h['selected_dense']} dense" if h["selected_dense"] else ""
+                h_repeat = ", no repeats" if h["selected_exclude_history"] else ""
+                rows.append(row(HYBRID, f"{name} (beam {h['selected_beam']}{h_dense}, rerank "
+                                f"w={h['selected_weight']:g}, prior c={h['selected_prior_weight']:g}{h_repeat})",
+                                split, h[split], seeds=[fit_record["seed"]], fit_s=fit_record["fit_s"]))
             if "item_scores_only" in ev:
                 rows.append(row("generator item scores, full ranking (diagnostic)", name, split,
                                 ev["item_scores_only"][split], seeds=[fit_record["seed"]], fit_s=fit_record["fit_s"]))
@@ -500,9 +568,19 @@ def main(argv: list[str] | None = None) -> None:
         gen[ev["test_users"]] = ndcg_per_user(ev["test_ranks"])  # the generator serves users in length order
         bootstrap = {"a": f"generator {best}", "b": "cooccurrence", "metric": "test ndcg@10 per user",
                      **paired_bootstrap(gen, floor)}
-    sweeps = {n: {k: v for k, v in e.items() if k not in ("test_ranks", "test_users")} for n, e in evaluations.items()}
+        hybrids = [n for n in evaluations if evaluations[n].get("hybrid")]
+        if hybrids:  # the hybrid best on valid against the count model it borrows from
+            best_h = max(hybrids, key=lambda n: evaluations[n]["hybrid"]["valid"]["ndcg@10"])
+            h = evaluations[best_h]["hybrid"]
+            hyb = torch.zeros_like(floor)
+            hyb[h["test_users"]] = ndcg_per_user(h["test_ranks"])
+            bootstrap["hybrid"] = {"a": f"hybrid {best_h}", "b": "cooccurrence", "metric": "test ndcg@10 per user",
+                                   **paired_bootstrap(hyb, floor)}
+    sweeps = {n: {k: ({kk: vv for kk, vv in v.items() if kk not in ("test_ranks", "test_users")}
+                      if k == "hybrid" and v else v)
+                  for k, v in e.items() if k not in ("test_ranks", "test_users")} for n, e in evaluations.items()}
     rows, sweeps, bootstrap = carry_over(args.results, rows, sweeps, bootstrap)
-    rows = [r for r in rows if r["method"] != "generator, mean over seeds"] + seed_group_rows(rows)
+    rows = [r for r in rows if not r["method"].endswith("mean over seeds")] + seed_group_rows(rows)
     print_table(rows)
     for name, (r5, n5, r10, n10) in PUBLISHED.items():
         print(f"{name:<50}{'published':<40}{'test':<7}{r5:>10.4f}{n5:>10.4f}{r10:>10.4f}{n10:>10.4f}")
@@ -510,9 +588,13 @@ def main(argv: list[str] | None = None) -> None:
         for metric, b in (ev.get("dense_minus_no_dense_test") or {}).items():
             print(f"paired bootstrap, test {metric}, {name} with - without dense candidates: {b['mean_diff']:+.4f} "
                   f"(95% CI {b['ci95'][0]:+.4f} .. {b['ci95'][1]:+.4f})")
-    if bootstrap:
-        print(f"paired bootstrap, test N@10, {bootstrap['a']} - {bootstrap['b']}: {bootstrap['mean_diff']:+.4f} "
-              f"(95% CI {bootstrap['ci95'][0]:+.4f} .. {bootstrap['ci95'][1]:+.4f}, {bootstrap['users']} users)")
+        for metric, b in ((ev.get("hybrid") or {}).get("hybrid_minus_generator_test") or {}).items():
+            print(f"paired bootstrap, test {metric}, {name} hybrid - generator alone: {b['mean_diff']:+.4f} "
+                  f"(95% CI {b['ci95'][0]:+.4f} .. {b['ci95'][1]:+.4f})")
+    for b in (bootstrap, (bootstrap or {}).get("hybrid")):
+        if b:
+            print(f"paired bootstrap, test N@10, {b['a']} - {b['b']}: {b['mean_diff']:+.4f} "
+                  f"(95% CI {b['ci95'][0]:+.4f} .. {b['ci95'][1]:+.4f}, {b['users']} users)")
     result = {"dataset": "Beauty", "protocol": PROTOCOL, "rows": rows, "published_test": PUBLISHED,
               "bootstrap": bootstrap, "sasrec_settings": SASREC_SETTINGS,
               "generator_sweeps": sweeps,

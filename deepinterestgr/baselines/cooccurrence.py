@@ -107,15 +107,18 @@ class CoOccurrence(SequenceRecommender):
         return torch.sparse_coo_tensor(index, values, (len(histories), self.num_items),
                                        check_invariants=True).coalesce()
 
-    def scores(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Scores [U, N] float64 for one batch of histories."""
+    def neighbour_scores(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        """The recency-weighted neighbour counts [U, N] float64 of one batch of histories (no tie-break)."""
         if self.neighbours is None:
-            raise RuntimeError("CoOccurrence.scores called before fit")
+            raise RuntimeError("CoOccurrence scores asked for before fit")
         check_sequences(histories, self.num_items, what="co-occurrence histories")
         with warnings.catch_warnings():  # torch flags its (correct) sparse kernels as beta on every call
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            neighbour_scores = torch.sparse.mm(self.history_weights(histories), self.neighbours)
-        return neighbour_scores.to_dense() + self.tie_break
+            return torch.sparse.mm(self.history_weights(histories), self.neighbours).to_dense()
+
+    def scores(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Scores [U, N] float64 for one batch of histories."""
+        return self.neighbour_scores(histories) + self.tie_break
 
     def recommend(self, histories: Sequence[Sequence[int]], *, k: int) -> torch.Tensor:
         batches = range(0, len(histories), self.batch_size)

@@ -46,7 +46,7 @@ def collect_candidates(module, datamodule, split: str, *, beam_size: int, top_k:
     desc = f"beam search ({split}, beam {beam_size}" + (f" + {dense_candidates} dense)" if dense_candidates else ")")
     for batch in tqdm(loader, desc=desc, disable=not progress):
         result = module.generate(batch["history"], batch["history_mask"], beam_size=beam_size, rerank_weight=0.0,
-                                 exclude_history=False, dense_candidates=dense_candidates)
+                                 exclude_history=False, dense_candidates=dense_candidates, prior_weight=0.0)
         parts["items"].append(result.items)
         parts["beam_scores"].append(result.scores)
         if has_items:
@@ -64,12 +64,17 @@ def collect_candidates(module, datamodule, split: str, *, beam_size: int, top_k:
     return Candidates(**cat)
 
 
-def reranked_items(c: Candidates, weight: float, *, exclude_history: bool = False) -> torch.Tensor:
-    """Candidates [U, B] ordered by beam score + weight * item log-prob (weight 0: the beam's order), history items
-    removed (-1) with `exclude_history`."""
+def reranked_items(c: Candidates, weight: float, *, exclude_history: bool = False,
+                   prior_logp: torch.Tensor | None = None, prior_weight: float = 0.0) -> torch.Tensor:
+    """Candidates [U, B] ordered by beam score + weight * item log-prob (weight 0: the beam's order), plus
+    prior_weight * `prior_logp` [U, B] (an item-to-item prior's log-prob of each candidate,
+    `CooccurrencePrior.candidate_log_probs`), history items removed (-1) with `exclude_history`."""
     items = c.items
-    if weight and c.item_logp is not None:
-        score = combined_scores(c.items, c.beam_scores, c.item_logp, weight)
+    if prior_weight and prior_logp is None:
+        raise ValueError("prior_weight > 0 needs the candidates' prior log-probs (prior_logp)")
+    weight = weight if c.item_logp is not None else 0.0
+    if weight or prior_weight:
+        score = combined_scores(c.items, c.beam_scores, c.item_logp, weight, prior_logp, prior_weight)
         items = c.items.gather(1, score.argsort(dim=1, descending=True, stable=True))
     if exclude_history:
         if c.history_items is None:
@@ -96,10 +101,12 @@ def with_cold_slots(items: torch.Tensor, cold_top: torch.Tensor, slots: int, *, 
     return torch.cat([head, picked, tail], dim=1)
 
 
-def ranks(c: Candidates, weight: float = 0.0, *, exclude_history: bool = False) -> torch.Tensor:
-    """0-based rank [U] of each user's target after re-ranking with `weight` (and the no-repeat rule); -1 when not
-    among the candidates."""
-    return hit_ranks(reranked_items(c, weight, exclude_history=exclude_history), c.targets)
+def ranks(c: Candidates, weight: float = 0.0, *, exclude_history: bool = False,
+          prior_logp: torch.Tensor | None = None, prior_weight: float = 0.0) -> torch.Tensor:
+    """0-based rank [U] of each user's target after re-ranking with `weight` (the prior's `prior_weight`, and the
+    no-repeat rule); -1 when not among the candidates."""
+    return hit_ranks(reranked_items(c, weight, exclude_history=exclude_history, prior_logp=prior_logp,
+                                    prior_weight=prior_weight), c.targets)
 
 
 def metrics_from_ranks(rank: torch.Tensor, ks: Sequence[int] = (5, 10)) -> dict[str, float]:

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from deepinterestgr.generate.base import Generator
 from deepinterestgr.generate.data import SequenceDataModule  # noqa: F401  (importing this module lets the CLI name it)
+from deepinterestgr.generate.prior import CooccurrencePrior, train_sequences
 from deepinterestgr.generate.ranker import (
     RANKING_KEY,
     Ranker,
@@ -34,6 +35,8 @@ from deepinterestgr.training import Seeded, StepSeed
 log = logging.getLogger(__name__)
 
 CHECKPOINT_TOKENIZER_KEY = "sid_tokenizer"
+#: the fitted item-to-item prior of a hybrid ranking (`prior`), so that a loaded checkpoint ranks as it was tested
+CHECKPOINT_PRIOR_KEY = "item_prior"
 
 
 class GeneratorModule(Seeded, LightningModule):
@@ -53,6 +56,8 @@ class GeneratorModule(Seeded, LightningModule):
         exclude_history: bool = False,
         beam_size: int = 20,
         dense_candidates: int = 0,
+        prior: CooccurrencePrior | None = None,
+        prior_weight: float = 0.0,
         ks: tuple[int, ...] = (5, 10),
         monitor: str = "val/ndcg@10",
         early_stopping_patience: int = 5,
@@ -84,6 +89,11 @@ class GeneratorModule(Seeded, LightningModule):
                 (LIGER's union of generative and dense retrieval; needs item-level scores). 0 = the beam's candidates
                 only. Validation (checkpoint selection) ranks the beam's candidates alone. Select M on valid
                 (`benchmarks/bench_beauty_quality.py --dense`).
+            prior, prior_weight: a **hybrid** ranking: at test (and when served) each candidate's score gains
+                prior_weight x log p_prior(item | history) of an item-to-item count model (`CooccurrencePrior`, the
+                co-occurrence floor as a distribution), fitted at setup on the training targets and saved in the
+                checkpoint. Validation (checkpoint selection) ranks without it. 0 = the generator alone. Select
+                prior_weight on valid (`benchmarks/bench_beauty_quality.py --prior-weights`).
             ks: the K of Recall@K / NDCG@K.
             monitor, early_stopping_patience: metric for the best checkpoint and early stopping (0 = no stopping).
             dump_test_results: write per-user top-K items and scores to `<run>/generate/results_test.jsonl`.
@@ -102,13 +112,19 @@ class GeneratorModule(Seeded, LightningModule):
         if dense_candidates and not getattr(generator, "has_item_scores", False):
             raise ValueError(f"dense_candidates needs a generator with item-level scores; "
                              f"{type(generator).__name__} has none (T5SIDGenerator: set item_scores: true)")
+        if prior_weight and prior is None:
+            raise ValueError(f"prior_weight {prior_weight} needs an item prior: set model.init_args.prior "
+                             "(configs/model/cooccurrence_prior.yaml) or prior_weight 0")
         self.ranker = Ranker(renormalize=renormalize, beam_size=beam_size, rerank_weight=rerank_weight,
-                             exclude_history=exclude_history, ks=tuple(ks), dense_candidates=dense_candidates)
+                             exclude_history=exclude_history, ks=tuple(ks), dense_candidates=dense_candidates,
+                             prior_weight=prior_weight)
+        self.ranker.prior = prior
         # the generator stays in hparams (its class_path + init_args when built by the CLI) so that
         # load_from_checkpoint can rebuild it; its weights are in the state dict. Evaluation knobs are left out:
         # `test --ckpt_path` re-applies checkpoint hparams over the command line, and these must follow the command.
+        # The prior is fitted data, not a setting: it travels as its own checkpoint entry (CHECKPOINT_PRIOR_KEY).
         self.save_hyperparameters(ignore=["beam_size", "rerank_weight", "exclude_history", "dense_candidates",
-                                          "dump_test_results"])
+                                          "prior", "prior_weight", "dump_test_results"])
         plugin_hparams_as_configs(self, "generator")  # checkpoints hold configs, never pickled objects
         self.generator = generator
         self.dump_test_results = dump_test_results
@@ -132,16 +148,33 @@ class GeneratorModule(Seeded, LightningModule):
             raise RuntimeError("GeneratorModule needs a datamodule with a SID tokenizer (SequenceDataModule)")
         self.set_tokenizer(dm.tokenizer)
 
+    def setup(self, stage: str) -> None:
+        prior = self.ranker.prior
+        if prior is None or prior.fitted or self._trainer is None:
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        split, tokenizer = getattr(dm, "split", None), getattr(dm, "tokenizer", None)
+        if split is None or tokenizer is None:
+            raise RuntimeError("fitting the item prior needs a set-up SequenceDataModule (its split and SID table)")
+        # every user's items[:-2], the data every row of the benchmark tables is fitted on
+        prior.fit(train_sequences(split.items, split.starts, split.lengths, num_items=tokenizer.num_items),
+                  num_items=tokenizer.num_items)
+        log.info("fitted the item prior %s on %d users' training sequences", prior.config(), len(split.users))
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_TOKENIZER_KEY] = self.tokenizer.state()
         checkpoint["sid_table_sha256"] = sid_table_hash(self.tokenizer)
         # the ranking this generator was evaluated with: a policy started from it ranks the same way by default
         checkpoint[RANKING_KEY] = self.ranker.options()
+        if self.ranker.prior is not None and self.ranker.prior.fitted:
+            checkpoint[CHECKPOINT_PRIOR_KEY] = self.ranker.prior.state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.tokenizer is None and CHECKPOINT_TOKENIZER_KEY in checkpoint:
             self.set_tokenizer(SIDTokenizer.from_state(checkpoint[CHECKPOINT_TOKENIZER_KEY]))
         self.recorded_ranking = checkpoint.get(RANKING_KEY)
+        if CHECKPOINT_PRIOR_KEY in checkpoint:
+            self.ranker.prior = CooccurrencePrior.from_state(checkpoint[CHECKPOINT_PRIOR_KEY])
 
     @property
     def trie(self) -> SIDTrie:
@@ -150,7 +183,7 @@ class GeneratorModule(Seeded, LightningModule):
     def use_recorded_ranking(self) -> "GeneratorModule":
         """Rank as the loaded checkpoint was evaluated (its beam, re-ranking weight, no-repeat rule). Not applied by
         `load_from_checkpoint` itself: under `dig test --ckpt_path` the command line's options must win."""
-        for key in ("beam_size", "rerank_weight", "exclude_history", "dense_candidates"):
+        for key in ("beam_size", "rerank_weight", "exclude_history", "dense_candidates", "prior_weight"):
             if self.recorded_ranking and key in self.recorded_ranking:
                 setattr(self, key, self.recorded_ranking[key])
         return self
@@ -163,6 +196,8 @@ class GeneratorModule(Seeded, LightningModule):
                                lambda self, v: setattr(self.ranker, "exclude_history", bool(v)))
     dense_candidates = property(lambda self: self.ranker.dense_candidates,
                                 lambda self, v: setattr(self.ranker, "dense_candidates", int(v)))
+    prior_weight = property(lambda self: self.ranker.prior_weight,
+                            lambda self, v: setattr(self.ranker, "prior_weight", float(v)))
 
     # ----------------------------------------------------------------------------------------------- training
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -210,13 +245,13 @@ class GeneratorModule(Seeded, LightningModule):
     # ----------------------------------------------------------------------------------------------- evaluation
     def generate(self, history: torch.Tensor, history_mask: torch.Tensor, beam_size: int | None = None,
                  rerank_weight: float | None = None, exclude_history: bool | None = None,
-                 dense_candidates: int | None = None):
+                 dense_candidates: int | None = None, prior_weight: float | None = None):
         """The ranker's constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K]), joined by
         dense candidates, re-ranked by item-level scores and without history items as configured (arguments override
         the module's options)."""
         return self.ranker.rank(self.generator, history, history_mask, beam_size=beam_size,
                                 rerank_weight=rerank_weight, exclude_history=exclude_history,
-                                dense_candidates=dense_candidates)
+                                dense_candidates=dense_candidates, prior_weight=prior_weight)
 
     def history_items(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
         """Item ids [B, H] of the history rows (-1 for padding and user-token rows)."""
@@ -238,8 +273,9 @@ class GeneratorModule(Seeded, LightningModule):
                      sync_dist=True)
         # checkpoint selection on the beam's own candidates: dense candidates roughly double a search's cost, which a
         # time-capped fit would pay at every validation (they apply at test, in `collect_candidates` and serving)
-        self.ranker.update("val", self.generate(batch["history"], batch["history_mask"], dense_candidates=0),
-                           batch["target_item"])
+        # and without the item prior: selection measures the generator, not the hybrid
+        self.ranker.update("val", self.generate(batch["history"], batch["history_mask"], dense_candidates=0,
+                                                prior_weight=0.0), batch["target_item"])
 
     def on_validation_epoch_end(self) -> None:
         self.ranker.log_validation(self, f"epoch {self.current_epoch} step {self.global_step}")

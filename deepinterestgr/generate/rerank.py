@@ -6,9 +6,11 @@ log-probability `log softmax(user · item)`; the final score of a candidate is
 
     beam score + weight · item log-probability
 
-so `weight = 0` is plain generative retrieval. The candidate set is the beam's, or with `dense_candidates` M the
-beam's joined by the item-level top-M (LIGER's union of generative and dense retrieval): each joined item is scored
-by the generator's own SID log-probability (`search.score_sids`), so one formula ranks both kinds.
+so `weight = 0` is plain generative retrieval. With an item-to-item prior (`deepinterestgr.generate.prior`, a hybrid
+with the co-occurrence count model) the score gains `+ prior_weight · prior log-prob`. The candidate set is the
+beam's, or with `dense_candidates` M the beam's joined by the item-level top-M (LIGER's union of generative and dense
+retrieval): each joined item is scored by the generator's own SID log-probability (`search.score_sids`), so one
+formula ranks both kinds.
 """
 
 from __future__ import annotations
@@ -33,11 +35,17 @@ def catalog_log_probs(user_vectors: torch.Tensor, item_vectors: torch.Tensor) ->
     return torch.log_softmax(user_vectors.float() @ item_vectors.float().T, dim=-1)
 
 
-def combined_scores(items: torch.Tensor, beam_scores: torch.Tensor, candidate_logp: torch.Tensor,
-                    weight: float) -> torch.Tensor:
-    """beam score + weight * item log-prob of each candidate [B, K]; -inf for padding beams (item -1)."""
-    padding = torch.full_like(beam_scores, float("-inf"))
-    return torch.where(items >= 0, beam_scores + weight * candidate_logp, padding)
+def combined_scores(items: torch.Tensor, beam_scores: torch.Tensor, candidate_logp: torch.Tensor | None,
+                    weight: float, candidate_prior: torch.Tensor | None = None,
+                    prior_weight: float = 0.0) -> torch.Tensor:
+    """beam score + weight * item log-prob (+ prior_weight * prior log-prob, `deepinterestgr.generate.prior`) of each
+    candidate [B, K]; -inf for padding beams (item -1)."""
+    score = beam_scores
+    if weight:
+        score = score + weight * candidate_logp
+    if prior_weight:
+        score = score + prior_weight * candidate_prior
+    return torch.where(items >= 0, score, torch.full_like(beam_scores, float("-inf")))
 
 
 def in_history(items: torch.Tensor, history_items: torch.Tensor) -> torch.Tensor:
@@ -45,13 +53,17 @@ def in_history(items: torch.Tensor, history_items: torch.Tensor) -> torch.Tensor
     return (items.unsqueeze(-1) == history_items.unsqueeze(1)).any(-1) & (items >= 0)
 
 
-def rerank(result: SearchResult, item_logp: torch.Tensor, weight: float) -> SearchResult:
-    """`result`'s candidates sorted by beam score + weight * item log-prob [B, N]; padding beams (item -1) stay last."""
-    if weight == 0:
+def rerank(result: SearchResult, item_logp: torch.Tensor | None, weight: float, prior_logp: torch.Tensor | None = None,
+           prior_weight: float = 0.0) -> SearchResult:
+    """`result`'s candidates sorted by beam score + weight * item log-prob [B, N] (+ prior_weight * prior log-prob
+    [B, N]); padding beams (item -1) stay last."""
+    if weight == 0 and prior_weight == 0:
         return result
-    candidate_logp = item_logp.gather(1, result.items.clamp(min=0))
-    scores, order = combined_scores(result.items, result.scores, candidate_logp, weight).sort(
-        dim=1, descending=True, stable=True)
+    index = result.items.clamp(min=0)
+    candidate_logp = item_logp.gather(1, index) if weight else None
+    candidate_prior = prior_logp.gather(1, index) if prior_weight else None
+    scores, order = combined_scores(result.items, result.scores, candidate_logp, weight, candidate_prior,
+                                    prior_weight).sort(dim=1, descending=True, stable=True)
     tokens = result.tokens.gather(1, order.unsqueeze(-1).expand_as(result.tokens))
     return SearchResult(tokens, scores, result.items.gather(1, order))
 

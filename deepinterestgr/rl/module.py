@@ -207,6 +207,10 @@ class PolicyModule(Seeded, LightningModule):
         self.ranker.rerank_weight, self.ranker.exclude_history = weight, exclude
         # the candidate set follows the generator's (beam + its dense candidates): the policy ranks as it did
         self.ranker.dense_candidates = int(recorded.get("dense_candidates", 0))
+        if recorded.get("prior_weight"):
+            # the policy is measured against the generator alone: a hybrid's count prior would blur what RL adds
+            log.warning("the generator was evaluated as a hybrid (item prior weight %s); the policy ranks without "
+                        "the prior, so compare it with the generator's prior-free figures", recorded["prior_weight"])
         self.ranker.set_tokenizer(tokenizer)
 
     def load_reward_inputs(self, run_dir: Path) -> None:

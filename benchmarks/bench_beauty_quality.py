@@ -222,7 +222,8 @@ def evaluate(args, name: str) -> dict:
     if any(args.prior_weights):
         prior = hybrid_prior(sequences_run(args), floors(args)["cooccurrence"])
     return evaluate_run(variant_run(args, name), name, beams=args.beams, weights=args.weights, dense=args.dense,
-                        prior=prior, prior_weights=[w for w in args.prior_weights if w] if prior else ())
+                        prior=prior, prior_weights=[w for w in args.prior_weights if w] if prior else (),
+                        prior_candidates=args.prior_candidates)
 
 
 def hybrid_prior(run: Path, floor_record: dict):
@@ -237,7 +238,7 @@ def hybrid_prior(run: Path, floor_record: dict):
 
 
 def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float], dense: list[int] = (0,),
-                 prior=None, prior_weights: list[float] = ()) -> dict:
+                 prior=None, prior_weights: list[float] = (), prior_candidates: list[int] = (0,)) -> dict:
     """`evaluate` for any generator run directory (its best checkpoint; candidate searches cached in the run). With
     a fitted `prior` (CooccurrencePrior) and `prior_weights`, also the hybrid ranking's selection ("hybrid")."""
     from deepinterestgr.generate.data import SequenceDataModule
@@ -260,45 +261,51 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
     del saved
     dm = None
     sweep, candidates, prior_logp = {}, {}, {}
+    if prior is not None:  # the prior's candidates are collected with the generator's own SID scores
+        module.ranker.prior = prior
     for beam in beams:
         for m in (dense if has_items else [0]):  # dense candidates need item-level scores
-            cache = run / "generate" / (f"evaluation_beam{beam}.pt" if not m else f"evaluation_beam{beam}_dense{m}.pt")
-            if cache.exists():
-                cands = torch.load(cache, weights_only=False)
-            else:
-                if dm is None:
-                    dm = SequenceDataModule(str(run), max_history=20, eval_batch_size=256)
-                    dm.setup("test")
-                cands = {s: collect_candidates(module, dm, s, beam_size=beam, dense_candidates=m)._asdict()
-                         for s in ("valid", "test")}
-                torch.save(cands, cache)
-            candidates[beam, m] = {s: Candidates(**c) for s, c in cands.items()}
-            tried = weights if candidates[beam, m]["valid"].item_logp is not None else [0.0]
-            if prior is not None and prior_weights:
-                prior_logp[beam, m] = {s: prior.candidate_log_probs(c.history_items, c.items)
-                                       for s, c in candidates[beam, m].items()}
-            for w in tried:
-                for ex in (False, True):
-                    for c in (0.0, *(prior_weights if prior is not None else ())):
-                        sweep[(beam, m, w, ex, c)] = {
-                            s: metrics_from_ranks(ranks(candidates[beam, m][s], w, exclude_history=ex,
-                                                        prior_logp=prior_logp.get((beam, m), {}).get(s),
-                                                        prior_weight=c))
-                            for s in ("valid", "test")}
+            for pc in (prior_candidates if prior is not None else [0]):
+                key = (beam, m, pc)
+                name_ = f"evaluation_beam{beam}" + (f"_dense{m}" if m else "") + (f"_prior{pc}" if pc else "")
+                cache = run / "generate" / f"{name_}.pt"
+                if cache.exists():
+                    cands = torch.load(cache, weights_only=False)
+                else:
+                    if dm is None:
+                        dm = SequenceDataModule(str(run), max_history=20, eval_batch_size=256)
+                        dm.setup("test")
+                    cands = {s: collect_candidates(module, dm, s, beam_size=beam, dense_candidates=m,
+                                                   prior_candidates=pc)._asdict() for s in ("valid", "test")}
+                    torch.save(cands, cache)
+                candidates[key] = {s: Candidates(**c) for s, c in cands.items()}
+                tried = weights if candidates[key]["valid"].item_logp is not None else [0.0]
+                if prior is not None and prior_weights:
+                    prior_logp[key] = {s: prior.candidate_log_probs(c.history_items, c.items)
+                                       for s, c in candidates[key].items()}
+                for w in tried:
+                    for ex in (False, True):
+                        # a prior's candidates without its score would rank them by the generator alone: not tried
+                        for c in (0.0, *(prior_weights if prior is not None else ()))[1 if pc else 0:]:
+                            sweep[(beam, m, w, ex, c, pc)] = {
+                                s: metrics_from_ranks(ranks(candidates[key][s], w, exclude_history=ex,
+                                                            prior_logp=prior_logp.get(key, {}).get(s),
+                                                            prior_weight=c))
+                                for s in ("valid", "test")}
 
     def best_of(keys):
         return max(keys, key=lambda key: sweep[key]["valid"]["ndcg@10"])
 
     hybrid_key = best_of([k for k in sweep if k[4]]) if any(k[4] for k in sweep) else None
-    beam, m, weight, exclude, _ = best_of([k for k in sweep if not k[4]])  # the generator alone
-    chosen = candidates[beam, m]
+    beam, m, weight, exclude, _, _ = best_of([k for k in sweep if not k[4]])  # the generator alone
+    chosen = candidates[beam, m, 0]
     no_dense = best_of([k for k in sweep if k[1] == 0 and not k[4]])  # the same selection, the beam's candidates
     test_ranks = ranks(chosen["test"], weight, exclude_history=exclude)
     dense_bootstrap = None
     if m:  # what the dense candidates add, per test user (both searches serve the users in the same order)
         from deepinterestgr.generate.evaluation import ndcg_per_user, paired_bootstrap
 
-        plain = candidates[no_dense[0], 0]["test"]
+        plain = candidates[no_dense[0], 0, 0]["test"]
         if not torch.equal(plain.users, chosen["test"].users):
             raise RuntimeError(f"{name}: the cached searches list the test users in different orders")
         plain_ranks = ranks(plain, no_dense[2], exclude_history=no_dense[3])
@@ -307,26 +314,27 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
                                                          ((plain_ranks >= 0) & (plain_ranks < 10)).float())}
     hybrid = None
     if hybrid_key is not None:  # the generator + co-occurrence prior, selected on valid like the generator alone
-        hb, hm, hw, hex_, hc = hybrid_key
+        hb, hm, hw, hex_, hc, hpc = hybrid_key
         from deepinterestgr.generate.evaluation import ndcg_per_user, paired_bootstrap
 
-        hybrid_ranks = ranks(candidates[hb, hm]["test"], hw, exclude_history=hex_,
-                             prior_logp=prior_logp[hb, hm]["test"], prior_weight=hc)
-        if not torch.equal(candidates[hb, hm]["test"].users, chosen["test"].users):
+        hybrid_test = candidates[hb, hm, hpc]["test"]
+        hybrid_ranks = ranks(hybrid_test, hw, exclude_history=hex_, prior_logp=prior_logp[hb, hm, hpc]["test"],
+                             prior_weight=hc)
+        if not torch.equal(hybrid_test.users, chosen["test"].users):
             raise RuntimeError(f"{name}: the cached searches list the test users in different orders")
         hybrid = {"selected_beam": hb, "selected_dense": hm, "selected_weight": hw, "selected_exclude_history": hex_,
-                  "selected_prior_weight": hc, "prior": prior.config(), **sweep[hybrid_key],
-                  "test_ranks": hybrid_ranks, "test_users": candidates[hb, hm]["test"].users,
+                  "selected_prior_weight": hc, "selected_prior_candidates": hpc, "prior": prior.config(),
+                  **sweep[hybrid_key], "test_ranks": hybrid_ranks, "test_users": hybrid_test.users,
                   "hybrid_minus_generator_test": {"ndcg@10": paired_bootstrap(ndcg_per_user(hybrid_ranks),
                                                                               ndcg_per_user(test_ranks))}}
     out = {"variant": name, "selected_beam": beam, "selected_dense": m, "selected_weight": weight,
            "selected_exclude_history": exclude, "selected_on": "valid ndcg@10 (all users)",
-           "sweep": [{"beam": b, "dense": d, "weight": w, "exclude_history": ex, "prior_weight": c, **v}
-                     for (b, d, w, ex, c), v in sweep.items()],
+           "sweep": [{"beam": b, "dense": d, "weight": w, "exclude_history": ex, "prior_weight": c,
+                      "prior_candidates": pc, **v} for (b, d, w, ex, c, pc), v in sweep.items()],
            "test_ranks": test_ranks, "test_users": chosen["test"].users,
-           "valid": sweep[(beam, m, weight, exclude, 0.0)]["valid"],
-           "test": sweep[(beam, m, weight, exclude, 0.0)]["test"],
-           "beam_only": sweep.get((beam, 0, 0.0, exclude, 0.0)),
+           "valid": sweep[(beam, m, weight, exclude, 0.0, 0)]["valid"],
+           "test": sweep[(beam, m, weight, exclude, 0.0, 0)]["test"],
+           "beam_only": sweep.get((beam, 0, 0.0, exclude, 0.0, 0)),
            "hybrid": hybrid,
            "no_dense": ({"selected_beam": no_dense[0], "selected_weight": no_dense[2],
                          "selected_exclude_history": no_dense[3], **sweep[no_dense]} if m else None),
@@ -481,6 +489,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prior-weights", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0],
                    help="weights of the co-occurrence prior's log-prob in the hybrid rows (selected on valid; "
                         "0 alone: no hybrid rows)")
+    p.add_argument("--prior-candidates", type=int, nargs="+", default=[0, 20],
+                   help="the prior's top-P non-history items joined to a hybrid's candidates (selected on valid)")
     p.add_argument("--results", type=Path, default=RESULTS / "beauty_quality.json")
     p.add_argument("--markdown", action="store_true", help="print the README table of --results and exit")
     args = p.parse_args(argv)
@@ -548,7 +558,8 @@ def main(argv: list[str] | None = None) -> None:
                                 seeds=[fit_record["seed"]], fit_s=fit_record["fit_s"]))
             if ev.get("hybrid"):
                 h = ev["hybrid"]
-                h_dense = f" + {h['selected_dense']} dense" if h["selected_dense"] else ""
+                h_dense = (f" + {h['selected_dense']} dense" if h["selected_dense"] else "") + (
+                    f" + {h['selected_prior_candidates']} prior" if h.get("selected_prior_candidates") else "")
                 h_repeat = ", no repeats" if h["selected_exclude_history"] else ""
                 rows.append(row(HYBRID, f"{name} (beam {h['selected_beam']}{h_dense}, rerank "
                                 f"w={h['selected_weight']:g}, prior c={h['selected_prior_weight']:g}{h_repeat})",

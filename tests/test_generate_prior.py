@@ -196,3 +196,35 @@ def test_the_shipped_prior_fragment_stacks_on_a_generator_config(tmp_path, monke
     assert isinstance(prior, CooccurrencePrior) and not prior.fitted
     assert prior.config() == {"last_n": 3, "recency_decay": 0.3, "cooccurrence_weight": 0.1, "smoothing": 0.001}
     assert cli.model.prior_weight > 0 and cli.model.rerank_weight == 4.0  # the generator's own options are kept
+
+
+def test_prior_candidates_join_the_prior_s_top_non_history_items_scored_as_the_beam_scores():
+    from deepinterestgr.generate.search import score_sids
+
+    torch.manual_seed(0)
+    rng = random.Random(1)
+    sequences = [[rng.randrange(30) for _ in range(8)] for _ in range(60)]
+    module = _module(prior=CooccurrencePrior().fit(sequences, num_items=30), prior_candidates=6).eval()
+    module.set_tokenizer(SIDTokenizer(random_sid_table(num_items=30, num_levels=3, codebook_size=4, seed=1)))
+    hist = torch.tensor([[1, 2, 3, 4], [-1, 5, 6, 7]])
+    encoded = module.tokenizer.encode_history(hist)
+    with torch.no_grad():
+        plain = module.generate(encoded.tokens, encoded.mask, prior_candidates=0)
+        joined = module.generate(encoded.tokens, encoded.mask)
+        state = module.generator.encode(encoded.tokens, encoded.mask)
+    assert joined.items.shape[1] == plain.items.shape[1] + 6
+    logp = module.ranker.prior.log_probs(module.history_items(encoded.tokens, encoded.mask))
+    for row in range(2):
+        history = set(hist[row][hist[row] >= 0].tolist())
+        top = [i for i in logp[row].argsort(descending=True, stable=True).tolist() if i not in history][:6]
+        got = set(joined.items[row][joined.items[row] >= 0].tolist())
+        assert got == set(plain.items[row].tolist()) | set(top), "beam + the prior's top non-history items"
+    # a joined item's score is its SID log-probability under the generator, as a beam's
+    extra = [[k for k in range(joined.items.shape[1])
+              if joined.items[r, k] >= 0 and joined.items[r, k] not in plain.items[r]] for r in range(2)]
+    assert any(extra), "some prior candidate was not already in the beam"
+    cols = torch.tensor([e[0] if e else 0 for e in extra])
+    with torch.no_grad():
+        want = score_sids(module.generator, module.trie, state, joined.tokens[torch.arange(2), cols][:, None],
+                          renormalize=True)
+    torch.testing.assert_close(joined.scores[torch.arange(2), cols], want[:, 0])

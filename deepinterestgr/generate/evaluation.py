@@ -32,10 +32,11 @@ class Candidates(NamedTuple):
 @torch.no_grad()
 def collect_candidates(module, datamodule, split: str, *, beam_size: int, top_k: int = 10,
                        progress: bool = True, cold_items: torch.Tensor | None = None,
-                       dense_candidates: int = 0) -> Candidates:
+                       dense_candidates: int = 0, prior_candidates: int = 0) -> Candidates:
     """Beam-search every example of `split` ("valid" or "test") served by `datamodule` (a set-up SequenceDataModule);
     with `dense_candidates` M, each user's candidates are the beam's joined by the item-level top-M it missed
-    (`GeneratorModule.dense_candidates`), [U, beam_size + M].
+    (`GeneratorModule.dense_candidates`), [U, beam_size + M], and with `prior_candidates` P by the item prior's top-P
+    it missed (the module's ranker needs a fitted prior), [U, beam_size + M + P].
     With `cold_items` (ids of items added after training) and item-level scores, also the top-`top_k` of those items
     by item-level score (`cold_top`, for `with_cold_slots`)."""
     module.eval()
@@ -43,10 +44,12 @@ def collect_candidates(module, datamodule, split: str, *, beam_size: int, top_k:
     loader = datamodule.val_dataloader() if split == "valid" else datamodule.test_dataloader()
     max_rows = datamodule.tokenizer.history_rows(datamodule.max_history)  # batches are trimmed: pad to one width
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in Candidates._fields}
-    desc = f"beam search ({split}, beam {beam_size}" + (f" + {dense_candidates} dense)" if dense_candidates else ")")
+    desc = (f"beam search ({split}, beam {beam_size}" + (f" + {dense_candidates} dense" if dense_candidates else "")
+            + (f" + {prior_candidates} prior" if prior_candidates else "") + ")")
     for batch in tqdm(loader, desc=desc, disable=not progress):
         result = module.generate(batch["history"], batch["history_mask"], beam_size=beam_size, rerank_weight=0.0,
-                                 exclude_history=False, dense_candidates=dense_candidates, prior_weight=0.0)
+                                 exclude_history=False, dense_candidates=dense_candidates, prior_weight=0.0,
+                                 prior_candidates=prior_candidates)
         parts["items"].append(result.items)
         parts["beam_scores"].append(result.scores)
         if has_items:

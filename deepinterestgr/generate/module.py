@@ -58,6 +58,7 @@ class GeneratorModule(Seeded, LightningModule):
         dense_candidates: int = 0,
         prior: CooccurrencePrior | None = None,
         prior_weight: float = 0.0,
+        prior_candidates: int = 0,
         ks: tuple[int, ...] = (5, 10),
         monitor: str = "val/ndcg@10",
         early_stopping_patience: int = 5,
@@ -94,6 +95,9 @@ class GeneratorModule(Seeded, LightningModule):
                 co-occurrence floor as a distribution), fitted at setup on the training targets and saved in the
                 checkpoint. Validation (checkpoint selection) ranks without it. 0 = the generator alone. Select
                 prior_weight on valid (`benchmarks/bench_beauty_quality.py --prior-weights`).
+            prior_candidates: with the prior, the candidates are also joined by its top-M items outside the user's
+                history that the beam missed, each scored by the generator's own SID log-probability (as dense
+                candidates). 0 = none.
             ks: the K of Recall@K / NDCG@K.
             monitor, early_stopping_patience: metric for the best checkpoint and early stopping (0 = no stopping).
             dump_test_results: write per-user top-K items and scores to `<run>/generate/results_test.jsonl`.
@@ -112,19 +116,19 @@ class GeneratorModule(Seeded, LightningModule):
         if dense_candidates and not getattr(generator, "has_item_scores", False):
             raise ValueError(f"dense_candidates needs a generator with item-level scores; "
                              f"{type(generator).__name__} has none (T5SIDGenerator: set item_scores: true)")
-        if prior_weight and prior is None:
-            raise ValueError(f"prior_weight {prior_weight} needs an item prior: set model.init_args.prior "
-                             "(configs/model/cooccurrence_prior.yaml) or prior_weight 0")
+        if (prior_weight or prior_candidates) and prior is None:
+            raise ValueError(f"prior_weight {prior_weight} / prior_candidates {prior_candidates} need an item prior: "
+                             "set model.init_args.prior (configs/model/cooccurrence_prior.yaml) or both to 0")
         self.ranker = Ranker(renormalize=renormalize, beam_size=beam_size, rerank_weight=rerank_weight,
                              exclude_history=exclude_history, ks=tuple(ks), dense_candidates=dense_candidates,
-                             prior_weight=prior_weight)
+                             prior_weight=prior_weight, prior_candidates=prior_candidates)
         self.ranker.prior = prior
         # the generator stays in hparams (its class_path + init_args when built by the CLI) so that
         # load_from_checkpoint can rebuild it; its weights are in the state dict. Evaluation knobs are left out:
         # `test --ckpt_path` re-applies checkpoint hparams over the command line, and these must follow the command.
         # The prior is fitted data, not a setting: it travels as its own checkpoint entry (CHECKPOINT_PRIOR_KEY).
         self.save_hyperparameters(ignore=["beam_size", "rerank_weight", "exclude_history", "dense_candidates",
-                                          "prior", "prior_weight", "dump_test_results"])
+                                          "prior", "prior_weight", "prior_candidates", "dump_test_results"])
         plugin_hparams_as_configs(self, "generator")  # checkpoints hold configs, never pickled objects
         self.generator = generator
         self.dump_test_results = dump_test_results
@@ -183,7 +187,8 @@ class GeneratorModule(Seeded, LightningModule):
     def use_recorded_ranking(self) -> "GeneratorModule":
         """Rank as the loaded checkpoint was evaluated (its beam, re-ranking weight, no-repeat rule). Not applied by
         `load_from_checkpoint` itself: under `dig test --ckpt_path` the command line's options must win."""
-        for key in ("beam_size", "rerank_weight", "exclude_history", "dense_candidates", "prior_weight"):
+        for key in ("beam_size", "rerank_weight", "exclude_history", "dense_candidates", "prior_weight",
+                    "prior_candidates"):
             if self.recorded_ranking and key in self.recorded_ranking:
                 setattr(self, key, self.recorded_ranking[key])
         return self
@@ -198,6 +203,8 @@ class GeneratorModule(Seeded, LightningModule):
                                 lambda self, v: setattr(self.ranker, "dense_candidates", int(v)))
     prior_weight = property(lambda self: self.ranker.prior_weight,
                             lambda self, v: setattr(self.ranker, "prior_weight", float(v)))
+    prior_candidates = property(lambda self: self.ranker.prior_candidates,
+                                lambda self, v: setattr(self.ranker, "prior_candidates", int(v)))
 
     # ----------------------------------------------------------------------------------------------- training
     def forward(self, history: torch.Tensor, history_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -245,13 +252,15 @@ class GeneratorModule(Seeded, LightningModule):
     # ----------------------------------------------------------------------------------------------- evaluation
     def generate(self, history: torch.Tensor, history_mask: torch.Tensor, beam_size: int | None = None,
                  rerank_weight: float | None = None, exclude_history: bool | None = None,
-                 dense_candidates: int | None = None, prior_weight: float | None = None):
+                 dense_candidates: int | None = None, prior_weight: float | None = None,
+                 prior_candidates: int | None = None):
         """The ranker's constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K]), joined by
         dense candidates, re-ranked by item-level scores and without history items as configured (arguments override
         the module's options)."""
         return self.ranker.rank(self.generator, history, history_mask, beam_size=beam_size,
                                 rerank_weight=rerank_weight, exclude_history=exclude_history,
-                                dense_candidates=dense_candidates, prior_weight=prior_weight)
+                                dense_candidates=dense_candidates, prior_weight=prior_weight,
+                                prior_candidates=prior_candidates)
 
     def history_items(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
         """Item ids [B, H] of the history rows (-1 for padding and user-token rows)."""
@@ -275,7 +284,7 @@ class GeneratorModule(Seeded, LightningModule):
         # time-capped fit would pay at every validation (they apply at test, in `collect_candidates` and serving)
         # and without the item prior: selection measures the generator, not the hybrid
         self.ranker.update("val", self.generate(batch["history"], batch["history_mask"], dense_candidates=0,
-                                                prior_weight=0.0), batch["target_item"])
+                                                prior_weight=0.0, prior_candidates=0), batch["target_item"])
 
     def on_validation_epoch_end(self) -> None:
         self.ranker.log_validation(self, f"epoch {self.current_epoch} step {self.global_step}")

@@ -27,6 +27,7 @@ from deepinterestgr.generate.rerank import (
     item_log_probs,
     rerank,
     with_dense_candidates,
+    without_items,
 )
 from deepinterestgr.generate.search import SearchResult, constrained_beam_search
 from deepinterestgr.generate.tokenizer import SIDTokenizer
@@ -73,13 +74,14 @@ class Ranker(nn.Module):
 
     def __init__(self, *, renormalize: bool = False, beam_size: int = 20, rerank_weight: float = 0.0,
                  exclude_history: bool = False, ks: tuple[int, ...] = (5, 10), dense_candidates: int = 0,
-                 prior_weight: float = 0.0) -> None:
+                 prior_weight: float = 0.0, prior_candidates: int = 0) -> None:
         super().__init__()
         check_ranking_options(beam_size, tuple(ks), rerank_weight, dense_candidates)
-        if prior_weight < 0:
-            raise ValueError(f"prior_weight must be >= 0, got {prior_weight}")
+        if prior_weight < 0 or prior_candidates < 0:
+            raise ValueError(f"prior_weight and prior_candidates must be >= 0, got {prior_weight}, {prior_candidates}")
         self.renormalize, self.beam_size = bool(renormalize), int(beam_size)
         self.dense_candidates, self.prior_weight = int(dense_candidates), float(prior_weight)
+        self.prior_candidates = int(prior_candidates)
         #: the item-to-item prior of a hybrid ranking (`prior_weight` > 0): fitted by the module, or from a checkpoint
         self.prior: CooccurrencePrior | None = None
         self.rerank_weight, self.exclude_history, self.ks = float(rerank_weight), bool(exclude_history), tuple(ks)
@@ -97,7 +99,7 @@ class Ranker(nn.Module):
     def options(self) -> dict:
         return {"renormalize": self.renormalize, "beam_size": self.beam_size, "rerank_weight": self.rerank_weight,
                 "exclude_history": self.exclude_history, "dense_candidates": self.dense_candidates,
-                "prior_weight": self.prior_weight}
+                "prior_weight": self.prior_weight, "prior_candidates": self.prior_candidates}
 
     # ------------------------------------------------------------------------------------------------ tokens
     def set_tokenizer(self, tokenizer: SIDTokenizer) -> None:
@@ -139,11 +141,13 @@ class Ranker(nn.Module):
     def rank(self, generator: Generator, history: torch.Tensor, history_mask: torch.Tensor, *,
              beam_size: int | None = None, rerank_weight: float | None = None,
              exclude_history: bool | None = None, item_vectors: torch.Tensor | None = None,
-             dense_candidates: int | None = None, prior_weight: float | None = None) -> SearchResult:
+             dense_candidates: int | None = None, prior_weight: float | None = None,
+             prior_candidates: int | None = None) -> SearchResult:
         """Constrained beam search (SearchResult: tokens [B,K,S], scores [B,K], items [B,K]), joined by the item-level
         top-`dense_candidates` the beam missed (then [B, K + M]), re-ranked by item-level scores when the re-ranking
-        weight is > 0 (and by the item-to-item prior when `prior_weight` is > 0: a hybrid ranking) and without
-        history items under the no-repeat rule (defaults: the ranker's own options).
+        weight is > 0 (and by the item-to-item prior when `prior_weight` is > 0, whose top-`prior_candidates` the
+        candidates also join: a hybrid ranking) and without history items under the no-repeat rule (defaults: the
+        ranker's own options).
 
         One encoder pass serves the search and the user vectors. `item_vectors` [N, d]: the catalog's item vectors
         when the caller keeps them (a server, whose weights do not change); else computed here.
@@ -157,9 +161,11 @@ class Ranker(nn.Module):
         if dense:
             require_item_scores(generator, dense, "dense_candidates")
         prior = self.prior_weight if prior_weight is None else prior_weight
-        if prior and (self.prior is None or not self.prior.fitted):
-            raise ValueError(f"prior_weight {prior} needs a fitted item prior: configure the generate stage's "
-                             "`model.init_args.prior` (configs/model/cooccurrence_prior.yaml) or set prior_weight 0")
+        joined = self.prior_candidates if prior_candidates is None else prior_candidates
+        if (prior or joined) and (self.prior is None or not self.prior.fitted):
+            raise ValueError(f"prior_weight {prior} / prior_candidates {joined} need a fitted item prior: configure "
+                             "the generate stage's `model.init_args.prior` (configs/model/cooccurrence_prior.yaml) "
+                             "or set both to 0")
         state = generator.encode(history, history_mask)
         trie = self.trie(history.device)
         result = constrained_beam_search(generator, trie, history, history_mask,
@@ -174,9 +180,13 @@ class Ranker(nn.Module):
             if dense:
                 result = with_dense_candidates(result, generator, trie, state, item_logp,
                                                self.item_tokens(history.device), dense, renormalize=self.renormalize)
-        if prior:
-            prior_logp = self.prior.log_probs(self.history_items(history, history_mask),
-                                              num_items=self._require_tokenizer().num_items)
+        if prior or joined:
+            history_items = self.history_items(history, history_mask)
+            prior_logp = self.prior.log_probs(history_items, num_items=self._require_tokenizer().num_items)
+        if joined:  # the prior's top non-history items the beam missed: a symmetric count model's top is mostly the
+            # history itself, which the no-repeat rule would drop
+            result = with_dense_candidates(result, generator, trie, state, without_items(prior_logp, history_items),
+                                           self.item_tokens(history.device), joined, renormalize=self.renormalize)
         result = rerank(result, item_logp, weight, prior_logp, prior)
         if self.exclude_history if exclude_history is None else exclude_history:
             result = exclude_items(result, self.history_items(history, history_mask))

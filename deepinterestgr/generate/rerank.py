@@ -68,6 +68,13 @@ def rerank(result: SearchResult, item_logp: torch.Tensor | None, weight: float, 
     return SearchResult(tokens, scores, result.items.gather(1, order))
 
 
+def without_items(scores: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Catalog scores [B, N] with -inf at each row's `items` [B, H] (-1 = none): e.g. history items kept out of a
+    top-M that the no-repeat rule would drop anyway."""
+    hit = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, items.clamp(min=0), items >= 0)
+    return scores.masked_fill(hit, float("-inf"))
+
+
 def exclude_items(result: SearchResult, items: torch.Tensor) -> SearchResult:
     """`result` with every candidate that is in `items` [B, H] (a user's history item ids, -1 = none) moved behind
     the others with score -inf: the "never recommend what the user already has" rule, order otherwise kept."""
@@ -82,9 +89,10 @@ def exclude_items(result: SearchResult, items: torch.Tensor) -> SearchResult:
 def with_dense_candidates(result: SearchResult, generator: Generator, trie: SIDTrie, state: Any,
                           item_logp: torch.Tensor, item_tokens: torch.Tensor, m: int, *,
                           renormalize: bool = False) -> SearchResult:
-    """`result` [B, K] joined by each user's top-`m` items by item log-prob `item_logp` [B, N] that the beam did not
-    find, scored by the generator's SID log-prob under encoder `state` (as the search scores): [B, K + m], sorted by
-    score (items the beam already holds become padding: item -1, score -inf)."""
+    """`result` [B, K] joined by each user's top-`m` items by item log-prob `item_logp` [B, N] (or any catalog score,
+    e.g. an item prior's) that the beam did not find, scored by the generator's SID log-prob under encoder `state`
+    (as the search scores): [B, K + m], sorted by score (items the beam already holds become padding: item -1,
+    score -inf)."""
     top = item_logp.topk(min(m, item_logp.shape[1]), dim=-1).indices  # [B, m]
     found = in_history(top, result.items)
     # the missed items first (in item-score order), and only as many columns as the row missing most: most of the

@@ -244,15 +244,17 @@ class Recommender:
     def __init__(self, run_dir: str | Path, *, stage: str = "generate", checkpoint: str | Path | None = None,
                  max_history: int | None = None, beam_size: int | None = None, rerank_weight: float | None = None,
                  exclude_history: bool | None = None, dense_candidates: int | None = None,
-                 prior_weight: float | None = None, device: str = "cpu") -> None:
+                 prior_weight: float | None = None, prior_candidates: int | None = None,
+                 device: str = "cpu") -> None:
         """
         Args:
             run_dir: the run directory (its `data/catalog.jsonl`, checkpoints and `items/` versions).
             stage: serve the generator (`generate/checkpoints/best.ckpt`) or the RL policy (`rl/...`).
             checkpoint: another checkpoint file of that stage.
             max_history: history items the model reads (default: the datamodule's, recorded in the checkpoint).
-            beam_size, rerank_weight, exclude_history, dense_candidates, prior_weight: ranking options (default: as
-                the checkpoint was evaluated; prior_weight > 0 needs a checkpoint that carries an item prior).
+            beam_size, rerank_weight, exclude_history, dense_candidates, prior_weight, prior_candidates: ranking
+                options (default: as the checkpoint was evaluated; the prior's two need a checkpoint that carries
+                an item prior).
             device: torch device of the model.
         """
         self.run_dir = Path(run_dir)
@@ -270,7 +272,7 @@ class Recommender:
         self.generator, self.ranker = _load_model(self.checkpoint, stage)
         for key, value in (("beam_size", beam_size), ("rerank_weight", rerank_weight),
                            ("exclude_history", exclude_history), ("dense_candidates", dense_candidates),
-                           ("prior_weight", prior_weight)):
+                           ("prior_weight", prior_weight), ("prior_candidates", prior_candidates)):
             if value is not None:
                 setattr(self.ranker, key, type(getattr(self.ranker, key))(value))
         if self.ranker.rerank_weight and not getattr(self.generator, "has_item_scores", False):
@@ -279,9 +281,11 @@ class Recommender:
         if self.ranker.dense_candidates and not getattr(self.generator, "has_item_scores", False):
             raise ValueError(f"dense_candidates {self.ranker.dense_candidates} needs a generator with item-level "
                              f"scores; {type(self.generator).__name__} has none (serve with --dense_candidates 0)")
-        if self.ranker.prior_weight and self.ranker.prior is None:
-            raise ValueError(f"prior_weight {self.ranker.prior_weight}: {self.checkpoint} carries no item prior "
-                             "(fit with configs/model/cooccurrence_prior.yaml, or serve with --prior_weight 0)")
+        if (self.ranker.prior_weight or self.ranker.prior_candidates) and self.ranker.prior is None:
+            raise ValueError(f"prior_weight {self.ranker.prior_weight} / prior_candidates "
+                             f"{self.ranker.prior_candidates}: {self.checkpoint} carries no item prior (fit with "
+                             "configs/model/cooccurrence_prior.yaml, or serve with --prior_weight 0 "
+                             "--prior_candidates 0)")
         self.generator.to(self.device).eval()
         self.base_tokenizer = self.ranker.tokenizer
         self.items = ItemsWatcher(self.run_dir, self.base_tokenizer)

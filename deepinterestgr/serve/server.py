@@ -195,7 +195,7 @@ class RecommendAPI(ls.LitAPI):
     def __init__(self, run_dir: str, *, stage: str = "generate", checkpoint: str | None = None,
                  max_history: int | None = None, beam_size: int | None = None, rerank_weight: float | None = None,
                  exclude_history: bool | None = None, dense_candidates: int | None = None,
-                 prior_weight: float | None = None, threads: int = 1,
+                 prior_weight: float | None = None, prior_candidates: int | None = None, threads: int = 1,
                  max_batch_size: int = 32,
                  batch_timeout: float = 0.005) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/recommend",
@@ -203,7 +203,8 @@ class RecommendAPI(ls.LitAPI):
         # only plain options here: this object is pickled into the spawned worker, which loads the model in setup
         self.options = {"stage": stage, "checkpoint": checkpoint, "max_history": max_history, "beam_size": beam_size,
                         "rerank_weight": rerank_weight, "exclude_history": exclude_history,
-                        "dense_candidates": dense_candidates, "prior_weight": prior_weight}
+                        "dense_candidates": dense_candidates, "prior_weight": prior_weight,
+                        "prior_candidates": prior_candidates}
         self.run_dir = str(run_dir)
         self.threads = threads
         self.recommender = None
@@ -272,7 +273,7 @@ class ItemsEndpoint:
 def build_server(run_dir: str | Path, *, stage: str = "generate", checkpoint: str | None = None,
                  max_history: int | None = None, beam_size: int | None = None, rerank_weight: float | None = None,
                  exclude_history: bool | None = None, dense_candidates: int | None = None,
-                 prior_weight: float | None = None, max_batch_size: int = 32,
+                 prior_weight: float | None = None, prior_candidates: int | None = None, max_batch_size: int = 32,
                  batch_timeout: float = 0.005, threads: int = 1, accelerator: str = "cpu", timeout: float = 30.0,
                  fast_queue: bool = False, request_queue: Literal["pipe", "manager"] = "pipe") -> ls.LitServer:
     """The LitServer of a run (not started): /recommend, /items/{id}, LitServe's /health and /info."""
@@ -285,19 +286,21 @@ def build_server(run_dir: str | Path, *, stage: str = "generate", checkpoint: st
     info = read_checkpoint_info(path)  # memory-mapped: the HTTP process never builds the model
     ranking = dict(info["ranking"])
     overrides = {"beam_size": beam_size, "rerank_weight": rerank_weight, "exclude_history": exclude_history,
-                 "dense_candidates": dense_candidates, "prior_weight": prior_weight}
+                 "dense_candidates": dense_candidates, "prior_weight": prior_weight,
+                 "prior_candidates": prior_candidates}
     ranking.update({k: v for k, v in overrides.items() if v is not None})
     items = ItemsEndpoint(run_dir, info["tokenizer"])  # fails here, before any worker starts, on a bad catalog
     api = RecommendAPI(run_dir, stage=stage, checkpoint=str(path), max_history=max_history, beam_size=beam_size,
                        rerank_weight=rerank_weight, exclude_history=exclude_history,
-                       dense_candidates=dense_candidates, prior_weight=prior_weight, threads=threads,
+                       dense_candidates=dense_candidates, prior_weight=prior_weight,
+                       prior_candidates=prior_candidates, threads=threads,
                        max_batch_size=max_batch_size,
                        batch_timeout=batch_timeout)
     metadata = {"run_dir": run_dir, "stage": stage, "checkpoint": str(path),
                 "max_history": max_history or info["max_history"], "num_items": items.watcher.current.num_items,
                 "items_version_at_start": items.watcher.current.number,
                 **{k: ranking.get(k) for k in ("beam_size", "rerank_weight", "exclude_history", "renormalize",
-                                               "dense_candidates", "prior_weight")},
+                                               "dense_candidates", "prior_weight", "prior_candidates")},
                 "max_batch_size": max_batch_size, "batch_timeout": batch_timeout, "threads": threads,
                 "request_queue": request_queue, "fast_queue": fast_queue}
     server_class = PipeQueueServer if request_queue == "pipe" else ls.LitServer
@@ -321,7 +324,7 @@ def serve(run_dir: str, stage: Literal["generate", "rl"] = "generate", port: int
           host: Literal["0.0.0.0", "127.0.0.1", "::"] = "127.0.0.1", checkpoint: str | None = None,
           max_history: int | None = None, beam_size: int | None = None, rerank_weight: float | None = None,
           exclude_history: bool | None = None, dense_candidates: int | None = None,
-          prior_weight: float | None = None, max_batch_size: int = 32,
+          prior_weight: float | None = None, prior_candidates: int | None = None, max_batch_size: int = 32,
           batch_timeout: float = 0.005, threads: int = 1, accelerator: Literal["cpu", "cuda", "auto"] = "cpu",
           timeout: float = 30.0,
           fast_queue: bool = False, request_queue: Literal["pipe", "manager"] = "pipe",
@@ -345,6 +348,8 @@ def serve(run_dir: str, stage: Literal["generate", "rl"] = "generate", port: int
             own SID log-probability (default: as the checkpoint was evaluated).
         prior_weight: weight of the item-to-item prior a hybrid checkpoint carries (`configs/model/
             cooccurrence_prior.yaml`; default: as the checkpoint was evaluated; 0: the generator alone).
+        prior_candidates: join the prior's top-M items the beam missed to the candidates (a hybrid checkpoint;
+            default: as the checkpoint was evaluated).
         max_batch_size: most requests ranked together in one beam search (the Beauty T5, beam 50, one CPU thread:
             145 / 183 / 220 / 170 / 160 users per CPU-second at batches of 8 / 16 / 32 / 64 / 128).
         batch_timeout: seconds the worker waits, after a batch's first request arrives, for more requests to
@@ -361,8 +366,8 @@ def serve(run_dir: str, stage: Literal["generate", "rl"] = "generate", port: int
     server = build_server(run_dir, stage=stage, checkpoint=checkpoint, max_history=max_history, beam_size=beam_size,
                           rerank_weight=rerank_weight, exclude_history=exclude_history,
                           dense_candidates=dense_candidates, prior_weight=prior_weight,
-                          max_batch_size=max_batch_size, batch_timeout=batch_timeout, threads=threads,
-                          accelerator=accelerator, timeout=timeout,
+                          prior_candidates=prior_candidates, max_batch_size=max_batch_size,
+                          batch_timeout=batch_timeout, threads=threads, accelerator=accelerator, timeout=timeout,
                           fast_queue=fast_queue, request_queue=request_queue)
     # LitServe shuts its processes down on KeyboardInterrupt only; a plain SIGTERM (docker stop, systemd, kill) would
     # end this process and leave the uvicorn, queue-manager and worker processes behind, the uvicorn one spinning

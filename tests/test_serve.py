@@ -136,6 +136,32 @@ def test_recommender_ranks_as_the_evaluation_does(tiny_run):
     assert joined.items.shape[1] == BEAM + 3 and torch.equal(dense.rank(histories).items, joined.items)
 
 
+def test_a_hybrid_checkpoint_serves_with_its_prior_and_a_plain_one_refuses_a_prior_weight(tiny_run, tmp_path):
+    from deepinterestgr.generate.module import CHECKPOINT_PRIOR_KEY
+    from deepinterestgr.generate.prior import CooccurrencePrior
+
+    with pytest.raises(ValueError, match="carries no item prior"):
+        Recommender(tiny_run, prior_weight=1.0)
+    histories = _test_histories(tiny_run)
+    saved = torch.load(tiny_run / "generate/checkpoints/best.ckpt", weights_only=False)
+    saved[CHECKPOINT_PRIOR_KEY] = CooccurrencePrior().fit([h[:-1] for h in histories], num_items=NUM_ITEMS).state()
+    saved["ranking"].update(prior_weight=2.0, prior_candidates=3)
+    hybrid = tmp_path / "hybrid.ckpt"
+    torch.save(saved, hybrid)
+    rec = Recommender(tiny_run, checkpoint=hybrid)
+    assert (rec.ranker.prior_weight, rec.ranker.prior_candidates) == (2.0, 3)
+    module = GeneratorModule.load_from_checkpoint(str(hybrid), map_location="cpu",
+                                                  weights_only=True).use_recorded_ranking().eval()
+    dm = SequenceDataModule(str(tiny_run), max_history=MAX_HISTORY)
+    dm.setup()
+    batch = dm.make_batch("test", list(range(len(histories))))
+    expected = module.generate(batch["history"], batch["history_mask"])
+    plain = module.generate(batch["history"], batch["history_mask"], prior_weight=0.0, prior_candidates=0)
+    assert expected.items.shape[1] == BEAM + 3
+    assert torch.equal(rec.rank(histories).items, expected.items)
+    assert not torch.equal(expected.items[:, :5], plain.items[:, :5]), "the prior changes some user's top 5"
+
+
 def test_bad_queries_are_values_and_leave_the_rest_of_the_batch_alone(tiny_run):
     rec = Recommender(tiny_run)
     good = [Query([1, 2, 3], 4), Query(["A0005", 6], 3)]

@@ -195,7 +195,8 @@ def test_the_shipped_prior_fragment_stacks_on_a_generator_config(tmp_path, monke
     prior = cli.model.ranker.prior
     assert isinstance(prior, CooccurrencePrior) and not prior.fitted
     assert prior.config() == {"last_n": 3, "recency_decay": 0.3, "cooccurrence_weight": 0.1, "smoothing": 0.001}
-    assert cli.model.prior_weight > 0 and cli.model.rerank_weight == 4.0  # the generator's own options are kept
+    assert (cli.model.prior_weight, cli.model.prior_candidates, cli.model.rerank_weight) == (3.0, 20, 2.0)
+    assert cli.model.beam_size == 50, "the generator config's other options are kept"
 
 
 def test_prior_candidates_join_the_prior_s_top_non_history_items_scored_as_the_beam_scores():

@@ -229,3 +229,12 @@ def test_prior_candidates_join_the_prior_s_top_non_history_items_scored_as_the_b
         want = score_sids(module.generator, module.trie, state, joined.tokens[torch.arange(2), cols][:, None],
                           renormalize=True)
     torch.testing.assert_close(joined.scores[torch.arange(2), cols], want[:, 0])
+
+
+def test_without_items_masks_each_row_s_items_and_padding_never_unmasks_item_0():
+    from deepinterestgr.generate.rerank import without_items
+
+    scores = torch.zeros(2, 5)
+    items = torch.tensor([[0, -1, -1, 3], [-1, -1, -1, -1]])
+    out = without_items(scores, items)
+    assert torch.equal(torch.isinf(out), torch.tensor([[True, False, False, True, False], [False] * 5]))

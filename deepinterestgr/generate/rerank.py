@@ -71,8 +71,10 @@ def rerank(result: SearchResult, item_logp: torch.Tensor | None, weight: float, 
 def without_items(scores: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """Catalog scores [B, N] with -inf at each row's `items` [B, H] (-1 = none): e.g. history items kept out of a
     top-M that the no-repeat rule would drop anyway."""
-    hit = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, items.clamp(min=0), items >= 0)
-    return scores.masked_fill(hit, float("-inf"))
+    # summed, not scattered: a padding entry (-1, clamped to column 0) must not overwrite a real item 0's mark
+    hit = torch.zeros(scores.shape, dtype=torch.int32, device=scores.device).scatter_add_(
+        1, items.clamp(min=0), (items >= 0).int())
+    return scores.masked_fill(hit > 0, float("-inf"))
 
 
 def exclude_items(result: SearchResult, items: torch.Tensor) -> SearchResult:

@@ -229,12 +229,13 @@ def evaluate(args, name: str) -> dict:
 def hybrid_prior(run: Path, floor_record: dict):
     """The co-occurrence floor as a `CooccurrencePrior`: its valid-selected weights, fitted on every user's
     items[:-2] (the protocol's training data)."""
+    from deepinterestgr.baselines.evaluation import split_view
     from deepinterestgr.data.io import load_catalog, load_sequences
     from deepinterestgr.generate.prior import CooccurrencePrior
 
     params = {k: v for k, v in floor_record["params"].items() if k != "exclude_history"}
-    sequences = [s.items[:-2] for s in load_sequences(str(run))]
-    return CooccurrencePrior(**params).fit(sequences, num_items=len(load_catalog(str(run))))
+    view = split_view(load_sequences(str(run)), "test", max_history=20, protocol=PROTOCOL)  # the floor's own data
+    return CooccurrencePrior(**params).fit(view.fit_sequences, num_items=len(load_catalog(str(run))))
 
 
 def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float], dense: list[int] = (0,),
@@ -246,6 +247,8 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
         Candidates,
         collect_candidates,
         metrics_from_ranks,
+        ndcg_per_user,
+        paired_bootstrap,
         ranks,
         valid_curve,
     )
@@ -283,10 +286,11 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
                 if prior is not None and prior_weights:
                     prior_logp[key] = {s: prior.candidate_log_probs(c.history_items, c.items)
                                        for s, c in candidates[key].items()}
+                # a prior's candidates without its score would rank them by the generator alone: not tried
+                tried_prior = [c for c in (0.0, *(prior_weights if prior is not None else ())) if c or not pc]
                 for w in tried:
                     for ex in (False, True):
-                        # a prior's candidates without its score would rank them by the generator alone: not tried
-                        for c in (0.0, *(prior_weights if prior is not None else ()))[1 if pc else 0:]:
+                        for c in tried_prior:
                             sweep[(beam, m, w, ex, c, pc)] = {
                                 s: metrics_from_ranks(ranks(candidates[key][s], w, exclude_history=ex,
                                                             prior_logp=prior_logp.get(key, {}).get(s),
@@ -303,8 +307,6 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
     test_ranks = ranks(chosen["test"], weight, exclude_history=exclude)
     dense_bootstrap = None
     if m:  # what the dense candidates add, per test user (both searches serve the users in the same order)
-        from deepinterestgr.generate.evaluation import ndcg_per_user, paired_bootstrap
-
         plain = candidates[no_dense[0], 0, 0]["test"]
         if not torch.equal(plain.users, chosen["test"].users):
             raise RuntimeError(f"{name}: the cached searches list the test users in different orders")
@@ -312,11 +314,9 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
         dense_bootstrap = {"ndcg@10": paired_bootstrap(ndcg_per_user(test_ranks), ndcg_per_user(plain_ranks)),
                            "recall@10": paired_bootstrap(((test_ranks >= 0) & (test_ranks < 10)).float(),
                                                          ((plain_ranks >= 0) & (plain_ranks < 10)).float())}
-    hybrid = None
+    hybrid = hybrid_ranks = None
     if hybrid_key is not None:  # the generator + co-occurrence prior, selected on valid like the generator alone
         hb, hm, hw, hex_, hc, hpc = hybrid_key
-        from deepinterestgr.generate.evaluation import ndcg_per_user, paired_bootstrap
-
         hybrid_test = candidates[hb, hm, hpc]["test"]
         hybrid_ranks = ranks(hybrid_test, hw, exclude_history=hex_, prior_logp=prior_logp[hb, hm, hpc]["test"],
                              prior_weight=hc)
@@ -324,7 +324,7 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
             raise RuntimeError(f"{name}: the cached searches list the test users in different orders")
         hybrid = {"selected_beam": hb, "selected_dense": hm, "selected_weight": hw, "selected_exclude_history": hex_,
                   "selected_prior_weight": hc, "selected_prior_candidates": hpc, "prior": prior.config(),
-                  **sweep[hybrid_key], "test_ranks": hybrid_ranks, "test_users": hybrid_test.users,
+                  **sweep[hybrid_key],
                   "hybrid_minus_generator_test": {"ndcg@10": paired_bootstrap(ndcg_per_user(hybrid_ranks),
                                                                               ndcg_per_user(test_ranks))}}
     out = {"variant": name, "selected_beam": beam, "selected_dense": m, "selected_weight": weight,
@@ -332,6 +332,7 @@ def evaluate_run(run: Path, name: str, *, beams: list[int], weights: list[float]
            "sweep": [{"beam": b, "dense": d, "weight": w, "exclude_history": ex, "prior_weight": c,
                       "prior_candidates": pc, **v} for (b, d, w, ex, c, pc), v in sweep.items()],
            "test_ranks": test_ranks, "test_users": chosen["test"].users,
+           "hybrid_test_ranks": hybrid_ranks,  # the same users, in the same order
            "valid": sweep[(beam, m, weight, exclude, 0.0, 0)]["valid"],
            "test": sweep[(beam, m, weight, exclude, 0.0, 0)]["test"],
            "beam_only": sweep.get((beam, 0, 0.0, exclude, 0.0, 0)),
@@ -582,14 +583,12 @@ def main(argv: list[str] | None = None) -> None:
         hybrids = [n for n in evaluations if evaluations[n].get("hybrid")]
         if hybrids:  # the hybrid best on valid against the count model it borrows from
             best_h = max(hybrids, key=lambda n: evaluations[n]["hybrid"]["valid"]["ndcg@10"])
-            h = evaluations[best_h]["hybrid"]
             hyb = torch.zeros_like(floor)
-            hyb[h["test_users"]] = ndcg_per_user(h["test_ranks"])
+            hyb[evaluations[best_h]["test_users"]] = ndcg_per_user(evaluations[best_h]["hybrid_test_ranks"])
             bootstrap["hybrid"] = {"a": f"hybrid {best_h}", "b": "cooccurrence", "metric": "test ndcg@10 per user",
                                    **paired_bootstrap(hyb, floor)}
-    sweeps = {n: {k: ({kk: vv for kk, vv in v.items() if kk not in ("test_ranks", "test_users")}
-                      if k == "hybrid" and v else v)
-                  for k, v in e.items() if k not in ("test_ranks", "test_users")} for n, e in evaluations.items()}
+    per_user = ("test_ranks", "test_users", "hybrid_test_ranks")
+    sweeps = {n: {k: v for k, v in e.items() if k not in per_user} for n, e in evaluations.items()}
     rows, sweeps, bootstrap = carry_over(args.results, rows, sweeps, bootstrap)
     rows = [r for r in rows if not r["method"].endswith("mean over seeds")] + seed_group_rows(rows)
     print_table(rows)

@@ -207,10 +207,11 @@ class PolicyModule(Seeded, LightningModule):
         self.ranker.rerank_weight, self.ranker.exclude_history = weight, exclude
         # the candidate set follows the generator's (beam + its dense candidates): the policy ranks as it did
         self.ranker.dense_candidates = int(recorded.get("dense_candidates", 0))
-        if recorded.get("prior_weight"):
+        if recorded.get("prior_weight") or recorded.get("prior_candidates"):
             # the policy is measured against the generator alone: a hybrid's count prior would blur what RL adds
-            log.warning("the generator was evaluated as a hybrid (item prior weight %s); the policy ranks without "
-                        "the prior, so compare it with the generator's prior-free figures", recorded["prior_weight"])
+            log.warning("the generator was evaluated as a hybrid (item prior weight %s, %s prior candidates); the "
+                        "policy ranks without the prior, so compare it with the generator's prior-free figures",
+                        recorded.get("prior_weight", 0.0), recorded.get("prior_candidates", 0))
         self.ranker.set_tokenizer(tokenizer)
 
     def load_reward_inputs(self, run_dir: Path) -> None:

@@ -99,17 +99,26 @@ VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
     # train loss keeps falling (7.2 vs 10.8 at the cap), an over-fit that SASRec's recipe meets with dropout 0.5
     "t5-items-collab-2threads-dropout03": ("configs/model/generator_t5_items.yaml", "collab",
                                            ("--model.generator.init_args.dropout", "0.3")),
+    # t5-items-collab-2threads whose validation, best checkpoint and test use an exponential moving average of the
+    # weights (decay 0.999, configs/trainer/ema.yaml): the sampled-valid N@10 of the plain fit swings by ±.001 from
+    # one validation to the next over its last 20 minutes, and its valid loss rises from step ~4,000 on
+    **{f"t5-items-collab-2threads-ema{suffix}": ("configs/model/generator_t5_items.yaml", "collab",
+                                                 ("-c", "configs/trainer/ema.yaml", "--seed_everything", str(seed)))
+       for suffix, seed in (("", 42), ("-seed2333", 2333), ("-seed6666", 6666))},
 }
 # torch threads of a variant's fit; every other variant trains on 1
 FIT_THREADS = {name: 2 for name in ("t5-items-collab-2threads", "t5-items-collab-2threads-seed2333",
                                     "t5-items-collab-2threads-seed6666", "t5-items-collab-causal-2threads",
-                                    "t5-items-collab-2threads-dropout03")}
+                                    "t5-items-collab-2threads-dropout03", "t5-items-collab-2threads-ema",
+                                    "t5-items-collab-2threads-ema-seed2333", "t5-items-collab-2threads-ema-seed6666")}
 # rows reported as mean ± std over seeds: name -> the variants that are its seeds (t5-items-collab is seed 42)
 SEED_GROUPS = {"t5-items-collab": ["t5-items-collab", "t5-items-collab-seed2333", "t5-items-collab-seed6666"],
                "t5-items-collab-cosine-full": ["t5-items-collab-cosine-full", "t5-items-collab-cosine-full-seed2333",
                                                "t5-items-collab-cosine-full-seed6666"],
                "t5-items-collab-2threads": ["t5-items-collab-2threads", "t5-items-collab-2threads-seed2333",
-                                            "t5-items-collab-2threads-seed6666"]}
+                                            "t5-items-collab-2threads-seed6666"],
+               "t5-items-collab-2threads-ema": ["t5-items-collab-2threads-ema", "t5-items-collab-2threads-ema-seed2333",
+                                                "t5-items-collab-2threads-ema-seed6666"]}
 log = logging.getLogger("bench_beauty_quality")
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import Sampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -171,6 +173,42 @@ class StepSeed(Callback):
 
 
 FIT_RECORD = "fit_record.json"
+
+
+class EMA(EMAWeightAveraging):
+    """Lightning's exponential moving average of the weights (`EMAWeightAveraging`): validation ranks with the
+    averaged weights, and every checkpoint's `state_dict` holds them (the raw weights travel beside them for resume),
+    so the best checkpoint, its test, a policy started from it and `dig serve` all use the average.
+
+    One change: Lightning also runs the callback's `on_load_checkpoint` when `trainer.test(ckpt_path=...)` loads a
+    checkpoint in the process that fitted it, and there it would load the raw weights over the averaged ones, so the
+    test would rank with weights that validation never selected. Outside fitting the checkpoint's `state_dict` (the
+    average) stands.
+
+    `configs/trainer/ema.yaml` adds it to a fit: `-c configs/trainer/ema.yaml`.
+    """
+
+    def __init__(self, decay: float = 0.999, update_starting_at_step: int | None = None) -> None:
+        """
+        Args:
+            decay: weight of the running average per optimiser step (0.999: a horizon of ~1,000 steps).
+            update_starting_at_step: the first step averaged (None: from the first step).
+        """
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        super().__init__(decay=decay, update_starting_at_step=update_starting_at_step)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        buffers = [name for name, b in pl_module.named_buffers() if not torch.is_floating_point(b)]
+        if stage == "fit" and buffers:
+            # AveragedModel would average them as floats and write back truncated values
+            raise ValueError(f"EMA cannot average the integer buffers {buffers[:5]} of {type(pl_module).__name__} "
+                             "(they would come back rounded): fit this module without configs/trainer/ema.yaml")
+        super().setup(trainer, pl_module, stage)
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
 def resumable_checkpoint(stage_dir: str | os.PathLike, config, inputs: dict[str, str | None], *,

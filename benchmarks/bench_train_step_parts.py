@@ -3,7 +3,8 @@ without the full-catalog item loss (the Beauty recipe, `generator_t5_items.yaml`
 
 Each setting times forward + backward + AdamW on the same `--steps` batches (after 2 warm-up steps), fp32 on CPU, in
 one process with `torch.set_num_threads(OMP_NUM_THREADS)`. Batches: 256 prefixes (one target each) or 44 windows
-(~256 targets: every row predicts the next item).
+(~256 targets: every row predicts the next item); then the fit's own length-bucketed batches of 256 prefixes with
+`nn.Dropout` and with `FastDropout` (`T5SIDGenerator(fast_dropout=True)`).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_train_step_parts.py --run runs/beauty_quality/sids_collab
 
@@ -32,15 +33,21 @@ ARCH = dict(d_model=128, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=3
             item_buckets=65536, item_scores=True)  # generator_t5_items.yaml
 
 
-def time_setting(run: Path, *, windows: bool, item_loss_weight: float, steps: int) -> dict:
+def time_setting(run: Path, *, windows: bool, item_loss_weight: float, steps: int, fast_dropout: bool = False,
+                 bucketed: bool = False) -> dict:
     batch_size = 44 if windows else 256
     dm = SequenceDataModule(str(run), max_history=20, batch_size=batch_size, all_positions=windows)
     dm.setup()
     n = len(dm.split.examples["train"])
     g = torch.Generator().manual_seed(0)
-    batches = [dm.make_batch("train", torch.randint(0, n, (batch_size,), generator=g)) for _ in range(steps + 2)]
+    if bucketed:  # the fit's own batches: length-bucketed, padding trimmed per batch
+        loader = iter(dm.train_dataloader())
+        batches = [next(loader) for _ in range(steps + 2)]
+    else:
+        batches = [dm.make_batch("train", torch.randint(0, n, (batch_size,), generator=g)) for _ in range(steps + 2)]
     torch.manual_seed(0)
-    module = GeneratorModule(generator=T5SIDGenerator(**ARCH, causal=windows), renormalize=True,
+    module = GeneratorModule(generator=T5SIDGenerator(**ARCH, causal=windows, fast_dropout=fast_dropout),
+                             renormalize=True,
                              item_loss_weight=item_loss_weight)
     module.set_tokenizer(dm.tokenizer)
     module.train()
@@ -54,7 +61,8 @@ def time_setting(run: Path, *, windows: bool, item_loss_weight: float, steps: in
         times.append(time.perf_counter() - t0)
     targets = [int((b["position_target_items"] >= 0).sum()) if windows else len(b["target"]) for b in batches[2:]]
     s_per_step = sum(times[2:]) / steps
-    return {"batch": f"{batch_size} {'windows' if windows else 'prefixes'}", "item_loss_weight": item_loss_weight,
+    return {"batch": f"{batch_size} {'windows' if windows else 'prefixes'}{', length-bucketed' if bucketed else ''}",
+            "item_loss_weight": item_loss_weight, "fast_dropout": fast_dropout,
             "s_per_step": round(s_per_step, 4), "targets_per_step": round(sum(targets) / steps, 1),
             "targets_per_s": round(sum(targets) / sum(times[2:]), 1)}
 
@@ -64,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--run", type=Path, default=REPO / "runs" / "beauty_quality" / "sids_collab",
                    help="a run directory with data/sequences.jsonl and quantize/sid_table.* (Beauty's SID run)")
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--bucketed-steps", type=int, default=40,
+                   help="steps of the length-bucketed settings (their batches differ in length: more steps)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train_step_parts_beauty.json")
     args = p.parse_args(argv)
     if not (args.run / "data" / "sequences.jsonl").exists():
@@ -75,6 +85,12 @@ def main(argv: list[str] | None = None) -> None:
         for weight in (1.0, 0.0):
             rows.append(time_setting(args.run, windows=windows, item_loss_weight=weight, steps=args.steps))
             print(rows[-1], flush=True)
+    # the recipe's step (the fit's length-bucketed batches of 256 prefixes, item loss), with nn.Dropout's bernoulli_
+    # masks and with FastDropout's
+    for fast in (False, True):
+        rows.append(time_setting(args.run, windows=False, item_loss_weight=1.0, steps=args.bucketed_steps,
+                                 fast_dropout=fast, bucketed=True))
+        print(rows[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"run": str(args.run), "threads": torch.get_num_threads(), "steps": args.steps,
                                     "rows": rows, "command": "python benchmarks/bench_train_step_parts.py "

@@ -119,6 +119,9 @@ SEED_GROUPS = {"t5-items-collab": ["t5-items-collab", "t5-items-collab-seed2333"
                                             "t5-items-collab-2threads-seed6666"],
                "t5-items-collab-2threads-ema": ["t5-items-collab-2threads-ema", "t5-items-collab-2threads-ema-seed2333",
                                                 "t5-items-collab-2threads-ema-seed6666"]}
+# one-option ablations measured per user: variant -> the variant it changes one thing of (same seed, same cap)
+ABLATION_PAIRS = {f"t5-items-collab-2threads-ema{suffix}": f"t5-items-collab-2threads{suffix}"
+                  for suffix in ("", "-seed2333", "-seed6666")}
 log = logging.getLogger("bench_beauty_quality")
 
 
@@ -408,7 +411,10 @@ def carry_over(results: Path, rows: list[dict], sweeps: dict, bootstrap: dict | 
     old_boot = old.get("bootstrap")
     if best not in sweeps and old_boot and old_boot["a"] == f"generator {best}":
         # the headline generator (best on valid) is still an earlier one: keep its bootstrap (and this run's hybrid's)
-        bootstrap = {**old_boot, **({"hybrid": bootstrap["hybrid"]} if bootstrap and "hybrid" in bootstrap else {})}
+        bootstrap = {**old_boot, **{k: bootstrap[k] for k in ("hybrid", "ablations") if bootstrap and k in bootstrap}}
+    ablations = {**((old_boot or {}).get("ablations") or {}), **((bootstrap or {}).get("ablations") or {})}
+    if bootstrap and ablations:  # one-option ablations of earlier invocations stay beside this one's
+        bootstrap["ablations"] = ablations
     order = {"most-popular": 0, "cooccurrence": 1, "sasrec": 2}
     rows = sorted(kept + rows, key=lambda r: (order.get(r["method"], 3), row_owner(r)))  # stable: splits stay put
     return rows, merged_sweeps, bootstrap
@@ -596,6 +602,16 @@ def main(argv: list[str] | None = None) -> None:
             hyb[evaluations[best_h]["test_users"]] = ndcg_per_user(evaluations[best_h]["hybrid_test_ranks"])
             bootstrap["hybrid"] = {"a": f"hybrid {best_h}", "b": "cooccurrence", "metric": "test ndcg@10 per user",
                                    **paired_bootstrap(hyb, floor)}
+        ablations = {}
+        for name, base in ABLATION_PAIRS.items():
+            if name in evaluations and base in evaluations:
+                a, b = torch.zeros_like(floor), torch.zeros_like(floor)
+                a[evaluations[name]["test_users"]] = ndcg_per_user(evaluations[name]["test_ranks"])
+                b[evaluations[base]["test_users"]] = ndcg_per_user(evaluations[base]["test_ranks"])
+                ablations[name] = {"a": f"generator {name}", "b": f"generator {base}",
+                                   "metric": "test ndcg@10 per user", **paired_bootstrap(a, b)}
+        if ablations:
+            bootstrap["ablations"] = ablations
     per_user = ("test_ranks", "test_users", "hybrid_test_ranks")
     sweeps = {n: {k: v for k, v in e.items() if k not in per_user} for n, e in evaluations.items()}
     rows, sweeps, bootstrap = carry_over(args.results, rows, sweeps, bootstrap)
@@ -610,7 +626,7 @@ def main(argv: list[str] | None = None) -> None:
         for metric, b in ((ev.get("hybrid") or {}).get("hybrid_minus_generator_test") or {}).items():
             print(f"paired bootstrap, test {metric}, {name} hybrid - generator alone: {b['mean_diff']:+.4f} "
                   f"(95% CI {b['ci95'][0]:+.4f} .. {b['ci95'][1]:+.4f})")
-    for b in (bootstrap, (bootstrap or {}).get("hybrid")):
+    for b in (bootstrap, (bootstrap or {}).get("hybrid"), *((bootstrap or {}).get("ablations") or {}).values()):
         if b:
             print(f"paired bootstrap, test N@10, {b['a']} - {b['b']}: {b['mean_diff']:+.4f} "
                   f"(95% CI {b['ci95'][0]:+.4f} .. {b['ci95'][1]:+.4f}, {b['users']} users)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -223,6 +224,22 @@ def test_quality_benchmark_seed_group_rows_are_mean_and_std_of_their_seeds():
     assert [(r["split"], "no dense" in r["variant"]) for r in out] == [
         ("valid", False), ("valid", True), ("test", False), ("test", True)]
     assert all(r["ndcg@10"] == pytest.approx(0.1 if "no dense" in r["variant"] else mean, abs=1e-4) for r in out)
+
+
+def test_quality_benchmark_keeps_earlier_ablation_bootstraps_beside_new_ones(tmp_path):
+    """Evaluating one more variant must not drop the paired bootstraps an earlier invocation measured."""
+    bench = _quality_bench()
+    sweep = {"valid": {"ndcg@10": 0.05}}
+    old = {"rows": [], "generator_sweeps": {"best": {"valid": {"ndcg@10": 0.06}}},
+           "bootstrap": {"a": "generator best", "b": "cooccurrence", "mean_diff": -0.001,
+                         "ablations": {"x-ema": {"a": "generator x-ema", "mean_diff": 0.002}}}}
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps(old))
+    new = {"a": "generator y", "b": "cooccurrence", "mean_diff": -0.01,
+           "ablations": {"y-ema": {"a": "generator y-ema", "mean_diff": 0.003}}}
+    _, sweeps, boot = bench.carry_over(results, [], {"y": sweep}, new)
+    assert boot["a"] == "generator best", "the headline stays the generator best on valid"
+    assert set(boot["ablations"]) == {"x-ema", "y-ema"} and set(sweeps) == {"best", "y"}
 
 
 @pytest.mark.parametrize("name", ["toys", "scientific"])

@@ -476,7 +476,7 @@ def markdown_table(result: dict) -> str:
     for name, values in result["published_test"].items():
         lines.append(f"| {name} | published | | " + " | ".join(f"{x:.4f}" for x in values) + " | | |")
     b = result.get("bootstrap")
-    for b in (b, (b or {}).get("hybrid")):
+    for b in (b, (b or {}).get("hybrid"), *((b or {}).get("ablations") or {}).values()):
         if b:
             lines.append("")
             lines.append(f"Paired bootstrap over {b['users']:,} test users ({b['samples']} resamples), "

@@ -99,6 +99,13 @@ VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
     # train loss keeps falling (7.2 vs 10.8 at the cap), an over-fit that SASRec's recipe meets with dropout 0.5
     "t5-items-collab-2threads-dropout03": ("configs/model/generator_t5_items.yaml", "collab",
                                            ("--model.generator.init_args.dropout", "0.3")),
+    # the recipe with FastDropout masks (1.16x cheaper steps, bench_train_step_parts.py): more steps in the cap
+    "t5-items-collab-2threads-fastdrop": ("configs/model/generator_t5_items.yaml", "collab",
+                                          ("--model.generator.init_args.fast_dropout", "true")),
+    # the DCIM ablation on the recipe (seed 42): the item text joined with zero-shot DCIM descriptors, and with
+    # descriptors mined by the packaged SmolLM2 (int8, schema-constrained), each fused with the collaborative source
+    "t5-items-collab-dcim-2threads": ("configs/model/generator_t5_items.yaml", "collab_dcim", ()),
+    "t5-items-collab-llm-dcim-2threads": ("configs/model/generator_t5_items.yaml", "collab_llm_dcim", ()),
     # t5-items-collab-2threads whose validation, best checkpoint and test use an exponential moving average of the
     # weights (decay 0.999, configs/trainer/ema.yaml): the sampled-valid N@10 of the plain fit swings by ±.001 from
     # one validation to the next over its last 20 minutes, and its valid loss rises from step ~4,000 on
@@ -110,7 +117,9 @@ VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
 FIT_THREADS = {name: 2 for name in ("t5-items-collab-2threads", "t5-items-collab-2threads-seed2333",
                                     "t5-items-collab-2threads-seed6666", "t5-items-collab-causal-2threads",
                                     "t5-items-collab-2threads-dropout03", "t5-items-collab-2threads-ema",
-                                    "t5-items-collab-2threads-ema-seed2333", "t5-items-collab-2threads-ema-seed6666")}
+                                    "t5-items-collab-2threads-ema-seed2333", "t5-items-collab-2threads-ema-seed6666",
+                                    "t5-items-collab-dcim-2threads", "t5-items-collab-llm-dcim-2threads",
+                                    "t5-items-collab-2threads-fastdrop")}
 # rows reported as mean ± std over seeds: name -> the variants that are its seeds (t5-items-collab is seed 42)
 SEED_GROUPS = {"t5-items-collab": ["t5-items-collab", "t5-items-collab-seed2333", "t5-items-collab-seed6666"],
                "t5-items-collab-cosine-full": ["t5-items-collab-cosine-full", "t5-items-collab-cosine-full-seed2333",
@@ -120,8 +129,11 @@ SEED_GROUPS = {"t5-items-collab": ["t5-items-collab", "t5-items-collab-seed2333"
                "t5-items-collab-2threads-ema": ["t5-items-collab-2threads-ema", "t5-items-collab-2threads-ema-seed2333",
                                                 "t5-items-collab-2threads-ema-seed6666"]}
 # one-option ablations measured per user: variant -> the variant it changes one thing of (same seed, same cap)
-ABLATION_PAIRS = {f"t5-items-collab-2threads-ema{suffix}": f"t5-items-collab-2threads{suffix}"
-                  for suffix in ("", "-seed2333", "-seed6666")}
+ABLATION_PAIRS = {**{f"t5-items-collab-2threads-ema{suffix}": f"t5-items-collab-2threads{suffix}"
+                     for suffix in ("", "-seed2333", "-seed6666")},
+                  "t5-items-collab-2threads-fastdrop": "t5-items-collab-2threads",
+                  "t5-items-collab-dcim-2threads": "t5-items-collab-2threads",
+                  "t5-items-collab-llm-dcim-2threads": "t5-items-collab-2threads"}
 log = logging.getLogger("bench_beauty_quality")
 
 
@@ -133,8 +145,13 @@ def sh(*args: str, threads: int = 1) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ phases
+def sids_run(args, kind: str) -> Path:
+    """The SID run directory of a SID kind (`benchmarks/beauty_sids_<kind>.yaml`): `<work>/sids_<kind>`."""
+    return args.work / f"sids_{kind}"
+
+
 def make_sids(args, kind: str) -> Path:
-    run = args.text_run if kind == "text" else args.collab_run
+    run = sids_run(args, kind)
     experiment = REPO / "benchmarks" / f"beauty_sids_{kind}.yaml"
     sh("pipeline", "-c", str(experiment), "--run_dir", str(run), "--data-root", str(args.data_root))
     return run
@@ -185,7 +202,7 @@ def sasrec(args, *, train: bool = True) -> list[dict]:
 def variant_run(args, name: str) -> Path:
     """Each variant trains in its own run directory whose data/ and quantize/ link to the SIDs it uses."""
     sids = VARIANTS[name][1]
-    source = args.text_run if sids == "text" else args.collab_run
+    source = sids_run(args, sids)
     run = args.work / "generators" / name
     run.mkdir(parents=True, exist_ok=True)
     for part in ("data", "quantize"):
@@ -513,7 +530,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.markdown:
         print(markdown_table(json.loads(args.results.read_text())))
         return
-    args.text_run, args.collab_run = args.work / "sids_text", args.work / "sids_collab"
+    args.text_run, args.collab_run = sids_run(args, "text"), sids_run(args, "collab")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 

@@ -31,7 +31,7 @@ def test_plugin_objects_are_stored_as_configs():
     config = module.hparams["generator"]
     assert config == {"class_path": "deepinterestgr.generate.t5.T5SIDGenerator",
                       "init_args": {**TINY_T5, "max_positions": 12, "item_buckets": 0, "item_scores": False,
-                                    "causal": False, "vocab_size": None, "sid_length": None}}
+                                    "causal": False, "fast_dropout": False, "vocab_size": None, "sid_length": None}}
     reward = CompositeReward(terms={"exact": ExactMatchReward(), "prefix": PrefixReward()},
                              weights={"exact": 1.0, "prefix": 0.2})
     policy = PolicyModule(init_checkpoint="x.ckpt", reward=reward)

@@ -188,6 +188,25 @@ def mask_cost(tokenizer, schema: dict, answer: str, steps: int = 3) -> dict:
     return out
 
 
+def catalog_run_summary(run: Path) -> dict:
+    """What a whole-catalog evidence run mined (`<run>/evidence/items.jsonl` + `manifest.json`): failures, descriptors
+    per item, distinct descriptors, the 20 most frequent ones' share, the share cut at the 40-character cap, and the
+    stage's wall time (mining, judging and text embedding together)."""
+    import collections
+
+    rows = [json.loads(line) for line in (run / "evidence" / "items.jsonl").read_text(encoding="utf-8").splitlines()]
+    manifest = json.loads((run / "evidence" / "manifest.json").read_text(encoding="utf-8"))
+    counts = collections.Counter(d["descriptor"] for r in rows for d in r["descriptors"])
+    total = sum(counts.values())
+    return {"run": str(run), "items": len(rows), "mine_failed": sum(1 for r in rows if "mine" in r["errors"]),
+            "no_descriptors": sum(1 for r in rows if not r["descriptors"]), "descriptors": total,
+            "descriptors_per_item": round(total / max(1, len(rows)), 3), "distinct_descriptors": len(counts),
+            "top20_share": round(sum(c for _, c in counts.most_common(20)) / max(1, total), 4),
+            "at_40_char_cap": round(sum(c for d, c in counts.items() if len(d) >= 40) / max(1, total), 4),
+            "most_common": counts.most_common(10), "stage_seconds": manifest.get("summary", {}).get("seconds"),
+            "miner": manifest.get("plugins", {}).get("intent_miner")}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -205,7 +224,16 @@ def main(argv=None) -> None:
                    help="batch items in catalog order instead of by prompt length (the miner's sort_by_length)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "dcim_llm.json")
+    p.add_argument("--catalog-run", type=Path,
+                   help="summarise a whole-catalog evidence run into the JSON's catalog_run and exit (e.g. "
+                        "runs/beauty_llm after `dig evidence -c configs/evidence/beauty_llm_int8.yaml`)")
     args = p.parse_args(argv)
+    if args.catalog_run:
+        result = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
+        result["catalog_run"] = catalog_run_summary(args.catalog_run)
+        args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        print(json.dumps(result["catalog_run"], indent=2, ensure_ascii=False))
+        return
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from deepinterestgr.evidence.constrained import descriptors_schema

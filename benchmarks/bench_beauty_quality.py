@@ -605,28 +605,27 @@ def main(argv: list[str] | None = None) -> None:
     if evaluations:
         from deepinterestgr.generate.evaluation import ndcg_per_user, paired_bootstrap
 
-        best = max(evaluations, key=lambda n: evaluations[n]["valid"]["ndcg@10"])  # chosen on valid
-        ev = evaluations[best]
         floor = per_user_floor_ndcg(sequences_run(args), floor_records["cooccurrence"])
-        gen = torch.zeros_like(floor)
-        gen[ev["test_users"]] = ndcg_per_user(ev["test_ranks"])  # the generator serves users in length order
+
+        def by_user(name: str, key: str = "test_ranks") -> torch.Tensor:
+            # a generator serves users in length order: its per-user N@10 back in the floor's user order
+            out = torch.zeros_like(floor)
+            out[evaluations[name]["test_users"]] = ndcg_per_user(evaluations[name][key])
+            return out
+
+        best = max(evaluations, key=lambda n: evaluations[n]["valid"]["ndcg@10"])  # chosen on valid
         bootstrap = {"a": f"generator {best}", "b": "cooccurrence", "metric": "test ndcg@10 per user",
-                     **paired_bootstrap(gen, floor)}
+                     **paired_bootstrap(by_user(best), floor)}
         hybrids = [n for n in evaluations if evaluations[n].get("hybrid")]
         if hybrids:  # the hybrid best on valid against the count model it borrows from
             best_h = max(hybrids, key=lambda n: evaluations[n]["hybrid"]["valid"]["ndcg@10"])
-            hyb = torch.zeros_like(floor)
-            hyb[evaluations[best_h]["test_users"]] = ndcg_per_user(evaluations[best_h]["hybrid_test_ranks"])
             bootstrap["hybrid"] = {"a": f"hybrid {best_h}", "b": "cooccurrence", "metric": "test ndcg@10 per user",
-                                   **paired_bootstrap(hyb, floor)}
+                                   **paired_bootstrap(by_user(best_h, "hybrid_test_ranks"), floor)}
         ablations = {}
         for name, base in ABLATION_PAIRS.items():
             if name in evaluations and base in evaluations:
-                a, b = torch.zeros_like(floor), torch.zeros_like(floor)
-                a[evaluations[name]["test_users"]] = ndcg_per_user(evaluations[name]["test_ranks"])
-                b[evaluations[base]["test_users"]] = ndcg_per_user(evaluations[base]["test_ranks"])
                 ablations[name] = {"a": f"generator {name}", "b": f"generator {base}",
-                                   "metric": "test ndcg@10 per user", **paired_bootstrap(a, b)}
+                                   "metric": "test ndcg@10 per user", **paired_bootstrap(by_user(name), by_user(base))}
         if ablations:
             bootstrap["ablations"] = ablations
     per_user = ("test_ranks", "test_users", "hybrid_test_ranks")

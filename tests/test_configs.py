@@ -117,6 +117,17 @@ def test_experiment_parses(path):
                 assert (REPO / fragment).exists(), f"{path}: {stage} names a missing config {fragment}"
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "benchmarks").glob("beauty_sids_*.yaml")), ids=lambda p: p.name)
+def test_quality_benchmark_sid_experiments_parse_with_their_evidence(path, tmp_path):
+    """The SID experiments of bench_beauty_quality.py: the pipeline, and their inline evidence section as the
+    evidence stage reads it (plugins and their arguments checked)."""
+    cfg = _parse_stage_config(("pipeline",), path)
+    assert cfg.run_dir.startswith("runs/beauty_quality/sids_")
+    evidence = tmp_path / "evidence.yaml"
+    evidence.write_text(yaml.safe_dump(yaml.safe_load(path.read_text())["evidence"]))
+    _parse_stage_config(("evidence",), evidence, "--run_dir", "runs/x")
+
+
 def test_every_grid_variant_builds_a_parseable_experiment(tmp_path):
     for name, exp in _grid_experiments():
         path = tmp_path / f"{name}.yaml"

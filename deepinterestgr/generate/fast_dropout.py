@@ -1,7 +1,8 @@
 """Dropout whose mask costs a quarter of the random draws of `nn.Dropout` on CPU.
 
 `nn.Dropout` draws one Bernoulli sample per element (`bernoulli_`), and on CPU that draw was 23% of a Beauty
-generator training step (torch profiler, `benchmarks/bench_train_step_parts.py`). Here each int64 draw of torch's
+generator training step (torch profiler, 3 steps of 256 random prefixes, 2 threads; `benchmarks/
+bench_train_step_parts.py` times the step with both). Here each int64 draw of torch's
 generator supplies four 16-bit uniforms, and an element is kept when its uniform clears `round(p * 65536)`: the drop
 probability is p to within 1/65,536, and the draws follow torch's seeded generator as `nn.Dropout`'s do (so
 `StepSeed`'s exact resume holds).

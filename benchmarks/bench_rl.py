@@ -38,6 +38,8 @@ REWARDS = {
     "paper-no-qarm": {"weights": {k: v for k, v in PAPER.items() if k != "qarm"}},  # QARM's own effect
     "prefix": {"weights": {"exact": 1.0, "prefix": 0.5}},  # denser credit for near misses
     "rank": {"weights": {"exact": 1.0, "rank": 1.0}},  # MiniOneRec/ReRe rank penalty (beam groups)
+    # QARM's own effect at equal steps: exact-only plus the relevance-gated quality bonus, nothing else
+    "exact-qarm": {"weights": {"exact": 1.0, "qarm": 1.0}, "options": {"qarm": {"alpha": 0.5}}},
 }
 
 
@@ -67,6 +69,7 @@ SETTINGS = {
     "exact-beam-mu1-lr1e-3": ("exact", "beam", 1, 1e-3),
     "paper-beam-mu4": ("paper", "beam", 4, 1e-4),
     "paper-no-qarm-beam-mu4": ("paper-no-qarm", "beam", 4, 1e-4),
+    "exact-qarm-beam-mu1": ("exact-qarm", "beam", 1, 1e-4),  # pair with exact-beam-mu1 (same steps, lr, groups)
 }
 
 
@@ -152,9 +155,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--beta", type=float, default=0.001)
     p.add_argument("--max-history", type=int, default=20)
+    p.add_argument("--quality", type=Path, default=None,
+                   help="item quality q_i for QARM and the quartile split (an evidence stage's quality.safetensors, "
+                        "e.g. from the rule or the LLM judge); default <run>/evidence/quality.safetensors")
     p.add_argument("--markdown", action="store_true", help="print the README table of rl_<name>_grpo.json and exit")
     args = p.parse_args(argv)
     out_path = REPO / "benchmarks" / "results" / f"rl_{args.name}_grpo.json"
+    quality_path = (args.quality or args.run / "evidence" / "quality.safetensors").resolve()
+    if args.quality is not None and not quality_path.is_file():
+        p.error(f"--quality {args.quality}: no such file (run the evidence stage with a quality judge)")
+    if args.quality is not None:  # q_i of another evidence run: only meaningful on the very same catalog (item ids)
+        theirs = json.loads((quality_path.parent / "manifest.json").read_text()).get("catalog_sha256")
+        ours = json.loads((args.run / "data" / "manifest.json").read_text())["files"]["catalog.jsonl"]["sha256"]
+        if theirs != ours:
+            p.error(f"--quality {args.quality}: judged catalog {str(theirs)[:16]}... but {args.run}/data has catalog "
+                    f"{ours[:16]}...; run the evidence stage on this run's catalog")
     if args.markdown:
         print(markdown_table(json.loads(out_path.read_text(encoding="utf-8"))))
         return
@@ -172,7 +187,6 @@ def main(argv: list[str] | None = None) -> None:
     dm = SequenceDataModule(str(args.run), max_history=args.max_history, batch_size=args.batch_size,
                             eval_batch_size=256)
     dm.setup("fit")
-    quality_path = args.run / "evidence" / "quality.safetensors"
     quality = load_file(str(quality_path))["quality"].float() if quality_path.is_file() else None
 
     start_module = PolicyModule(reward=composite(REWARDS["exact"]), init_checkpoint=str(init))
@@ -185,11 +199,14 @@ def main(argv: list[str] | None = None) -> None:
     results = {"run": str(args.run), "init_checkpoint": str(init), "users": int(len(start["ranks"])),
                "start": {**start_metrics, "distinct_top1": start["distinct_top1"], "coverage@10": start["coverage@10"],
                          "hits_by_quality_quartile": quality_quartile_hits(start, quality)},
+               "quality_file": str(quality_path) if quality is not None else None,
                "protocol": "test split, every user; policy ranks with the generator's ranker", "settings": []}
     if out_path.exists():  # settings measured by an earlier invocation on the same start stay, unless rerun here
         earlier = json.loads(out_path.read_text(encoding="utf-8"))
-        if earlier.get("init_checkpoint") == results["init_checkpoint"] and earlier.get("start", {}).get("ndcg@10") == \
-                results["start"]["ndcg@10"]:
+        same_start = (earlier.get("init_checkpoint") == results["init_checkpoint"]
+                      and earlier.get("start", {}).get("ndcg@10") == results["start"]["ndcg@10"]
+                      and earlier.get("quality_file") == results["quality_file"])  # QARM rows depend on q_i
+        if same_start:
             results["settings"] = [r for r in earlier["settings"] if r["setting"] not in args.settings]
     for name in args.settings:
         reward_name, candidates, mu, lr = SETTINGS[name]
@@ -198,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
             seed_everything(seed, workers=True)
             module = PolicyModule(reward=composite(REWARDS[reward_name]), init_checkpoint=str(init),
                                   candidates=candidates, group_size=args.group_size, ppo_epochs=mu, lr=lr,
-                                  beta=args.beta)
+                                  beta=args.beta, quality_file=str(quality_path))
             stats = StepStats()
             trainer = Trainer(accelerator="cpu", devices=1, precision="32-true", max_steps=args.steps,
                               limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,

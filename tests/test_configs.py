@@ -190,6 +190,29 @@ def test_every_rl_benchmark_setting_builds_a_valid_policy():
         assert module.hparams.candidates == candidates, name
 
 
+def test_rl_benchmark_names_a_missing_quality_file(tmp_path, capsys):
+    """bench_rl.py --quality (QARM's q_i from another judge's evidence run) fails before any work when the file is
+    missing, naming it."""
+    spec = importlib.util.spec_from_file_location("bench_rl", REPO / "benchmarks" / "bench_rl.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    missing = tmp_path / "judged" / "quality.safetensors"
+    with pytest.raises(SystemExit):
+        bench.main(["--run", str(tmp_path), "--quality", str(missing), "--settings", "exact-qarm-beam-mu1"])
+    assert str(missing) in capsys.readouterr().err
+
+    # q_i judged on another catalog would credit the wrong items: refused, naming both catalogs
+    missing.parent.mkdir()
+    missing.write_bytes(b"")
+    (missing.parent / "manifest.json").write_text(json.dumps({"catalog_sha256": "a" * 64}))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.json").write_text(json.dumps({"files": {"catalog.jsonl": {"sha256": "b" * 64}}}))
+    with pytest.raises(SystemExit):
+        bench.main(["--run", str(tmp_path), "--quality", str(missing), "--settings", "exact-qarm-beam-mu1"])
+    err = capsys.readouterr().err
+    assert "a" * 16 in err and "b" * 16 in err
+
+
 @pytest.mark.parametrize("name", list(_quality_bench().VARIANTS))
 def test_quality_benchmark_variant_overrides_parse(name, tmp_path, monkeypatch):
     """A variant's `dig fit` command line (its fragments and its own overrides) parses, and the overrides land."""

@@ -114,6 +114,27 @@ def evaluate(module, dm) -> dict:
             "coverage@10": float(torch.unique(top10[top10 >= 0]).numel()) / dm.tokenizer.num_items}
 
 
+def start_evaluation(init: Path, dm, max_history: int) -> dict:
+    """`evaluate` of the generator itself, cached beside its checkpoint: every invocation on the same start (another
+    judge's q_i, more settings) reuses it, keyed by the checkpoint's and the test data's hashes."""
+    from deepinterestgr.artifacts import sha256_file
+    from deepinterestgr.rl.module import PolicyModule
+
+    key = {"checkpoint": sha256_file(init), "max_history": max_history,
+           "sequences": sha256_file(Path(dm.run_dir) / "data" / "sequences.jsonl")}
+    cache = init.parent.parent / f"rl_start_evaluation_h{max_history}.pt"
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=False)
+        if saved.get("key") == key:
+            log.info("start evaluation: cached in %s", cache)
+            return saved["evaluation"]
+    module = PolicyModule(reward=composite(REWARDS["exact"]), init_checkpoint=str(init))
+    module.load_policy(init, tokenizer=dm.tokenizer)
+    evaluation = evaluate(module, dm)
+    torch.save({"key": key, "evaluation": evaluation}, cache)
+    return evaluation
+
+
 def quality_quartile_hits(ev: dict, quality: torch.Tensor | None) -> list[int] | None:
     if quality is None:
         return None
@@ -189,9 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     dm.setup("fit")
     quality = load_file(str(quality_path))["quality"].float() if quality_path.is_file() else None
 
-    start_module = PolicyModule(reward=composite(REWARDS["exact"]), init_checkpoint=str(init))
-    start_module.load_policy(init, tokenizer=dm.tokenizer)
-    start = evaluate(start_module, dm)
+    start = start_evaluation(init, dm, args.max_history)
     start_ndcg = ndcg_per_user(start["ranks"])
     start_metrics = metrics_from_ranks(start["ranks"])
     log.info("start: %s, distinct top-1 %d", start_metrics, start["distinct_top1"])
@@ -255,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
               f"(delta {row['delta_ndcg@10']:+.4f}, CI {boot['ci95'][0]:+.4f}..{boot['ci95'][1]:+.4f}), "
               f"zero-adv {row['zero_advantage_fraction']:.2f}, clip {row['clip_fraction']:.3f}, "
               f"distinct top-1 {row['distinct_top1']:.0f} (start {start['distinct_top1']})", flush=True)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")  # after every setting
     print(f"wrote {out_path}")
 

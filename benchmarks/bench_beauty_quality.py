@@ -106,6 +106,11 @@ VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
     # descriptors mined by the packaged SmolLM2 (int8, schema-constrained), each fused with the collaborative source
     "t5-items-collab-dcim-2threads": ("configs/model/generator_t5_items.yaml", "collab_dcim", ()),
     "t5-items-collab-llm-dcim-2threads": ("configs/model/generator_t5_items.yaml", "collab_llm_dcim", ()),
+    **{f"t5-items-collab-llm-dcim-2threads-seed{seed}": ("configs/model/generator_t5_items.yaml", "collab_llm_dcim",
+                                                         ("--seed_everything", str(seed)))
+       for seed in (2333, 6666)},
+    # the SID table's own noise: t5-items-collab-2threads on SIDs from an RQ-VAE fitted under another seed
+    "t5-items-collab-qseed2-2threads": ("configs/model/generator_t5_items.yaml", "collab_qseed2", ()),
     # t5-items-collab-2threads whose validation, best checkpoint and test use an exponential moving average of the
     # weights (decay 0.999, configs/trainer/ema.yaml): the sampled-valid N@10 of the plain fit swings by ±.001 from
     # one validation to the next over its last 20 minutes, and its valid loss rises from step ~4,000 on
@@ -119,7 +124,8 @@ FIT_THREADS = {name: 2 for name in ("t5-items-collab-2threads", "t5-items-collab
                                     "t5-items-collab-2threads-dropout03", "t5-items-collab-2threads-ema",
                                     "t5-items-collab-2threads-ema-seed2333", "t5-items-collab-2threads-ema-seed6666",
                                     "t5-items-collab-dcim-2threads", "t5-items-collab-llm-dcim-2threads",
-                                    "t5-items-collab-2threads-fastdrop")}
+                                    "t5-items-collab-2threads-fastdrop", "t5-items-collab-llm-dcim-2threads-seed2333",
+                                    "t5-items-collab-llm-dcim-2threads-seed6666", "t5-items-collab-qseed2-2threads")}
 # rows reported as mean ± std over seeds: name -> the variants that are its seeds (t5-items-collab is seed 42)
 SEED_GROUPS = {"t5-items-collab": ["t5-items-collab", "t5-items-collab-seed2333", "t5-items-collab-seed6666"],
                "t5-items-collab-cosine-full": ["t5-items-collab-cosine-full", "t5-items-collab-cosine-full-seed2333",
@@ -127,13 +133,19 @@ SEED_GROUPS = {"t5-items-collab": ["t5-items-collab", "t5-items-collab-seed2333"
                "t5-items-collab-2threads": ["t5-items-collab-2threads", "t5-items-collab-2threads-seed2333",
                                             "t5-items-collab-2threads-seed6666"],
                "t5-items-collab-2threads-ema": ["t5-items-collab-2threads-ema", "t5-items-collab-2threads-ema-seed2333",
-                                                "t5-items-collab-2threads-ema-seed6666"]}
+                                                "t5-items-collab-2threads-ema-seed6666"],
+               "t5-items-collab-llm-dcim-2threads": ["t5-items-collab-llm-dcim-2threads",
+                                                     "t5-items-collab-llm-dcim-2threads-seed2333",
+                                                     "t5-items-collab-llm-dcim-2threads-seed6666"]}
 # one-option ablations measured per user: variant -> the variant it changes one thing of (same seed, same cap)
 ABLATION_PAIRS = {**{f"t5-items-collab-2threads-ema{suffix}": f"t5-items-collab-2threads{suffix}"
                      for suffix in ("", "-seed2333", "-seed6666")},
                   "t5-items-collab-2threads-fastdrop": "t5-items-collab-2threads",
                   "t5-items-collab-dcim-2threads": "t5-items-collab-2threads",
-                  "t5-items-collab-llm-dcim-2threads": "t5-items-collab-2threads"}
+                  "t5-items-collab-llm-dcim-2threads": "t5-items-collab-2threads",
+                  **{f"t5-items-collab-llm-dcim-2threads-seed{seed}": f"t5-items-collab-2threads-seed{seed}"
+                     for seed in (2333, 6666)},
+                  "t5-items-collab-qseed2-2threads": "t5-items-collab-2threads"}
 log = logging.getLogger("bench_beauty_quality")
 
 

@@ -54,7 +54,7 @@ def composite(recipe: dict):
                              weights=recipe["weights"])
 
 
-#: name -> (reward, candidates, ppo_epochs, lr)
+#: name -> (reward, candidates, ppo_epochs, lr[, scale_advantages (default True)])
 SETTINGS = {
     "exact-beam-mu1-lr1e-5": ("exact", "beam", 1, 1e-5),  # the paper's lr, today's default: moves nothing
     "exact-beam-mu1": ("exact", "beam", 1, 1e-4),
@@ -70,6 +70,9 @@ SETTINGS = {
     "paper-beam-mu4": ("paper", "beam", 4, 1e-4),
     "paper-no-qarm-beam-mu4": ("paper-no-qarm", "beam", 4, 1e-4),
     "exact-qarm-beam-mu1": ("exact-qarm", "beam", 1, 1e-4),  # pair with exact-beam-mu1 (same steps, lr, groups)
+    # unscaled advantages (Dr. GRPO): the std no longer cancels QARM's per-group factor (1 + alpha * q_target)
+    "exact-beam-mu1-unscaled": ("exact", "beam", 1, 1e-4, False),
+    "exact-qarm-beam-mu1-unscaled": ("exact-qarm", "beam", 1, 1e-4, False),
 }
 
 
@@ -228,13 +231,14 @@ def main(argv: list[str] | None = None) -> None:
         if same_start:
             results["settings"] = [r for r in earlier["settings"] if r["setting"] not in args.settings]
     for name in args.settings:
-        reward_name, candidates, mu, lr = SETTINGS[name]
+        reward_name, candidates, mu, lr, *rest = SETTINGS[name]
+        scaled = rest[0] if rest else True
         per_seed, stats_rows, fit_s = [], [], []
         for seed in args.seeds:
             seed_everything(seed, workers=True)
             module = PolicyModule(reward=composite(REWARDS[reward_name]), init_checkpoint=str(init),
                                   candidates=candidates, group_size=args.group_size, ppo_epochs=mu, lr=lr,
-                                  beta=args.beta, quality_file=str(quality_path))
+                                  beta=args.beta, quality_file=str(quality_path), scale_advantages=scaled)
             stats = StepStats()
             trainer = Trainer(accelerator="cpu", devices=1, precision="32-true", max_steps=args.steps,
                               limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
@@ -256,7 +260,8 @@ def main(argv: list[str] | None = None) -> None:
             return sum(vals) / len(vals) if vals else None
 
         row = {"setting": name, "reward": REWARDS[reward_name], "reward_name": reward_name, "candidates": candidates,
-               "ppo_epochs": mu, "lr": lr, "steps": args.steps, "batch_size": args.batch_size,
+               "ppo_epochs": mu, "lr": lr, "scale_advantages": scaled, "steps": args.steps,
+               "batch_size": args.batch_size,
                "group_size": args.group_size, "beta": args.beta, "seeds": args.seeds,
                "start": start_metrics, "policy": mean, "policy_std": std,
                "delta_ndcg@10": mean["ndcg@10"] - start_metrics["ndcg@10"],

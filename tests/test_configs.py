@@ -184,9 +184,9 @@ def test_every_rl_benchmark_setting_builds_a_valid_policy():
     spec = importlib.util.spec_from_file_location("bench_rl", REPO / "benchmarks" / "bench_rl.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    for name, (reward, candidates, mu, lr) in bench.SETTINGS.items():
+    for name, (reward, candidates, mu, lr, *scaled) in bench.SETTINGS.items():
         module = PolicyModule(reward=bench.composite(bench.REWARDS[reward]), candidates=candidates, ppo_epochs=mu,
-                              lr=lr)
+                              lr=lr, scale_advantages=scaled[0] if scaled else True)
         assert module.hparams.candidates == candidates, name
 
 

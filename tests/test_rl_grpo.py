@@ -100,3 +100,16 @@ def test_fully_masked_sequences_do_not_dilute_the_loss():
     mask = torch.tensor([[True, True], [False, False]])
     out = grpo_loss(logp, logp, logp, adv, mask=mask)
     assert out.surrogate.item() == pytest.approx(2.0)
+
+
+def test_qarm_factor_cancels_in_scaled_advantages_but_not_in_unscaled_ones():
+    """QARM with the exact reward is (1 + alpha * q_target) * exact: one factor per user's group. GRPO's std
+    divides it out (QARM then changes nothing, as measured on Beauty); Dr. GRPO's unscaled advantages keep it."""
+    exact = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0]])
+    q_target = torch.tensor([[1.0], [0.2]])
+    qarm = (1 + 0.5 * q_target) * exact
+    assert torch.allclose(group_advantages(qarm), group_advantages(exact), atol=1e-5)
+    unscaled, plain = group_advantages(qarm, scale=False), group_advantages(exact, scale=False)
+    assert torch.allclose(unscaled, (1 + 0.5 * q_target) * plain)
+    assert unscaled[0, 0] > plain[0, 0]  # the well-judged target's hit weighs more
+    assert torch.allclose(unscaled.sum(dim=1), torch.zeros(2), atol=1e-6)  # still centred per group

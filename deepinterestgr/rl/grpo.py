@@ -23,12 +23,18 @@ ADVANTAGE_EPS = 1e-6
 
 
 def group_advantages(rewards: torch.Tensor, *, mask: torch.Tensor | None = None,
-                     eps: float = ADVANTAGE_EPS) -> torch.Tensor:
-    """[B, G] advantages: rewards standardised within each user's group (row).
+                     eps: float = ADVANTAGE_EPS, scale: bool = True) -> torch.Tensor:
+    """[B, G] advantages: rewards centred within each user's group (row), and divided by the group's std when
+    `scale` (GRPO; TRL's `scale_rewards="group"`).
 
     The std is the unbiased sample std (as in TRL's GRPOTrainer); a group whose rewards are all equal gets zero
     advantages (no signal), and so does a group of fewer than two candidates. `mask` [B, G] (True = a real
     candidate) leaves padding out of the group statistics and gives it advantage 0.
+
+    Dividing by the std makes the advantages blind to any per-group factor on the rewards: QARM's gated bonus turns
+    an exact-match reward into (1 + alpha * q_target) * exact, the same factor for every candidate of a user, so
+    with `scale=True` it changes nothing. `scale=False` (Dr. GRPO's unscaled advantages, Liu et al. 2025) keeps
+    the factor: a hit on a well-judged target then weighs more than one on a poorly judged target.
     """
     if rewards.ndim != 2:
         raise ValueError(f"group_advantages: rewards must be [B, G], got {tuple(rewards.shape)}")
@@ -37,7 +43,7 @@ def group_advantages(rewards: torch.Tensor, *, mask: torch.Tensor | None = None,
     count = weights.sum(dim=1, keepdim=True)
     mean = (rewards * weights).sum(dim=1, keepdim=True) / count.clamp(min=1)
     var = ((rewards - mean) ** 2 * weights).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)
-    advantages = (rewards - mean) / (var.sqrt() + eps)
+    advantages = (rewards - mean) / (var.sqrt() + eps) if scale else rewards - mean
     return torch.where((count >= 2) & (weights > 0), advantages, torch.zeros_like(advantages))
 
 

@@ -74,6 +74,7 @@ class PolicyModule(Seeded, LightningModule):
         clip_eps: float = 0.2,
         beta: float = 0.001,
         ppo_epochs: int = 1,
+        scale_advantages: bool = True,
         beam_size: int | None = None,
         rerank_weight: float | None = None,
         exclude_history: bool | None = None,
@@ -93,6 +94,9 @@ class PolicyModule(Seeded, LightningModule):
                          and G - G/2 samples: exploitation and exploration in one group)
         clip_eps, beta:  GRPO ratio clip and KL coefficient (k3 estimator)
         ppo_epochs:      optimiser steps per generated batch (GRPO's mu); trainer.max_steps counts optimiser steps
+        scale_advantages: divide each group's centred rewards by their std (GRPO, default). False keeps them
+                         unscaled (Dr. GRPO): needed for QARM's bonus to matter with the exact-match reward alone,
+                         since a per-group factor (1 + alpha * q_target) cancels in the std (see `group_advantages`)
         beam_size, rerank_weight, exclude_history:
                          evaluation ranking; None = as the generator checkpoint was evaluated (its `Ranker` options)
         ks:              the K of Recall/NDCG@K
@@ -368,7 +372,7 @@ class PolicyModule(Seeded, LightningModule):
         rewards = self.reward(reward_batch).to(self.device)
         # padding beams (only when fewer than G catalog SIDs exist) are no candidates: no advantage, no loss
         real = result.items >= 0
-        advantages = group_advantages(rewards, mask=real)
+        advantages = group_advantages(rewards, mask=real, scale=self.hparams.scale_advantages)
 
         tokens = result.tokens.flatten(0, 1)  # [B*G, S]
         history_g = history.repeat_interleave(g, dim=0)

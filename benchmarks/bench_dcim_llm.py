@@ -207,6 +207,36 @@ def catalog_run_summary(run: Path) -> dict:
             "miner": manifest.get("plugins", {}).get("intent_miner")}
 
 
+def catalog_judge_summary(run: Path, against: Path | None = None) -> dict:
+    """What a whole-catalog judge run labelled (`<run>/evidence/quality.safetensors` + `manifest.json`): judge failures
+    (unknown q_i), the mean q_i and the share accepted, and, given `against` (another judge's run of the same
+    catalog), the share of items both judges put on the same side of 0.5 and the correlation of their q_i."""
+    from safetensors.torch import load_file
+
+    def load(r: Path):
+        manifest = json.loads((r / "evidence" / "manifest.json").read_text(encoding="utf-8"))
+        return load_file(str(r / "evidence" / "quality.safetensors")), manifest
+
+    tensors, manifest = load(run)
+    q, known = tensors["quality"].float(), tensors["known"].bool()
+    out = {"run": str(run), "items": int(q.numel()), "unknown": int((~known).sum()),
+           "judge_failed": manifest.get("summary", {}).get("failures", {}).get("judge"),
+           "quality_mean": round(float(q.mean()), 4), "accepted_share": round(float((q > 0.5).float().mean()), 4),
+           "stage_seconds": manifest.get("summary", {}).get("seconds"),
+           "judge": manifest.get("plugins", {}).get("quality_judge")}
+    if against is not None:
+        other, other_manifest = load(against)
+        if other_manifest.get("catalog_sha256") != manifest.get("catalog_sha256"):
+            raise SystemExit(f"--against {against}: another catalog than {run}")
+        o = other["quality"].float()
+        out["against"] = {"run": str(against), "judge": other_manifest.get("plugins", {}).get("quality_judge"),
+                          "quality_mean": round(float(o.mean()), 4),
+                          "accepted_share": round(float((o > 0.5).float().mean()), 4),
+                          "same_side_of_half": round(float(((q > 0.5) == (o > 0.5)).float().mean()), 4),
+                          "correlation": round(float(torch.corrcoef(torch.stack([q, o]))[0, 1]), 4)}
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -227,7 +257,17 @@ def main(argv=None) -> None:
     p.add_argument("--catalog-run", type=Path,
                    help="summarise a whole-catalog evidence run into the JSON's catalog_run and exit (e.g. "
                         "runs/beauty_llm after `dig evidence -c configs/evidence/beauty_llm_int8.yaml`)")
+    p.add_argument("--catalog-judge", type=Path,
+                   help="summarise a whole-catalog judged evidence run into the JSON's catalog_judge and exit (e.g. "
+                        "runs/beauty_llm_judged after `dig evidence -c configs/evidence/beauty_llm_int8_judged.yaml`)")
+    p.add_argument("--against", type=Path, help="with --catalog-judge: another judge's run of the same catalog")
     args = p.parse_args(argv)
+    if args.catalog_judge:
+        result = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
+        result["catalog_judge"] = catalog_judge_summary(args.catalog_judge, args.against)
+        args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        print(json.dumps(result["catalog_judge"], indent=2, ensure_ascii=False))
+        return
     if args.catalog_run:
         result = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
         result["catalog_run"] = catalog_run_summary(args.catalog_run)

@@ -262,17 +262,16 @@ def main(argv=None) -> None:
                         "runs/beauty_llm_judged after `dig evidence -c configs/evidence/beauty_llm_int8_judged.yaml`)")
     p.add_argument("--against", type=Path, help="with --catalog-judge: another judge's run of the same catalog")
     args = p.parse_args(argv)
+    summaries = {}
     if args.catalog_judge:
-        result = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
-        result["catalog_judge"] = catalog_judge_summary(args.catalog_judge, args.against)
-        args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-        print(json.dumps(result["catalog_judge"], indent=2, ensure_ascii=False))
-        return
+        summaries["catalog_judge"] = catalog_judge_summary(args.catalog_judge, args.against)
     if args.catalog_run:
+        summaries["catalog_run"] = catalog_run_summary(args.catalog_run)
+    if summaries:  # a whole-catalog run summarised into the JSON beside its other figures, nothing measured
         result = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
-        result["catalog_run"] = catalog_run_summary(args.catalog_run)
+        result.update(summaries)
         args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-        print(json.dumps(result["catalog_run"], indent=2, ensure_ascii=False))
+        print(json.dumps(summaries, indent=2, ensure_ascii=False))
         return
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

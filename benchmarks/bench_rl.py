@@ -186,9 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     out_path = REPO / "benchmarks" / "results" / f"rl_{args.name}_grpo.json"
     quality_path = (args.quality or args.run / "evidence" / "quality.safetensors").resolve()
-    if args.quality is not None and not quality_path.is_file():
-        p.error(f"--quality {args.quality}: no such file (run the evidence stage with a quality judge)")
     if args.quality is not None:  # q_i of another evidence run: only meaningful on the very same catalog (item ids)
+        if not quality_path.is_file():
+            p.error(f"--quality {args.quality}: no such file (run the evidence stage with a quality judge)")
         theirs = json.loads((quality_path.parent / "manifest.json").read_text()).get("catalog_sha256")
         ours = json.loads((args.run / "data" / "manifest.json").read_text())["files"]["catalog.jsonl"]["sha256"]
         if theirs != ours:

@@ -62,6 +62,13 @@ def _grid_experiments() -> list[tuple[str, dict]]:
     ]
 
 
+def _rl_bench():
+    spec = importlib.util.spec_from_file_location("bench_rl", REPO / "benchmarks" / "bench_rl.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
 def _quality_bench():
     spec = importlib.util.spec_from_file_location("bench_beauty_quality",
                                                   REPO / "benchmarks" / "bench_beauty_quality.py")
@@ -181,9 +188,7 @@ def test_every_rl_benchmark_setting_builds_a_valid_policy():
     """benchmarks/bench_rl.py: each setting's reward builds and suits its candidate groups."""
     from deepinterestgr.rl.module import PolicyModule
 
-    spec = importlib.util.spec_from_file_location("bench_rl", REPO / "benchmarks" / "bench_rl.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _rl_bench()
     for name, (reward, candidates, mu, lr, *scaled) in bench.SETTINGS.items():
         module = PolicyModule(reward=bench.composite(bench.REWARDS[reward]), candidates=candidates, ppo_epochs=mu,
                               lr=lr, scale_advantages=scaled[0] if scaled else True)
@@ -193,9 +198,7 @@ def test_every_rl_benchmark_setting_builds_a_valid_policy():
 def test_rl_benchmark_names_a_missing_quality_file(tmp_path, capsys):
     """bench_rl.py --quality (QARM's q_i from another judge's evidence run) fails before any work when the file is
     missing, naming it."""
-    spec = importlib.util.spec_from_file_location("bench_rl", REPO / "benchmarks" / "bench_rl.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _rl_bench()
     missing = tmp_path / "judged" / "quality.safetensors"
     with pytest.raises(SystemExit):
         bench.main(["--run", str(tmp_path), "--quality", str(missing), "--settings", "exact-qarm-beam-mu1"])

@@ -8,7 +8,10 @@ Starts every setting from the same trained generator (`<run>/generate/checkpoint
       "candidates", "ppo_epochs", "lr", "steps", "seeds", "start", "policy" (mean over seeds), "policy_std",
       "delta_ndcg@10", "ci95" (paired bootstrap over users of the seed-mean per-user NDCG@10 vs start),
       "zero_advantage_fraction" (mean over steps and seeds), "clip_fraction", "kl", "distinct_top1",
-      "coverage@10", "hits_by_quality_quartile" (test hits by quartile of the target's q_i), "fit_s"}]}
+      "coverage@10", "hits_by_quality_quartile" (test hits by quartile of the target's q_i), "curve" (the training
+      scalars over 10 windows of the run, mean over seeds: step, zero_advantage_fraction, reward_mean, kl,
+      clip_fraction), "fit_s"}], "qarm_effect": [{"qarm", "without", "seeds", "delta_ndcg@10", "ci95", "users"}]
+      (each QARM setting against its twin without the QARM term, when both ran in one invocation)}
 
     python benchmarks/bench_rl.py --run runs/synthetic --name synthetic            # after the main job
     python benchmarks/bench_rl.py --run runs/beauty --name beauty --steps 300 --settings exact-mixed-mu4
@@ -76,6 +79,15 @@ SETTINGS = {
 }
 
 
+STEP_SCALARS = ("train/zero_advantage_fraction", "train/clip_fraction", "train/kl", "train/reward_mean")
+
+
+#: QARM setting -> the same setting without the QARM term (same candidates, μ, lr, advantage scaling): QARM's own
+#: effect is their per-user paired difference when both run in one invocation with the same seeds
+QARM_TWINS = {"paper-mixed-mu4": "paper-no-qarm-mixed-mu4", "paper-beam-mu4": "paper-no-qarm-beam-mu4",
+              "exact-qarm-beam-mu1": "exact-beam-mu1", "exact-qarm-beam-mu1-unscaled": "exact-beam-mu1-unscaled"}
+
+
 class StepStats:
     """Collects the per-step training scalars the policy logs (zero-advantage fraction, clip fraction, KL)."""
 
@@ -88,14 +100,31 @@ class StepStats:
         class _Collect(Callback):
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
                 m = trainer.callback_metrics
-                stats.rows.append({k: float(m[k]) for k in ("train/zero_advantage_fraction", "train/clip_fraction",
-                                                            "train/kl", "train/reward_mean") if k in m})
+                stats.rows.append({"step": trainer.global_step,
+                                   **{k: float(m[k]) for k in STEP_SCALARS if k in m}})
 
         self.callback = _Collect()
 
     def mean(self, key: str) -> float | None:
         vals = [r[key] for r in self.rows if key in r]
         return sum(vals) / len(vals) if vals else None
+
+    def curve(self, points: int = 10) -> list[dict[str, float]]:
+        """The run's scalars averaged over `points` consecutive windows of batches: how reward and signal evolve."""
+        n = len(self.rows)
+        out = []
+        for i in range(min(points, n)):
+            window = self.rows[i * n // points:(i + 1) * n // points] if n >= points else self.rows[i:i + 1]
+            out.append({"step": window[-1]["step"],
+                        **{k.removeprefix("train/"): sum(r[k] for r in window) / len(window)
+                           for k in STEP_SCALARS if all(k in r for r in window)}})
+        return out
+
+
+def mean_curve(curves: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+    """Seeds' curves averaged point by point (they share steps: same settings, same --steps)."""
+    return [{k: sum(c[i][k] for c in curves) / len(curves) for k in curves[0][i]}
+            for i in range(min(len(c) for c in curves))]
 
 
 def evaluate(module, dm) -> dict:
@@ -148,6 +177,22 @@ def quality_quartile_hits(ev: dict, quality: torch.Tensor | None) -> list[int] |
     return [int((hit & (quartile == i)).sum()) for i in range(4)]
 
 
+def qarm_effect(policy_ndcgs: dict[str, torch.Tensor], seeds: list[int], earlier: list[dict]) -> list[dict]:
+    """QARM's own effect: each QARM setting against its twin without the QARM term, both trained in this invocation
+    (same seeds and steps), as a paired bootstrap over test users of their seed-mean NDCG@10. Pairs measured by an
+    earlier invocation stay unless remeasured here."""
+    from deepinterestgr.generate.evaluation import paired_bootstrap
+
+    pairs = []
+    for with_qarm, without in QARM_TWINS.items():
+        if with_qarm in policy_ndcgs and without in policy_ndcgs:
+            boot = paired_bootstrap(policy_ndcgs[with_qarm], policy_ndcgs[without])
+            pairs.append({"qarm": with_qarm, "without": without, "seeds": seeds,
+                          "delta_ndcg@10": boot["mean_diff"], "ci95": boot["ci95"], "users": boot["users"]})
+    measured = {p["qarm"] for p in pairs}
+    return [p for p in earlier if p["qarm"] not in measured] + pairs
+
+
 def markdown_table(results: dict) -> str:
     start = results["start"]
     lines = [f"Start (the generator, same ranker): N@10 {start['ndcg@10']:.4f}, R@10 {start['recall@10']:.4f}, "
@@ -162,6 +207,10 @@ def markdown_table(results: dict) -> str:
             f"{r['delta_ndcg@10']:+.4f} ({100 * r['relative_delta_ndcg@10']:+.1f}%) | "
             f"{r['ci95'][0]:+.4f} .. {r['ci95'][1]:+.4f} | {r['zero_advantage_fraction']:.2f} | "
             f"{r['clip_fraction']:.3f} | {r['distinct_top1']:.0f} | {r['coverage@10']:.3f} |")
+    for pair in results.get("qarm_effect", []):
+        lines.append(f"\nQARM's own effect, {pair['qarm']} minus {pair['without']} ({len(pair['seeds'])} seeds, paired "
+                     f"over {pair['users']:,} users): N@10 {pair['delta_ndcg@10']:+.4f} "
+                     f"(95% CI {pair['ci95'][0]:+.4f} .. {pair['ci95'][1]:+.4f})")
     return "\n".join(lines)
 
 
@@ -230,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
                       and earlier.get("quality_file") == results["quality_file"])  # QARM rows depend on q_i
         if same_start:
             results["settings"] = [r for r in earlier["settings"] if r["setting"] not in args.settings]
+            results["qarm_effect"] = earlier.get("qarm_effect", [])
+    policy_ndcgs = {}  # setting -> per-user NDCG@10 (mean over seeds) of this invocation, for QARM's paired effect
     for name in args.settings:
         reward_name, candidates, mu, lr, *rest = SETTINGS[name]
         scaled = rest[0] if rest else True
@@ -253,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
         mean = {k: sum(m[k] for m in metrics) / len(metrics) for k in metrics[0]}
         std = {k: float(torch.tensor([m[k] for m in metrics]).std()) if len(metrics) > 1 else 0.0 for k in metrics[0]}
         policy_ndcg = torch.stack([ndcg_per_user(ev["ranks"]) for ev in per_seed]).mean(0)
+        policy_ndcgs[name] = policy_ndcg
         boot = paired_bootstrap(policy_ndcg, start_ndcg)
 
         def avg(key):
@@ -273,12 +325,14 @@ def main(argv: list[str] | None = None) -> None:
                "distinct_top1": sum(ev["distinct_top1"] for ev in per_seed) / len(per_seed),
                "coverage@10": sum(ev["coverage@10"] for ev in per_seed) / len(per_seed),
                "hits_by_quality_quartile": [quality_quartile_hits(ev, quality) for ev in per_seed],
+               "curve": mean_curve([s.curve() for s in stats_rows]),
                "fit_s": round(sum(fit_s) / len(fit_s), 1)}
         results["settings"] = [r for r in results["settings"] if r["setting"] != name] + [row]
         print(f"{name:<28} N@10 {start_metrics['ndcg@10']:.4f} -> {mean['ndcg@10']:.4f} ± {std['ndcg@10']:.4f} "
               f"(delta {row['delta_ndcg@10']:+.4f}, CI {boot['ci95'][0]:+.4f}..{boot['ci95'][1]:+.4f}), "
               f"zero-adv {row['zero_advantage_fraction']:.2f}, clip {row['clip_fraction']:.3f}, "
               f"distinct top-1 {row['distinct_top1']:.0f} (start {start['distinct_top1']})", flush=True)
+        results["qarm_effect"] = qarm_effect(policy_ndcgs, args.seeds, results.get("qarm_effect", []))
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")  # after every setting
     print(f"wrote {out_path}")

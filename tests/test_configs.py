@@ -195,6 +195,21 @@ def test_every_rl_benchmark_setting_builds_a_valid_policy():
         assert module.hparams.candidates == candidates, name
 
 
+def test_rl_benchmark_curve_averages_windows_of_steps_and_seeds():
+    """bench_rl's per-setting curve: 25 logged batches become 10 windows ending at their last step, each the mean of
+    its batches, then averaged point by point over seeds."""
+    bench = _rl_bench()
+    stats = bench.StepStats()
+    stats.rows = [{"step": i + 1, "train/reward_mean": float(i), "train/zero_advantage_fraction": 1.0}
+                  for i in range(25)]
+    curve = stats.curve()
+    assert [p["step"] for p in curve] == [2, 5, 7, 10, 12, 15, 17, 20, 22, 25]
+    assert curve[0]["reward_mean"] == 0.5 and curve[-1]["reward_mean"] == 23.0  # rows 0-1, rows 22-24
+    assert "kl" not in curve[0]  # a scalar the policy did not log is left out, not zero-filled
+    other = [{**p, "reward_mean": p["reward_mean"] + 2.0} for p in curve]
+    assert bench.mean_curve([curve, other])[0]["reward_mean"] == 1.5
+
+
 def test_rl_benchmark_names_a_missing_quality_file(tmp_path, capsys):
     """bench_rl.py --quality (QARM's q_i from another judge's evidence run) fails before any work when the file is
     missing, naming it."""

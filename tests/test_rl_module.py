@@ -379,6 +379,11 @@ def test_rl_benchmark_end_to_end_reuses_its_start_evaluation(tiny_run, tmp_path,
     for r in results["settings"]:
         assert r["ci95"][0] <= r["delta_ndcg@10"] <= r["ci95"][1] or r["ci95"][0] == r["ci95"][1]
         assert sum(r["hits_by_quality_quartile"][0]) <= results["users"]
+        assert [point["step"] for point in r["curve"]] == [1, 2]  # one window per step when there are few steps
+        assert 0.0 <= r["curve"][-1]["zero_advantage_fraction"] <= 1.0 and "reward_mean" in r["curve"][-1]
+    [pair] = results["qarm_effect"]  # both twins ran: QARM's own effect, paired over the same users
+    assert (pair["qarm"], pair["without"], pair["users"]) == ("exact-qarm-beam-mu1", "exact-beam-mu1", results["users"])
+    assert pair["ci95"][0] <= pair["delta_ndcg@10"] <= pair["ci95"][1]
     assert (run / "generate" / "rl_start_evaluation_h6.pt").is_file()
 
     with caplog.at_level(logging.INFO, logger="bench_rl"):
@@ -387,3 +392,4 @@ def test_rl_benchmark_end_to_end_reuses_its_start_evaluation(tiny_run, tmp_path,
     again = json.loads((tmp_path / "benchmarks" / "results" / "rl_tiny_grpo.json").read_text())
     assert again["start"] == results["start"]
     assert {r["setting"] for r in again["settings"]} == {"exact-beam-mu1", "exact-qarm-beam-mu1"}  # kept
+    assert again["qarm_effect"] == results["qarm_effect"]  # the twin alone rerun: the earlier pair is kept

@@ -193,22 +193,33 @@ def qarm_effect(policy_ndcgs: dict[str, torch.Tensor], seeds: list[int], earlier
     return [p for p in earlier if p["qarm"] not in measured] + pairs
 
 
+def curve_cells(r: dict) -> str:
+    """The curve's ends as two table cells: does the training reward rise, and how far the policy drifts."""
+    curve = r.get("curve")
+    if not curve or "reward_mean" not in curve[0]:
+        return "- | -"  # measured before curves were recorded
+    kl = f"{curve[-1]['kl']:.3f}" if "kl" in curve[-1] else "-"
+    return f"{curve[0]['reward_mean']:.4f} → {curve[-1]['reward_mean']:.4f} | {kl}"
+
+
 def markdown_table(results: dict) -> str:
     start = results["start"]
     lines = [f"Start (the generator, same ranker): N@10 {start['ndcg@10']:.4f}, R@10 {start['recall@10']:.4f}, "
              f"distinct top-1 {start['distinct_top1']}, {results['users']} test users.", "",
              "| setting | reward | candidates | μ | lr | steps | seeds | N@10 (mean ± std) | "
-             "Δ N@10 | 95% CI (paired) | zero-adv. groups | clip frac. | distinct top-1 | coverage@10 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Δ N@10 | 95% CI (paired) | zero-adv. groups | clip frac. | distinct top-1 | coverage@10 | "
+             "train reward, first → last 10% | KL, last 10% |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["settings"]:
         lines.append(
             f"| {r['setting']} | {r['reward_name']} | {r['candidates']} | {r['ppo_epochs']} | {r['lr']:g} | "
             f"{r['steps']} | {len(r['seeds'])} | {r['policy']['ndcg@10']:.4f} ± {r['policy_std']['ndcg@10']:.4f} | "
             f"{r['delta_ndcg@10']:+.4f} ({100 * r['relative_delta_ndcg@10']:+.1f}%) | "
             f"{r['ci95'][0]:+.4f} .. {r['ci95'][1]:+.4f} | {r['zero_advantage_fraction']:.2f} | "
-            f"{r['clip_fraction']:.3f} | {r['distinct_top1']:.0f} | {r['coverage@10']:.3f} |")
+            f"{r['clip_fraction']:.3f} | {r['distinct_top1']:.0f} | {r['coverage@10']:.3f} | {curve_cells(r)} |")
     for pair in results.get("qarm_effect", []):
-        lines.append(f"\nQARM's own effect, {pair['qarm']} minus {pair['without']} ({len(pair['seeds'])} seeds, paired "
+        lines.append(f"\nQARM's own effect, {pair['qarm']} minus {pair['without']} ({len(pair['seeds'])} "
+                     f"seed{'s' if len(pair['seeds']) != 1 else ''}, paired "
                      f"over {pair['users']:,} users): N@10 {pair['delta_ndcg@10']:+.4f} "
                      f"(95% CI {pair['ci95'][0]:+.4f} .. {pair['ci95'][1]:+.4f})")
     return "\n".join(lines)

@@ -357,7 +357,7 @@ def test_mixed_groups_hold_the_beam_top_half_and_samples(tiny_run):
                      candidates="mixed")
 
 
-def test_rl_benchmark_end_to_end_reuses_its_start_evaluation(tiny_run, tmp_path, monkeypatch, caplog):
+def test_rl_benchmark_end_to_end_reuses_its_start_evaluation(tiny_run, tmp_path, monkeypatch, caplog, capsys):
     """benchmarks/bench_rl.py on a tiny run: exact-only and exact + QARM rows with their paired CI, and the start
     evaluation cached beside the generator's checkpoint for the next invocation (another judge's q_i)."""
     import importlib.util
@@ -393,3 +393,9 @@ def test_rl_benchmark_end_to_end_reuses_its_start_evaluation(tiny_run, tmp_path,
     assert again["start"] == results["start"]
     assert {r["setting"] for r in again["settings"]} == {"exact-beam-mu1", "exact-qarm-beam-mu1"}  # kept
     assert again["qarm_effect"] == results["qarm_effect"]  # the twin alone rerun: the earlier pair is kept
+
+    capsys.readouterr()
+    bench.main([*args, "--markdown"])  # the README table: curve ends per row, QARM's paired effect below it
+    table = capsys.readouterr().out
+    assert table.count(" → ") == 1 + 2  # the header's, then each row's first → last training reward
+    assert "QARM's own effect, exact-qarm-beam-mu1 minus exact-beam-mu1 (1 seed, paired over 24 users)" in table

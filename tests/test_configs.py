@@ -62,19 +62,33 @@ def _grid_experiments() -> list[tuple[str, dict]]:
     ]
 
 
-def _rl_bench():
-    spec = importlib.util.spec_from_file_location("bench_rl", REPO / "benchmarks" / "bench_rl.py")
+def _bench(name: str):
+    """A benchmark script under benchmarks/ loaded as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     return bench
+
+
+def _rl_bench():
+    return _bench("bench_rl")
 
 
 def _quality_bench():
-    spec = importlib.util.spec_from_file_location("bench_beauty_quality",
-                                                  REPO / "benchmarks" / "bench_beauty_quality.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return _bench("bench_beauty_quality")
+
+
+def test_quality_results_text_puts_each_sweep_point_on_one_line_and_loads_back():
+    """bench_beauty_quality's results file: the same JSON, each selection-sweep point on its own line."""
+    bench = _quality_bench()
+    point = {"beam": 50, "weight": 0.5, "valid": {"ndcg@10": 0.06}, "test": {"ndcg@10": 0.05}}
+    result = {"rows": [{"method": "m", "ndcg@10": 0.05}],
+              "generator_sweeps": {"a": {"sweep": [point, {**point, "beam": 20}], "valid": {"ndcg@10": 0.06}},
+                                   "b": {"valid": {"ndcg@10": 0.05}}}}
+    text = bench.results_text(result)
+    assert json.loads(text) == result
+    lines = [line.strip().rstrip(",") for line in text.splitlines()]
+    assert json.dumps(point) in lines and json.dumps({**point, "beam": 20}) in lines  # one line per point
 
 
 def _quality_benchmark_experiments() -> list[tuple[str, dict]]:

@@ -442,6 +442,12 @@ def carry_over(results: Path, rows: list[dict], sweeps: dict, bootstrap: dict | 
     if best not in sweeps and old_boot and old_boot["a"] == f"generator {best}":
         # the headline generator (best on valid) is still an earlier one: keep its bootstrap (and this run's hybrid's)
         bootstrap = {**old_boot, **{k: bootstrap[k] for k in ("hybrid", "ablations") if bootstrap and k in bootstrap}}
+    hybrids = [n for n in merged_sweeps if merged_sweeps[n].get("hybrid")]
+    best_h = max(hybrids, key=lambda n: merged_sweeps[n]["hybrid"]["valid"]["ndcg@10"]) if hybrids else None
+    old_h = (old_boot or {}).get("hybrid")
+    if bootstrap and best_h not in sweeps and old_h and old_h["a"] == f"hybrid {best_h}":
+        # likewise the hybrid best on valid: per-user ranks are not stored, so its earlier bootstrap is the one to keep
+        bootstrap["hybrid"] = old_h
     ablations = {**((old_boot or {}).get("ablations") or {}), **((bootstrap or {}).get("ablations") or {})}
     if bootstrap and ablations:  # one-option ablations of earlier invocations stay beside this one's
         bootstrap["ablations"] = ablations

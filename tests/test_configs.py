@@ -308,6 +308,25 @@ def test_quality_benchmark_keeps_earlier_ablation_bootstraps_beside_new_ones(tmp
     assert set(boot["ablations"]) == {"x-ema", "y-ema"} and set(sweeps) == {"best", "y"}
 
 
+def test_quality_benchmark_keeps_the_hybrid_bootstrap_of_the_best_hybrid_on_valid(tmp_path):
+    """A later invocation whose hybrids are all worse on valid must not replace the best hybrid's bootstrap."""
+    bench = _quality_bench()
+    old = {"rows": [], "generator_sweeps": {"x": {"valid": {"ndcg@10": 0.06}, "hybrid": {"valid": {"ndcg@10": 0.08}}}},
+           "bootstrap": {"a": "generator x", "b": "cooccurrence", "mean_diff": -0.001,
+                         "hybrid": {"a": "hybrid x", "b": "cooccurrence", "mean_diff": 0.006}}}
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps(old))
+    worse = {"valid": {"ndcg@10": 0.07}, "hybrid": {"valid": {"ndcg@10": 0.075}}}
+    new = {"a": "generator y", "b": "cooccurrence", "mean_diff": -0.0005,
+           "hybrid": {"a": "hybrid y", "b": "cooccurrence", "mean_diff": 0.004}}
+    _, _, boot = bench.carry_over(results, [], {"y": worse}, json.loads(json.dumps(new)))
+    assert boot["a"] == "generator y", "y is the best generator on valid now"
+    assert boot["hybrid"]["a"] == "hybrid x", "but x's hybrid is still the best hybrid on valid"
+    better = {"valid": {"ndcg@10": 0.07}, "hybrid": {"valid": {"ndcg@10": 0.09}}}
+    _, _, boot = bench.carry_over(results, [], {"y": better}, json.loads(json.dumps(new)))
+    assert boot["hybrid"]["a"] == "hybrid y"
+
+
 @pytest.mark.parametrize("name", ["toys", "scientific"])
 def test_other_catalogs_run_the_beauty_experiment_unchanged(name):
     """The best Beauty settings are not Beauty-specific: another catalog's experiment differs in data and run_dir

@@ -203,6 +203,32 @@ def dataset_rows(args, dataset: str) -> tuple[list[dict], dict, list[dict]]:
     return rows, sweeps, bootstraps
 
 
+def row_owner(r: dict) -> tuple[str, str, str]:
+    """What a row measures, without the selection its label records: a generator's SID source, or a floor."""
+    return r["dataset"], r["method"], r["variant"].split(" (")[0] if r["method"] == "generator" else ""
+
+
+def carry_over(old: dict, rows: list[dict], sweeps: dict, bootstraps: list[dict]):
+    """Keep the rows, sweeps and bootstraps of an earlier invocation that this one did not recompute (a floor rerun
+    must not drop generator rows whose fits live elsewhere); recomputed owners replace their old rows. A kept
+    bootstrap against a recomputed row is dropped: its per-user figures are gone."""
+    owners = {row_owner(r) for r in rows}
+    kept = [r for r in old.get("rows", []) if row_owner(r) not in owners]
+    for r in kept:
+        log.info("kept from the earlier results: %s %s %s %s", r["dataset"], r["method"], r["variant"], r["split"])
+    kept_sweeps = {k: v for k, v in old.get("generator_sweeps", {}).items() if k not in sweeps}
+    new_pairs = {(b["dataset"], b["a"], b["b"]) for b in bootstraps}
+    # a bootstrap names a generator "generator, <source> SIDs"; its rows are labelled "t5-items, <source> SIDs"
+    refitted = {(d, "generator, " + v.removeprefix("t5-items, ")) for d, m, v in owners if m == "generator"}
+    kept_boot = [b for b in old.get("bootstrap", []) if (b["dataset"], b["a"], b["b"]) not in new_pairs
+                 and (b["dataset"], b["a"]) not in refitted and (b["dataset"], b["b"]) not in refitted]
+    order = {name: i for i, name in enumerate(d["name"] for d in DATASETS.values())}
+    method_order = {"most-popular": 0, "cooccurrence": 1, "sasrec": 2}
+    rows = sorted(kept + rows, key=lambda r: (order.get(r["dataset"], len(order)),
+                                              method_order.get(r["method"], 3), row_owner(r)))
+    return rows, {**kept_sweeps, **sweeps}, kept_boot + bootstraps
+
+
 def beauty_rows(path: Path) -> tuple[list[dict], dict]:
     """The Beauty table's floors and seed-mean generator row (benchmarks/bench_beauty_quality.py), for the README's
     three-dataset table; nothing when that bench has not run."""
@@ -292,15 +318,13 @@ def main(argv: list[str] | None = None) -> None:
     if "evaluate" not in args.phases:
         return
     old = json.loads(args.results.read_text()) if args.results.exists() else {}
-    names = {DATASETS[d]["name"] for d in args.datasets}
-    rows = [r for r in old.get("rows", []) if r["dataset"] not in names]
-    sweeps = {k: v for k, v in old.get("generator_sweeps", {}).items() if k.split("/")[0] not in names}
-    bootstraps = [b for b in old.get("bootstrap", []) if b["dataset"] not in names]
+    rows, sweeps, bootstraps = [], {}, []
     for dataset in args.datasets:
         new_rows, new_sweeps, new_boot = dataset_rows(args, dataset)
         rows += new_rows
         bootstraps += new_boot
         sweeps |= {f"{DATASETS[dataset]['name']}/{s}": v for s, v in new_sweeps.items()}
+    rows, sweeps, bootstraps = carry_over(old, rows, sweeps, bootstraps)
     result = {"protocol": beauty.PROTOCOL, "rows": rows,
               "published_test": {DATASETS[d]["name"]: DATASETS[d]["published"] for d in DATASETS},
               "bootstrap": bootstraps, "generator_sweeps": sweeps, "threads": args.threads,

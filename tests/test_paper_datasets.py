@@ -238,13 +238,18 @@ def test_sports_items_get_their_attribute_ids(shared_data, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ the benchmark
-def test_the_benchmark_table_keeps_other_datasets_and_marks_unpublished_cells(tmp_path):
+def _bench():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_paper_datasets",
                                                   REPO / "benchmarks" / "bench_paper_datasets.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_benchmark_table_keeps_other_datasets_and_marks_unpublished_cells(tmp_path):
+    bench = _bench()
     for dataset in bench.DATASETS.values():
         for experiment, _ in dataset["sids"].values():
             assert (REPO / experiment).exists(), experiment
@@ -263,3 +268,33 @@ def test_the_benchmark_table_keeps_other_datasets_and_marks_unpublished_cells(tm
     assert "| Instruments | cooccurrence | w | - | 0.1000 | 0.0500 | 0.2000 | 0.0800 | 0.0800 | 3 |" in lines
     assert "| Instruments | LC-Rec | published | | - | - | - | 0.0900 | | |" in lines
     assert "| Beauty | TIGER (paper) | published | | 0.1000 | 0.2000 | 0.3000 | 0.4000 | | |" in lines
+
+
+def test_the_benchmark_keeps_rows_it_did_not_recompute():
+    """Rerunning one floor (e.g. a longer SASRec) must not drop generator rows whose fits are gone, while a
+    recomputed row replaces its old one and a bootstrap against a refitted generator goes with it."""
+    bench = _bench()
+    m = {"recall@5": 0.1, "ndcg@5": 0.05, "recall@10": 0.2, "ndcg@10": 0.08}
+
+    def rows(dataset, method, variant, value):
+        return [bench.row(dataset, method, variant, split, {**m, "ndcg@10": value}, seeds=[42], fit_s=1)
+                for split in ("valid", "test")]
+
+    old = {"rows": rows("sports", "cooccurrence", "w", .03) + rows("sports", "sasrec", "2x64", .009)
+           + rows("sports", "generator", "t5-items, collab SIDs (beam 50, rerank w=4)", .016)
+           + rows("sports", "generator", "t5-items, attr SIDs (beam 50, rerank w=4)", .014)
+           + rows("instruments", "cooccurrence", "w", .08),
+           "generator_sweeps": {"Sports/collab": {}, "Sports/attr": {}},
+           "bootstrap": [{"dataset": "Sports", "a": "generator, collab SIDs", "b": "cooccurrence"},
+                         {"dataset": "Sports", "a": "generator, attr SIDs", "b": "cooccurrence"},
+                         {"dataset": "Sports", "a": "generator, collab SIDs", "b": "generator, attr SIDs"}]}
+    new = rows("sports", "cooccurrence", "w", .03) + rows("sports", "sasrec", "2x64", .02)
+    out, sweeps, boot = bench.carry_over(old, new, {}, [])
+    test = {(r["dataset"], r["method"], r["variant"]): r["ndcg@10"] for r in out if r["split"] == "test"}
+    assert test[("Sports", "sasrec", "2x64")] == .02, "the recomputed SASRec row replaces the old one"
+    assert len(out) == len(old["rows"]) and len(boot) == 3 and set(sweeps) == {"Sports/collab", "Sports/attr"}
+    assert [r["dataset"] for r in out][:2] == ["Instruments", "Instruments"], "datasets keep their table order"
+    refit = rows("sports", "generator", "t5-items, collab SIDs (beam 50, rerank w=8)", .02)
+    out, _, boot = bench.carry_over(old, refit, {"Sports/collab": {}}, [])
+    assert sum(r["method"] == "generator" for r in out) == 4, "the refitted source's rows replace its old ones"
+    assert boot == [old["bootstrap"][1]], "only the bootstrap that does not involve the refitted generator stays"

@@ -203,15 +203,15 @@ def dataset_rows(args, dataset: str) -> tuple[list[dict], dict, list[dict]]:
     return rows, sweeps, bootstraps
 
 
-def row_owner(r: dict) -> tuple[str, str, str]:
-    """What a row measures, without the selection its label records: a generator's SID source, or a floor."""
-    return r["dataset"], r["method"], r["variant"].split(" (")[0] if r["method"] == "generator" else ""
+def row_owner(r: dict) -> tuple[str, str]:
+    """What produced a row, per dataset (the Beauty bench's owner: a floor's method or a generator's SID source)."""
+    return r["dataset"], beauty.row_owner(r)
 
 
 def carry_over(old: dict, rows: list[dict], sweeps: dict, bootstraps: list[dict]):
     """Keep the rows, sweeps and bootstraps of an earlier invocation that this one did not recompute (a floor rerun
     must not drop generator rows whose fits live elsewhere); recomputed owners replace their old rows. A kept
-    bootstrap against a recomputed row is dropped: its per-user figures are gone."""
+    bootstrap against a refitted generator is dropped: its per-user figures are gone."""
     owners = {row_owner(r) for r in rows}
     kept = [r for r in old.get("rows", []) if row_owner(r) not in owners]
     for r in kept:
@@ -219,7 +219,7 @@ def carry_over(old: dict, rows: list[dict], sweeps: dict, bootstraps: list[dict]
     kept_sweeps = {k: v for k, v in old.get("generator_sweeps", {}).items() if k not in sweeps}
     new_pairs = {(b["dataset"], b["a"], b["b"]) for b in bootstraps}
     # a bootstrap names a generator "generator, <source> SIDs"; its rows are labelled "t5-items, <source> SIDs"
-    refitted = {(d, "generator, " + v.removeprefix("t5-items, ")) for d, m, v in owners if m == "generator"}
+    refitted = {(d, "generator, " + o.removeprefix("t5-items, ")) for d, o in owners if o.startswith("t5-items, ")}
     kept_boot = [b for b in old.get("bootstrap", []) if (b["dataset"], b["a"], b["b"]) not in new_pairs
                  and (b["dataset"], b["a"]) not in refitted and (b["dataset"], b["b"]) not in refitted]
     order = {name: i for i, name in enumerate(d["name"] for d in DATASETS.values())}

@@ -13,6 +13,12 @@ Per model ({"model", "items", "items_per_s", "invalid_json_rate", "grounding", "
   zero_shot_agreement  mean cosine of the LLM's first descriptor to the zero-shot miner's first (Beauty vocabulary)
 A free-generation row (constrained=False, one repair turn) is measured on a smaller sample for the invalid rate.
 `mask_cost` walks one answer token by token through each library's matcher (no model): milliseconds per token.
+
+    python benchmarks/bench_dcim_llm.py --ablation
+
+copies the issue's ablation, measured by the benchmarks that fit the generators and the GRPO policies, into the
+JSON's `ablation`: text only vs zero-shot DCIM vs LLM DCIM SIDs on the best Beauty generator (with a control: the
+same text-only SIDs from an RQ-VAE refitted under another seed), and QARM's bonus under the LLM vs the rule judge.
 """
 
 from __future__ import annotations
@@ -237,6 +243,75 @@ def catalog_judge_summary(run: Path, against: Path | None = None) -> dict:
     return out
 
 
+# the issue's ablation on the best Beauty generator recipe (seed 42, equal 55-min caps): which SIDs it reads
+DCIM_ABLATION = (("text only", "t5-items-collab-2threads"),
+                 ("zero-shot DCIM", "t5-items-collab-dcim-2threads"),
+                 ("LLM DCIM (int8 SmolLM2, constrained)", "t5-items-collab-llm-dcim-2threads"),
+                 ("control: text only, RQ-VAE refitted under seed 2", "t5-items-collab-qseed2-2threads"))
+# GRPO from the LLM-DCIM generator with q_i from each judge: benchmarks/rl_rewards.sh writes these
+QARM_ABLATION = (("LLM judge (int8 SmolLM2, constrained)", "rl_beauty-llm-dcim-llmjudge_grpo.json"),
+                 ("rule judge", "rl_beauty-llm-dcim-rulejudge_grpo.json"))
+METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+
+
+def shown(path: Path) -> str:
+    """A path as the JSON records it: relative to the repository when inside it (no machine's absolute paths)."""
+    return str(path.relative_to(REPO)) if path.is_absolute() and path.is_relative_to(REPO) else str(path)
+
+
+def ablation_summary(quality: Path, rl_dir: Path) -> dict:
+    """The DCIM and QARM ablation rows, read from the benchmarks that measured them (nothing is re-measured):
+    per SID source the generator row selected on valid (valid and test), its hybrid's test row, its paired bootstrap
+    against text only and its mean ± std over seeds where every seed was evaluated; per judge, GRPO with and without
+    the QARM bonus and their paired difference. A variant or RL file not measured yet is listed under `missing`."""
+    q = json.loads(quality.read_text(encoding="utf-8"))
+    boots = (q.get("bootstrap") or {}).get("ablations") or {}
+    missing, sources = [], []
+    for evidence, name in DCIM_ABLATION:
+        def pick(method: str, split: str, label: str = "") -> dict | None:
+            for r in q["rows"]:
+                if (r["method"] == method and r["split"] == split and r["variant"].startswith(f"{name} ({label}")
+                        and "no dense" not in r["variant"] and "no rerank" not in r["variant"]):
+                    return r
+            return None
+
+        valid, test = pick("generator", "valid"), pick("generator", "test")
+        if valid is None or test is None:
+            missing.append(f"{name}: no generator rows in {shown(quality)}")
+            continue
+        hybrid = pick("hybrid: generator + co-occurrence prior", "test")
+        seeds = pick("generator, mean over seeds", "test", "selected on valid per seed")
+        b = boots.get(name)
+        sources.append({"evidence": evidence, "variant": test["variant"], "seeds": test["seeds"],
+                        "fit_s": test["fit_s"], "valid": {m: valid[m] for m in METRICS},
+                        "test": {m: test[m] for m in METRICS},
+                        "hybrid_test_ndcg@10": hybrid["ndcg@10"] if hybrid else None,
+                        "vs_text_only": {"mean_diff": round(b["mean_diff"], 4),
+                                         "ci95": [round(c, 4) for c in b["ci95"]], "users": b["users"]} if b else None,
+                        "mean_over_seeds": {"seeds": seeds["seeds"], "test": {m: seeds[m] for m in METRICS},
+                                            "std": seeds["std"]} if seeds else None})
+    judges = []
+    for judge, file in QARM_ABLATION:
+        path = rl_dir / file
+        if not path.exists():
+            missing.append(f"{judge}: {shown(path)} not written (benchmarks/rl_rewards.sh)")
+            continue
+        rl = json.loads(path.read_text(encoding="utf-8"))
+        settings = {s["setting"]: s for s in rl["settings"]}
+        for effect in rl.get("qarm_effect", []):
+            with_q, without = settings[effect["qarm"]], settings[effect["without"]]
+            judges.append({"judge": judge, "quality_file": shown(Path(rl["quality_file"])),
+                           "start": round(rl["start"]["ndcg@10"], 4),
+                           "setting": effect["qarm"], "without": effect["without"], "seeds": effect["seeds"],
+                           "ndcg@10_with_qarm": round(with_q["policy"]["ndcg@10"], 4),
+                           "ndcg@10_without": round(without["policy"]["ndcg@10"], 4),
+                           "qarm_minus_without": round(effect["delta_ndcg@10"], 5),
+                           "ci95": [round(c, 5) for c in effect["ci95"]], "users": effect["users"]})
+    return {"generator": "the best Beauty recipe (benchmarks/bench_beauty_quality.py), one 55-min fit on 2 threads "
+                         "per source, selected on valid, test quoted, paired bootstrap over test users",
+            "sources": {"file": shown(quality), "rows": sources}, "qarm": judges, "missing": missing}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -261,8 +336,15 @@ def main(argv=None) -> None:
                    help="summarise a whole-catalog judged evidence run into the JSON's catalog_judge and exit (e.g. "
                         "runs/beauty_llm_judged after `dig evidence -c configs/evidence/beauty_llm_int8_judged.yaml`)")
     p.add_argument("--against", type=Path, help="with --catalog-judge: another judge's run of the same catalog")
+    p.add_argument("--ablation", action="store_true",
+                   help="copy the DCIM (text only vs zero-shot vs LLM DCIM) and QARM (LLM vs rule judge) ablation "
+                        "rows from benchmarks/results/beauty_quality.json and the rl_beauty-llm-dcim-*_grpo.json "
+                        "files into the JSON's ablation and exit")
     args = p.parse_args(argv)
     summaries = {}
+    if args.ablation:
+        results = REPO / "benchmarks" / "results"
+        summaries["ablation"] = ablation_summary(results / "beauty_quality.json", results)
     if args.catalog_judge:
         summaries["catalog_judge"] = catalog_judge_summary(args.catalog_judge, args.against)
     if args.catalog_run:

@@ -244,7 +244,7 @@ def catalog_judge_summary(run: Path, against: Path | None = None) -> dict:
 
 
 # the ablation on the best Beauty generator recipe (seed 42, equal 55-min caps): which SIDs it reads
-DCIM_ABLATION = (("text only", "t5-items-collab-2threads"),
+DCIM_ABLATION = (("text only (fused with collaborative, as every row), no DCIM", "t5-items-collab-2threads"),
                  ("zero-shot DCIM", "t5-items-collab-dcim-2threads"),
                  ("LLM DCIM (int8 SmolLM2, constrained)", "t5-items-collab-llm-dcim-2threads"),
                  ("control: text only, RQ-VAE refitted under seed 2", "t5-items-collab-qseed2-2threads"))

@@ -267,20 +267,20 @@ def ablation_summary(quality: Path, rl_dir: Path) -> dict:
     q = json.loads(quality.read_text(encoding="utf-8"))
     boots = (q.get("bootstrap") or {}).get("ablations") or {}
     missing, sources = [], []
-    for evidence, name in DCIM_ABLATION:
-        def pick(method: str, split: str, label: str = "") -> dict | None:
-            for r in q["rows"]:
-                if (r["method"] == method and r["split"] == split and r["variant"].startswith(f"{name} ({label}")
-                        and "no dense" not in r["variant"] and "no rerank" not in r["variant"]):
-                    return r
-            return None
 
-        valid, test = pick("generator", "valid"), pick("generator", "test")
+    def pick(name: str, method: str, split: str, label: str = "") -> dict | None:
+        """A variant's row as the table reports it (not its no-dense or no-rerank ablation rows)."""
+        return next((r for r in q["rows"] if r["method"] == method and r["split"] == split
+                     and r["variant"].startswith(f"{name} ({label}")
+                     and "no dense" not in r["variant"] and "no rerank" not in r["variant"]), None)
+
+    for evidence, name in DCIM_ABLATION:
+        valid, test = pick(name, "generator", "valid"), pick(name, "generator", "test")
         if valid is None or test is None:
             missing.append(f"{name}: no generator rows in {shown(quality)}")
             continue
-        hybrid = pick("hybrid: generator + co-occurrence prior", "test")
-        seeds = pick("generator, mean over seeds", "test", "selected on valid per seed")
+        hybrid = pick(name, "hybrid: generator + co-occurrence prior", "test")
+        seeds = pick(name, "generator, mean over seeds", "test", "selected on valid per seed")
         b = boots.get(name)
         sources.append({"evidence": evidence, "variant": test["variant"], "seeds": test["seeds"],
                         "fit_s": test["fit_s"], "valid": {m: valid[m] for m in METRICS},

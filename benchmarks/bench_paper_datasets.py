@@ -15,6 +15,9 @@ same budget, nothing retuned.
 Phases (each reuses what an earlier invocation left): sids, floors (most-popular, co-occurrence with weights
 selected on valid), sasrec (the Beauty bench's SASRec settings, --sasrec-seeds), fit, candidates (beam searches
 cached in the run, so two processes can search side by side), evaluate (writes the table).
+Generator seeds (--seeds 42 2333 6666): one run per seed (generators/t5-items-<source>[-seed<k>]), a row per seed
+(each selected on its own valid), and a "generator, mean over seeds" row (mean ± std) per source whose seeds were
+fitted on one SID table (the checkpoints' sid_table_sha256).
 
 Writes benchmarks/results/paper_datasets.json: {"rows": [{"dataset", "method", "variant", "split", "seeds",
 "recall@5", "ndcg@5", "recall@10", "ndcg@10", "std", "fit_s"}, ...], "published_test": {...}}; rows of datasets
@@ -80,9 +83,14 @@ def make_sids(args, dataset: str, sids: str) -> Path:
     return run
 
 
-def generator_run(args, dataset: str, sids: str) -> Path:
-    """Each generator trains in its own run whose data/ and quantize/ link to its SID run."""
-    run = args.work / dataset / "generators" / f"t5-items-{sids}"
+def seed_suffix(seed: int) -> str:
+    """Seed 42 is the first fit of every source and keeps its unsuffixed name (earlier runs and rows use it)."""
+    return "" if seed == 42 else f"-seed{seed}"
+
+
+def generator_run(args, dataset: str, sids: str, seed: int = 42) -> Path:
+    """Each generator (SID source x seed) trains in its own run whose data/ and quantize/ link to its SID run."""
+    run = args.work / dataset / "generators" / f"t5-items-{sids}{seed_suffix(seed)}"
     run.mkdir(parents=True, exist_ok=True)
     for part in ("data", "quantize"):
         link = run / part
@@ -96,8 +104,8 @@ def generate_configs() -> list[str]:
     return ["configs/trainer/generate_cpu.yaml", GENERATOR, "configs/data/sequences.yaml"]
 
 
-def fit(args, dataset: str, sids: str) -> dict:
-    run = generator_run(args, dataset, sids)
+def fit(args, dataset: str, sids: str, seed: int) -> dict:
+    run = generator_run(args, dataset, sids, seed)
     marker = run / "generate" / "fit_done.json"
     if marker.exists():
         return json.loads(marker.read_text())
@@ -107,9 +115,9 @@ def fit(args, dataset: str, sids: str) -> dict:
     fit_s = beauty.sh("fit", *fragments, "--data.run_dir", str(run), "--trainer.default_root_dir",
                       str(run / "generate"), "--trainer.enable_progress_bar", "false", "--trainer.max_time",
                       args.max_time, "--data.val_max_users", str(args.val_max_users), "--seed_everything",
-                      str(args.seed), *steps, threads=args.threads)
+                      str(seed), *steps, threads=args.threads)
     record = {"dataset": dataset, "sids": sids, "config": GENERATOR, "fit_s": round(fit_s), "max_time": args.max_time,
-              "max_steps": args.max_steps, "seed": args.seed, "val_max_users": args.val_max_users,
+              "max_steps": args.max_steps, "seed": seed, "val_max_users": args.val_max_users,
               "threads": args.threads}
     marker.write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -176,31 +184,77 @@ def dataset_rows(args, dataset: str) -> tuple[list[dict], dict, list[dict]]:
                         fit_s=round(sum(r["wall_time_s"] for r in sas) / len(sas))))
     sweeps, per_user = {}, {}
     for sids in DATASETS[dataset]["sids"]:
-        run = generator_run(args, dataset, sids)
-        marker = run / "generate" / "fit_done.json"
-        if not marker.exists():
-            log.warning("%s: generator on %s SIDs has no finished fit; left out (run --phases fit)", dataset, sids)
-            continue
-        fit_record = json.loads(marker.read_text())
-        ev = beauty.evaluate_run(run, f"t5-items-{sids}", beams=args.beams, weights=args.weights)
-        sweeps[sids] = {k: v for k, v in ev.items() if k not in ("test_ranks", "test_users")}
-        per_user[f"generator, {sids} SIDs"] = torch.zeros(len(ev["test_ranks"]))
-        per_user[f"generator, {sids} SIDs"][ev["test_users"]] = ndcg_per_user(ev["test_ranks"])
-        no_repeat = ", no repeats" if ev["selected_exclude_history"] else ""
-        for split in ("valid", "test"):
-            label = f"t5-items, {sids} SIDs (beam {ev['selected_beam']}, rerank w={ev['selected_weight']:g}{no_repeat})"
-            rows.append(row(dataset, "generator", label, split, ev[split], seeds=[fit_record["seed"]],
-                            fit_s=fit_record["fit_s"]))
+        for seed in args.seeds:
+            run = generator_run(args, dataset, sids, seed)
+            marker = run / "generate" / "fit_done.json"
+            if not marker.exists():
+                log.warning("%s: generator on %s SIDs, seed %d has no finished fit; left out (run --phases fit)",
+                            dataset, sids, seed)
+                continue
+            fit_record = json.loads(marker.read_text())
+            ev = beauty.evaluate_run(run, run.name, beams=args.beams, weights=args.weights)
+            sweeps[sweep_key(sids, seed)] = {k: v for k, v in ev.items() if k not in ("test_ranks", "test_users")}
+            name = f"generator, {source_label(sids, seed)}"
+            per_user[name] = torch.zeros(len(ev["test_ranks"]))
+            per_user[name][ev["test_users"]] = ndcg_per_user(ev["test_ranks"])
+            no_repeat = ", no repeats" if ev["selected_exclude_history"] else ""
+            for split in ("valid", "test"):
+                label = (f"t5-items, {source_label(sids, seed)} (beam {ev['selected_beam']}, "
+                         f"rerank w={ev['selected_weight']:g}{no_repeat})")
+                rows.append(row(dataset, "generator", label, split, ev[split], seeds=[fit_record["seed"]],
+                                fit_s=fit_record["fit_s"]))
     bootstraps = []
     if per_user:
         floor = beauty.per_user_floor_ndcg(sequences_run(args, dataset), floor_records["cooccurrence"])
         names = list(per_user)
         pairs = [(n, "cooccurrence", per_user[n], floor) for n in names]
-        pairs += [(a, b, per_user[a], per_user[b]) for i, a in enumerate(names) for b in names[i + 1:]]
+        # SID sources are compared seed for seed (a seed's noise is not a source's effect)
+        pairs += [(a, b, per_user[a], per_user[b]) for i, a in enumerate(names) for b in names[i + 1:]
+                  if seed_of(a) == seed_of(b)]
         for a, b, x, y in pairs:
             bootstraps.append({"dataset": DATASETS[dataset]["name"], "a": a, "b": b,
                                "metric": "test ndcg@10 per user", **paired_bootstrap(x, y)})
     return rows, sweeps, bootstraps
+
+
+def source_label(sids: str, seed: int) -> str:
+    """How rows and bootstraps name a generator: its SID source, and its seed unless it is the first (42)."""
+    return f"{sids} SIDs" + ("" if seed == 42 else f", seed {seed}")
+
+
+def sweep_key(sids: str, seed: int) -> str:
+    return sids + ("" if seed == 42 else f"/seed{seed}")
+
+
+def seed_of(name: str) -> int:
+    """The seed in a generator's row or bootstrap name (source_label's inverse)."""
+    return int(name.rsplit(", seed ", 1)[1]) if ", seed " in name else 42
+
+
+def seed_mean_rows(rows: list[dict], sweeps: dict) -> list[dict]:
+    """A "generator, mean over seeds" row (mean ± std, each seed selected on its own valid) per dataset, SID source
+    and split that has fits under two or more seeds on one SID table; seeds fitted on different SID tables (a
+    rebuilt quantizer) are not averaged, and say so."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["method"] == "generator":
+            owner = r["variant"].split(" (")[0]
+            source = owner.removeprefix("t5-items, ").split(" SIDs")[0]
+            groups.setdefault((r["dataset"], source, r["split"]), []).append(r)
+    out = []
+    for (dataset, source, split), chosen in groups.items():
+        if len(chosen) < 2:
+            continue
+        tables = {sweeps.get(f"{dataset}/{sweep_key(source, r['seeds'][0])}", {}).get("sid_table_sha256")
+                  for r in chosen}
+        if len(tables) != 1 or None in tables:
+            log.warning("%s %s: seeds %s were fitted on different SID tables (or one is unknown); no mean row",
+                        dataset, source, [r["seeds"][0] for r in chosen])
+            continue
+        chosen = sorted(chosen, key=lambda r: r["seeds"][0])
+        out.append({"dataset": dataset, **beauty.mean_row(f"t5-items, {source} SIDs (selected on valid per seed)",
+                                                          split, chosen)})
+    return out
 
 
 def row_owner(r: dict) -> tuple[str, str]:
@@ -222,11 +276,15 @@ def carry_over(old: dict, rows: list[dict], sweeps: dict, bootstraps: list[dict]
     refitted = {(d, "generator, " + o.removeprefix("t5-items, ")) for d, o in owners if o.startswith("t5-items, ")}
     kept_boot = [b for b in old.get("bootstrap", []) if (b["dataset"], b["a"], b["b"]) not in new_pairs
                  and (b["dataset"], b["a"]) not in refitted and (b["dataset"], b["b"]) not in refitted]
+    return table_order(kept + rows), {**kept_sweeps, **sweeps}, kept_boot + bootstraps
+
+
+def table_order(rows: list[dict]) -> list[dict]:
+    """Datasets in DATASETS order; floors, SASRec, generators, seed means; splits stay put."""
     order = {name: i for i, name in enumerate(d["name"] for d in DATASETS.values())}
-    method_order = {"most-popular": 0, "cooccurrence": 1, "sasrec": 2}
-    rows = sorted(kept + rows, key=lambda r: (order.get(r["dataset"], len(order)),
-                                              method_order.get(r["method"], 3), row_owner(r)))
-    return rows, {**kept_sweeps, **sweeps}, kept_boot + bootstraps
+    method_order = {"most-popular": 0, "cooccurrence": 1, "sasrec": 2, "generator": 3}
+    return sorted(rows, key=lambda r: (order.get(r["dataset"], len(order)), method_order.get(r["method"], 4),
+                                       row_owner(r)))
 
 
 def beauty_rows(path: Path) -> tuple[list[dict], dict]:
@@ -280,7 +338,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--phases", nargs="+", default=["sids", "floors", "sasrec", "fit", "evaluate"])
     p.add_argument("--sasrec-seeds", type=int, nargs="+", default=[42])
     p.add_argument("--sasrec-max-minutes", type=float, default=35.0)
-    p.add_argument("--seed", type=int, default=42, help="generator seed")
+    p.add_argument("--seeds", "--seed", type=int, nargs="+", default=[42],
+                   help="generator seeds: one fit (and run directory) per seed; seeds of one source fitted on one SID "
+                        "table get a mean ± std row")
     p.add_argument("--threads", type=int, default=int(os.environ["OMP_NUM_THREADS"]))
     p.add_argument("--max-time", default="00:00:55:00", help="generator fit wall-clock cap, DD:HH:MM:SS")
     p.add_argument("--max-steps", type=int, default=None,
@@ -308,13 +368,16 @@ def main(argv: list[str] | None = None) -> None:
             floors(args, dataset)
         if "fit" in args.phases:
             for s in sources(dataset):
-                fit(args, dataset, s)
+                for seed in args.seeds:
+                    fit(args, dataset, s, seed)
         if "sasrec" in args.phases:
             sasrec(args, dataset)
         if "candidates" in args.phases:
             for s in sources(dataset):
-                if (generator_run(args, dataset, s) / "generate" / "fit_done.json").exists():
-                    beauty.evaluate_run(generator_run(args, dataset, s), s, beams=args.beams, weights=args.weights)
+                for seed in args.seeds:
+                    run = generator_run(args, dataset, s, seed)
+                    if (run / "generate" / "fit_done.json").exists():
+                        beauty.evaluate_run(run, run.name, beams=args.beams, weights=args.weights)
     if "evaluate" not in args.phases:
         return
     old = json.loads(args.results.read_text()) if args.results.exists() else {}
@@ -325,6 +388,8 @@ def main(argv: list[str] | None = None) -> None:
         bootstraps += new_boot
         sweeps |= {f"{DATASETS[dataset]['name']}/{s}": v for s, v in new_sweeps.items()}
     rows, sweeps, bootstraps = carry_over(old, rows, sweeps, bootstraps)
+    rows = [r for r in rows if r["method"] != "generator, mean over seeds"]  # recomputed from every seed's rows
+    rows = table_order(rows + seed_mean_rows(rows, sweeps))
     result = {"protocol": beauty.PROTOCOL, "rows": rows,
               "published_test": {DATASETS[d]["name"]: DATASETS[d]["published"] for d in DATASETS},
               "bootstrap": bootstraps, "generator_sweeps": sweeps, "threads": args.threads,

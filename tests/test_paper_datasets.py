@@ -4,6 +4,7 @@ quantize stage's artifacts. The contract check of every attribute_source runs in
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -298,3 +299,33 @@ def test_the_benchmark_keeps_rows_it_did_not_recompute():
     out, _, boot = bench.carry_over(old, refit, {"Sports/collab": {}}, [])
     assert sum(r["method"] == "generator" for r in out) == 4, "the refitted source's rows replace its old ones"
     assert boot == [old["bootstrap"][1]], "only the bootstrap that does not involve the refitted generator stays"
+
+
+def test_generator_seeds_get_their_own_runs_rows_and_a_mean_only_on_one_sid_table(tmp_path):
+    bench = _bench()
+    args = argparse.Namespace(work=tmp_path)
+    assert bench.generator_run(args, "sports", "collab", 42).name == "t5-items-collab", "seed 42 keeps its old run"
+    assert bench.generator_run(args, "sports", "collab", 2333).name == "t5-items-collab-seed2333"
+    assert bench.seed_of("generator, " + bench.source_label("collab", 2333)) == 2333
+    assert bench.seed_of("generator, " + bench.source_label("collab", 42)) == 42
+
+    def rows(source, seed, value):
+        label = f"t5-items, {bench.source_label(source, seed)} (beam 50, rerank w=1)"
+        return [bench.row("instruments", "generator", label, split,
+                          {"recall@5": .1, "ndcg@5": .05, "recall@10": .2, "ndcg@10": value + (split == "valid")},
+                          seeds=[seed], fit_s=100 * seed) for split in ("valid", "test")]
+
+    all_rows = rows("collab", 42, .08) + rows("collab", 2333, .09) + rows("collab", 6666, .10) + rows("letter", 42, .07)
+    sweeps = {"Instruments/collab": {"sid_table_sha256": "a"}, "Instruments/collab/seed2333": {"sid_table_sha256": "a"},
+              "Instruments/collab/seed6666": {"sid_table_sha256": "a"}, "Instruments/letter": {"sid_table_sha256": "b"}}
+    means = bench.seed_mean_rows(all_rows, sweeps)
+    assert [(r["dataset"], r["split"]) for r in means] == [("Instruments", "valid"), ("Instruments", "test")], \
+        "one source has seeds; the single-seed source gets no mean"
+    test = means[1]
+    assert test["method"] == "generator, mean over seeds" and test["seeds"] == [42, 2333, 6666]
+    assert test["ndcg@10"] == pytest.approx(.09) and test["std"]["ndcg@10"] == pytest.approx(.01, abs=1e-4)
+    assert test["variant"].split(" (")[0] == "t5-items, collab SIDs"
+    sweeps["Instruments/collab/seed6666"] = {"sid_table_sha256": "rebuilt"}
+    assert bench.seed_mean_rows(all_rows, sweeps) == [], "seeds on different SID tables are not averaged"
+    ordered = bench.table_order(means + all_rows)
+    assert [r["method"] for r in ordered][-2:] == ["generator, mean over seeds"] * 2

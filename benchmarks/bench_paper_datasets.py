@@ -17,7 +17,11 @@ selected on valid), sasrec (the Beauty bench's SASRec settings, --sasrec-seeds),
 cached in the run, so two processes can search side by side), evaluate (writes the table).
 Generator seeds (--seeds 42 2333 6666): one run per seed (generators/t5-items-<source>[-seed<k>]), a row per seed
 (each selected on its own valid), and a "generator, mean over seeds" row (mean ± std) per source whose seeds were
-fitted on one SID table (the checkpoints' sid_table_sha256).
+fitted on one SID table (the checkpoints' sid_table_sha256). A fit without its fit_done.json marker resumes from
+its last epoch's checkpoint (a killed fit, or one whose --max-time was raised); its record says from which step.
+The SIDs are reproducible only under the thread count they were built with (BLAS reductions change the low bits of
+the collaborative SVD, and the RQ-VAE's codes with them): the evidence and quantize manifests record
+torch_num_threads; the published Instruments / Sports SID tables were built with --threads 1.
 
 Writes benchmarks/results/paper_datasets.json: {"rows": [{"dataset", "method", "variant", "split", "seeds",
 "recall@5", "ndcg@5", "recall@10", "ndcg@10", "std", "fit_s"}, ...], "published_test": {...}}; rows of datasets
@@ -112,15 +116,34 @@ def fit(args, dataset: str, sids: str, seed: int) -> dict:
     fragments = [a for c in generate_configs() for a in ("-c", c)]
     # a step budget makes SID sources comparable when their fits share the cores unequally
     steps = ("--trainer.max_steps", str(args.max_steps)) if args.max_steps else ()
+    resumed = resume_point(run)
+    resume = ("--ckpt_path", resumed["checkpoint"]) if resumed else ()
+    earlier_s = resumed["earlier_s"] if resumed else 0.0
     fit_s = beauty.sh("fit", *fragments, "--data.run_dir", str(run), "--trainer.default_root_dir",
                       str(run / "generate"), "--trainer.enable_progress_bar", "false", "--trainer.max_time",
                       args.max_time, "--data.val_max_users", str(args.val_max_users), "--seed_everything",
-                      str(seed), *steps, threads=args.threads)
-    record = {"dataset": dataset, "sids": sids, "config": GENERATOR, "fit_s": round(fit_s), "max_time": args.max_time,
-              "max_steps": args.max_steps, "seed": seed, "val_max_users": args.val_max_users,
-              "threads": args.threads}
+                      str(seed), *steps, *resume, threads=args.threads)
+    record = {"dataset": dataset, "sids": sids, "config": GENERATOR, "fit_s": round(earlier_s + fit_s),
+              "max_time": args.max_time, "max_steps": args.max_steps, "seed": seed,
+              "val_max_users": args.val_max_users, "threads": args.threads}
+    if resumed:
+        record["resumed"] = resumed
     marker.write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def resume_point(run: Path) -> dict | None:
+    """An unfinished fit (killed, or stopped by a --max-time it should not have had) resumes from its last epoch's
+    checkpoint: trainer, optimizer, schedule, early stopping, the Timer's elapsed time and the StepSeed'ed dropout all
+    continue. Returns that checkpoint, its step and the seconds of training and validation already spent."""
+    last = run / "generate" / "checkpoints" / "last.ckpt"
+    if not last.exists():
+        return None
+    saved = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+    elapsed = next((v["time_elapsed"] for k, v in saved.get("callbacks", {}).items() if k.startswith("Timer")), {})
+    log.info("%s: resuming the unfinished fit from %s (step %d)", run.name, last, saved["global_step"])
+    return {"checkpoint": str(last), "step": int(saved["global_step"]),
+            "earlier_s": round(float(elapsed.get("train", 0.0) + elapsed.get("validate", 0.0)))}
 
 
 def floors(args, dataset: str) -> dict:

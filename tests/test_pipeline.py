@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from deepinterestgr.cli.main import main
 from deepinterestgr.pipeline import format_results_table
@@ -159,6 +160,8 @@ def test_manifests_record_resolved_config_seed_and_inputs_and_a_new_seed_or_edit
     pipeline()
     run = tmp_path / "run"
     manifests = {stage: read_manifest(run / stage) for stage in ("evidence", "quantize", "generate", "rl")}
+    for stage in ("evidence", "quantize"):  # their floats (and so the SIDs) depend on it
+        assert manifests[stage]["torch_num_threads"] == torch.get_num_threads(), stage
     for stage in ("quantize", "generate", "rl"):
         recorded = manifests[stage]
         assert recorded["config"]["seed_everything"] == 42, stage  # configs/trainer/cpu.yaml

@@ -8,6 +8,8 @@ import logging
 import time
 from pathlib import Path
 
+import torch
+
 from deepinterestgr.artifacts import READS, input_manifests, is_current, sha256_file, stage_record, write_manifest
 from deepinterestgr.evidence.branches import BranchRunner, run_captions, run_images, run_judging, run_mining, run_text
 from deepinterestgr.evidence.contracts import (
@@ -164,8 +166,11 @@ def run_evidence(
         # the record `is_current` compares, and what `dig items add` rebuilds the plugins from
         record = stage_record(stage_config({role: p.init_config() for role, p in plugins.items()}, batch_size,
                                            max_text_chars), input_manifests(run, READS[STAGE]))
+        # BLAS reductions differ with the thread count, and so do the embeddings' low bits and the SIDs built on
+        # them: a rebuild reproduces these bytes only under the same count
         write_manifest(run / STAGE, STAGE, [f for f, ok in written.items() if ok],
                        catalog_sha256=sha256_file(run / "data" / "catalog.jsonl"), **extra, **record,
+                       torch_num_threads=torch.get_num_threads(),
                        plugins=described, summary={k: v for k, v in summary.items() if k != "plugins"})
     else:
         summary["seconds"] = round(time.time() - started, 2)

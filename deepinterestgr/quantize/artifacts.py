@@ -91,7 +91,9 @@ def write_quantize_artifacts(out_dir: str | Path, codes: torch.Tensor, *, codebo
     files = table.save(out_dir)
     atomic_write_json(out_dir / METRICS_FILE, metrics)
     write_report(out_dir / REPORT_FILE, codes, codebook_size, collapsed)
-    write_manifest(out_dir, STAGE, [*files, METRICS_FILE, REPORT_FILE, *extra_files], **(record or {}))
+    # the SID table is reproducible under the same thread count only (see the evidence manifest)
+    write_manifest(out_dir, STAGE, [*files, METRICS_FILE, REPORT_FILE, *extra_files], **(record or {}),
+                   torch_num_threads=torch.get_num_threads())
     log.info("quantize: %d items, collision rate %.4f (prefixes %s), usage %s, perplexity %s -> %s",
              metrics["num_items"], metrics["collision_rate"], [round(c, 4) for c in metrics["prefix_collision_rate"]],
              metrics["usage"], [round(p, 1) for p in metrics["perplexity"]], out_dir)

@@ -21,7 +21,8 @@ fitted on one SID table (the checkpoints' sid_table_sha256). A fit without its f
 its last epoch's checkpoint (a killed fit, or one whose --max-time was raised); its record says from which step.
 The SIDs are reproducible only under the thread count they were built with (BLAS reductions change the low bits of
 the collaborative SVD, and the RQ-VAE's codes with them): the evidence and quantize manifests record
-torch_num_threads; the published Instruments / Sports SID tables were built with --threads 1.
+torch_num_threads. The Instruments table of the results was built with --threads 1 (a rebuild reproduced its
+sid_table_sha256; a 2-thread rebuild did not), as was Sports' (its README command).
 
 Writes benchmarks/results/paper_datasets.json: {"rows": [{"dataset", "method", "variant", "split", "seeds",
 "recall@5", "ndcg@5", "recall@10", "ndcg@10", "std", "fit_s"}, ...], "published_test": {...}}; rows of datasets

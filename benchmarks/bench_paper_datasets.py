@@ -117,7 +117,7 @@ def fit(args, dataset: str, sids: str, seed: int) -> dict:
     fragments = [a for c in generate_configs() for a in ("-c", c)]
     # a step budget makes SID sources comparable when their fits share the cores unequally
     steps = ("--trainer.max_steps", str(args.max_steps)) if args.max_steps else ()
-    resumed = resume_point(run)
+    resumed = resume_point(run, seed)
     resume = ("--ckpt_path", resumed["checkpoint"]) if resumed else ()
     earlier_s = resumed["earlier_s"] if resumed else 0.0
     fit_s = beauty.sh("fit", *fragments, "--data.run_dir", str(run), "--trainer.default_root_dir",
@@ -133,7 +133,7 @@ def fit(args, dataset: str, sids: str, seed: int) -> dict:
     return record
 
 
-def resume_point(run: Path) -> dict | None:
+def resume_point(run: Path, seed: int) -> dict | None:
     """An unfinished fit (killed, or stopped by a --max-time it should not have had) resumes from its last epoch's
     checkpoint: trainer, optimizer, schedule, early stopping, the Timer's elapsed time and the StepSeed'ed dropout all
     continue. Returns that checkpoint, its step and the seconds of training and validation already spent."""
@@ -141,6 +141,9 @@ def resume_point(run: Path) -> dict | None:
     if not last.exists():
         return None
     saved = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+    saved_seed = next((v.get("seed") for k, v in saved.get("callbacks", {}).items() if k.startswith("StepSeed")), None)
+    if saved_seed is not None and saved_seed != seed:
+        raise SystemExit(f"{last}: an unfinished fit under seed {saved_seed}, not {seed}; remove {run} to start over")
     elapsed = next((v["time_elapsed"] for k, v in saved.get("callbacks", {}).items() if k.startswith("Timer")), {})
     log.info("%s: resuming the unfinished fit from %s (step %d)", run.name, last, saved["global_step"])
     return {"checkpoint": str(last), "step": int(saved["global_step"]),

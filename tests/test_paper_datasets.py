@@ -334,11 +334,13 @@ def test_generator_seeds_get_their_own_runs_rows_and_a_mean_only_on_one_sid_tabl
 def test_an_unfinished_generator_fit_resumes_from_its_last_checkpoint_and_counts_its_time(tmp_path):
     bench = _bench()
     run = tmp_path / "t5-items-collab-seed2333"
-    assert bench.resume_point(run) is None, "a fresh run starts from scratch"
+    assert bench.resume_point(run, 2333) is None, "a fresh run starts from scratch"
     (run / "generate" / "checkpoints").mkdir(parents=True)
     torch.save({"global_step": 3605, "callbacks": {
         "Timer": {"time_elapsed": {"train": 1400.4, "validate": 20.2, "test": 0}}, "StepSeed": {"seed": 2333}}},
         run / "generate" / "checkpoints" / "last.ckpt")
-    resumed = bench.resume_point(run)
+    resumed = bench.resume_point(run, 2333)
     assert resumed == {"checkpoint": str(run / "generate" / "checkpoints" / "last.ckpt"), "step": 3605,
                        "earlier_s": 1421}
+    with pytest.raises(SystemExit, match="under seed 2333, not 6666"):
+        bench.resume_point(run, 6666)

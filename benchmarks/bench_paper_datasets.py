@@ -22,7 +22,7 @@ its last epoch's checkpoint (a killed fit, or one whose --max-time was raised); 
 The SIDs are reproducible only under the thread count they were built with (BLAS reductions change the low bits of
 the collaborative SVD, and the RQ-VAE's codes with them): the evidence and quantize manifests record
 torch_num_threads. The Instruments table of the results was built with --threads 1 (a rebuild reproduced its
-sid_table_sha256; a 2-thread rebuild did not), as was Sports' (its README command).
+sid_table_sha256 6a03b0..; a 2-thread rebuild did not), and so was Sports' (a 1-thread rebuild reproduced 0ad4c5..).
 
 Writes benchmarks/results/paper_datasets.json: {"rows": [{"dataset", "method", "variant", "split", "seeds",
 "recall@5", "ndcg@5", "recall@10", "ndcg@10", "std", "fit_s"}, ...], "published_test": {...}}; rows of datasets

@@ -88,12 +88,16 @@ def make_sids(args, dataset: str, sids: str) -> Path:
     return run
 
 
-def seed_suffix(seed: int) -> str:
-    """Seed 42 is the first fit of every source and keeps its unsuffixed name (earlier runs and rows use it)."""
-    return "" if seed == 42 else f"-seed{seed}"
+#: every source's first fit: its run, rows, bootstraps and sweep keep their unsuffixed names (earlier results use them)
+FIRST_SEED = 42
 
 
-def generator_run(args, dataset: str, sids: str, seed: int = 42) -> Path:
+def seed_suffix(seed: int, form: str = "-seed{}") -> str:
+    """A name's seed suffix in `form` (run directories "-seed{}", labels ", seed {}", sweep keys "/seed{}")."""
+    return "" if seed == FIRST_SEED else form.format(seed)
+
+
+def generator_run(args, dataset: str, sids: str, seed: int = FIRST_SEED) -> Path:
     """Each generator (SID source x seed) trains in its own run whose data/ and quantize/ link to its SID run."""
     run = args.work / dataset / "generators" / f"t5-items-{sids}{seed_suffix(seed)}"
     run.mkdir(parents=True, exist_ok=True)
@@ -245,17 +249,17 @@ def dataset_rows(args, dataset: str) -> tuple[list[dict], dict, list[dict]]:
 
 
 def source_label(sids: str, seed: int) -> str:
-    """How rows and bootstraps name a generator: its SID source, and its seed unless it is the first (42)."""
-    return f"{sids} SIDs" + ("" if seed == 42 else f", seed {seed}")
+    """How rows and bootstraps name a generator: its SID source, and its seed unless it is the first."""
+    return f"{sids} SIDs" + seed_suffix(seed, ", seed {}")
 
 
 def sweep_key(sids: str, seed: int) -> str:
-    return sids + ("" if seed == 42 else f"/seed{seed}")
+    return sids + seed_suffix(seed, "/seed{}")
 
 
 def seed_of(name: str) -> int:
     """The seed in a generator's row or bootstrap name (source_label's inverse)."""
-    return int(name.rsplit(", seed ", 1)[1]) if ", seed " in name else 42
+    return int(name.rsplit(", seed ", 1)[1]) if ", seed " in name else FIRST_SEED
 
 
 def seed_mean_rows(rows: list[dict], sweeps: dict) -> list[dict]:
@@ -365,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--phases", nargs="+", default=["sids", "floors", "sasrec", "fit", "evaluate"])
     p.add_argument("--sasrec-seeds", type=int, nargs="+", default=[42])
     p.add_argument("--sasrec-max-minutes", type=float, default=35.0)
-    p.add_argument("--seeds", "--seed", type=int, nargs="+", default=[42],
+    p.add_argument("--seeds", "--seed", type=int, nargs="+", default=[FIRST_SEED],
                    help="generator seeds: one fit (and run directory) per seed; seeds of one source fitted on one SID "
                         "table get a mean ± std row")
     p.add_argument("--threads", type=int, default=int(os.environ["OMP_NUM_THREADS"]))

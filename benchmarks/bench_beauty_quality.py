@@ -404,10 +404,17 @@ def mean_std(records: list[dict], split: str) -> tuple[dict, dict]:
 
 def per_user_floor_ndcg(run: Path, method_record: dict) -> torch.Tensor:
     """Per-user test NDCG@10 of the co-occurrence floor with its valid-selected weights (for the bootstrap)."""
+    from deepinterestgr.generate.evaluation import ndcg_per_user
+
+    return ndcg_per_user(per_user_floor_ranks(run, method_record))
+
+
+def per_user_floor_ranks(run: Path, method_record: dict) -> torch.Tensor:
+    """Per-user 0-based test rank of the target in the co-occurrence floor's top 10 (-1: not in it), users in the
+    sequences' order."""
     from deepinterestgr.baselines.cooccurrence import CoOccurrence
     from deepinterestgr.baselines.evaluation import drop_history_items, split_view
     from deepinterestgr.data.io import load_catalog, load_sequences
-    from deepinterestgr.generate.evaluation import ndcg_per_user
     from deepinterestgr.generate.metrics import hit_ranks
 
     sequences = load_sequences(str(run))
@@ -418,7 +425,7 @@ def per_user_floor_ndcg(run: Path, method_record: dict) -> torch.Tensor:
         top = drop_history_items(model.recommend(view.histories, k=10 + 20), view.histories, 10)
     else:
         top = model.recommend(view.histories, k=10)
-    return ndcg_per_user(hit_ranks(top, torch.tensor(view.targets)))
+    return hit_ranks(top, torch.tensor(view.targets))
 
 
 def row_owner(r: dict) -> str:

@@ -25,8 +25,11 @@ torch_num_threads. The Instruments table of the results was built with --threads
 sid_table_sha256 6a03b0..; a 2-thread rebuild did not), and so was Sports' (a 1-thread rebuild reproduced 0ad4c5..).
 
 Writes benchmarks/results/paper_datasets.json: {"rows": [{"dataset", "method", "variant", "split", "seeds",
-"recall@5", "ndcg@5", "recall@10", "ndcg@10", "std", "fit_s"}, ...], "published_test": {...}}; rows of datasets
-not evaluated by this invocation are kept.
+"recall@5", "ndcg@5", "recall@10", "ndcg@10", "std", "fit_s"}, ...], "published_test": {...}, "bootstrap": [...]};
+rows of datasets not evaluated by this invocation are kept. Beside it, paper_datasets_test_ranks.jsonl keeps every
+evaluated generator's and the co-occurrence floor's per-user test rank (top 10, one line each), so the paired
+bootstraps, the seed-mean one included (the seeds' per-user N@10 averaged, against co-occurrence), can be
+recomputed after the run directories are gone.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ DATASETS = {
                       "SASRec (TIGER paper, Table 1)": (0.0233, 0.0154, 0.0350, 0.0192)},
     },
 }
+SEED_MEAN = "generator, mean over seeds"
+FLOOR = "cooccurrence"
 log = logging.getLogger("bench_paper_datasets")
 
 
@@ -194,9 +199,10 @@ def row(dataset: str, method: str, variant: str, split: str, metrics: dict, **kw
     return {"dataset": DATASETS[dataset]["name"], **beauty.row(method, variant, split, metrics, **kw)}
 
 
-def dataset_rows(args, dataset: str) -> tuple[list[dict], dict, list[dict]]:
-    """The dataset's rows, its generators' sweeps, and paired bootstraps over test users of test N@10: every
-    generator against the co-occurrence floor, and the SID sources against each other."""
+def dataset_rows(args, dataset: str) -> tuple[list[dict], dict, list[dict], dict[str, torch.Tensor]]:
+    """The dataset's rows, its generators' sweeps, paired bootstraps over test users of test N@10 (every generator
+    against the co-occurrence floor, and the SID sources against each other), and the per-user test ranks they
+    came from (the generators' and the floor's, users in the sequences' order)."""
     from deepinterestgr.generate.evaluation import ndcg_per_user, paired_bootstrap
 
     rows: list[dict] = []
@@ -213,7 +219,7 @@ def dataset_rows(args, dataset: str) -> tuple[list[dict], dict, list[dict]]:
         rows.append(row(dataset, "sasrec", f"2x64, CE, len 50, dropout 0.5{no_repeat}", split, mean,
                         seeds=[r["seed"] for r in sas], std=std,
                         fit_s=round(sum(r["wall_time_s"] for r in sas) / len(sas))))
-    sweeps, per_user = {}, {}
+    sweeps, ranks = {}, {}
     for sids in DATASETS[dataset]["sids"]:
         for seed in args.seeds:
             run = generator_run(args, dataset, sids, seed)
@@ -226,8 +232,9 @@ def dataset_rows(args, dataset: str) -> tuple[list[dict], dict, list[dict]]:
             ev = beauty.evaluate_run(run, run.name, beams=args.beams, weights=args.weights)
             sweeps[sweep_key(sids, seed)] = {k: v for k, v in ev.items() if k not in ("test_ranks", "test_users")}
             name = f"generator, {source_label(sids, seed)}"
-            per_user[name] = torch.zeros(len(ev["test_ranks"]))
-            per_user[name][ev["test_users"]] = ndcg_per_user(ev["test_ranks"])
+            # a generator serves users in length order: its ranks back in the sequences' user order
+            ranks[name] = torch.full((len(ev["test_ranks"]),), -1, dtype=torch.long)
+            ranks[name][ev["test_users"]] = torch.as_tensor(ev["test_ranks"]).long()
             no_repeat = ", no repeats" if ev["selected_exclude_history"] else ""
             for split in ("valid", "test"):
                 label = (f"t5-items, {source_label(sids, seed)} (beam {ev['selected_beam']}, "
@@ -235,17 +242,84 @@ def dataset_rows(args, dataset: str) -> tuple[list[dict], dict, list[dict]]:
                 rows.append(row(dataset, "generator", label, split, ev[split], seeds=[fit_record["seed"]],
                                 fit_s=fit_record["fit_s"]))
     bootstraps = []
-    if per_user:
-        floor = beauty.per_user_floor_ndcg(sequences_run(args, dataset), floor_records["cooccurrence"])
-        names = list(per_user)
-        pairs = [(n, "cooccurrence", per_user[n], floor) for n in names]
+    if ranks:
+        names = list(ranks)
+        ranks[FLOOR] = beauty.per_user_floor_ranks(sequences_run(args, dataset), floor_records[FLOOR])
+        per_user = {n: ndcg_per_user(r) for n, r in ranks.items()}
+        pairs = [(n, FLOOR) for n in names]
         # SID sources are compared seed for seed (a seed's noise is not a source's effect)
-        pairs += [(a, b, per_user[a], per_user[b]) for i, a in enumerate(names) for b in names[i + 1:]
-                  if seed_of(a) == seed_of(b)]
-        for a, b, x, y in pairs:
+        pairs += [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if seed_of(a) == seed_of(b)]
+        for a, b in pairs:
             bootstraps.append({"dataset": DATASETS[dataset]["name"], "a": a, "b": b,
-                               "metric": "test ndcg@10 per user", **paired_bootstrap(x, y)})
-    return rows, sweeps, bootstraps
+                               "metric": "test ndcg@10 per user", **paired_bootstrap(per_user[a], per_user[b])})
+    return rows, sweeps, bootstraps, ranks
+
+
+def ranks_file(results: Path) -> Path:
+    return results.with_name(results.stem + "_test_ranks.jsonl")
+
+
+def load_ranks(path: Path) -> dict[str, dict[str, list[int]]]:
+    """dataset -> name (a bootstrap's: "generator, <source> SIDs[, seed k]" or "cooccurrence") -> per-user rank."""
+    out: dict[str, dict[str, list[int]]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            out.setdefault(entry["dataset"], {})[entry["name"]] = entry["test_rank"]
+    return out
+
+
+def save_ranks(path: Path, ranks: dict[str, dict[str, list[int]]]) -> None:
+    lines = [json.dumps({"dataset": d, "name": n, "test_rank": r}, separators=(",", ":"))
+             for d in sorted(ranks) for n, r in sorted(ranks[d].items())]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def top10(rank: torch.Tensor) -> list[int]:
+    """N@10 and R@10 need a rank only inside the top 10: -1 past it keeps the file to a few bytes a user."""
+    return torch.where((rank >= 0) & (rank < 10), rank, -1).tolist()
+
+
+def test_row_value(rows: list[dict], dataset: str, name: str) -> float | None:
+    """The test N@10 of the table row a ranks entry belongs to (None: no such row)."""
+    for r in rows:
+        if r["dataset"] != dataset or r["split"] != "test":
+            continue
+        if name == FLOOR and r["method"] == FLOOR:
+            return r["ndcg@10"]
+        owner = "t5-items, " + name.removeprefix("generator, ")
+        if r["method"] == "generator" and r["variant"].split(" (")[0] == owner:
+            return r["ndcg@10"]
+    return None
+
+
+def seed_mean_bootstraps(rows: list[dict], ranks: dict[str, dict[str, list[int]]]) -> list[dict]:
+    """For each test "mean over seeds" row, the paired bootstrap of its claim against co-occurrence: per user, test
+    N@10 averaged over the row's seeds, minus the floor's. Needs every seed's per-user ranks, each agreeing with its
+    row (a refitted generator or floor whose ranks were not recorded would not); otherwise none, and it says why."""
+    from deepinterestgr.generate.evaluation import ndcg_per_user, paired_bootstrap
+
+    out = []
+    for r in rows:
+        if r["method"] != SEED_MEAN or r["split"] != "test":
+            continue
+        source = r["variant"].removeprefix("t5-items, ").split(" SIDs")[0]
+        names = [f"generator, {source_label(source, seed)}" for seed in r["seeds"]]
+        have = ranks.get(r["dataset"], {})
+        missing = [n for n in [*names, FLOOR] if n not in have]
+        per_user = {n: ndcg_per_user(torch.tensor(have[n])) for n in [*names, FLOOR] if n in have}
+        row_values = {n: test_row_value(rows, r["dataset"], n) for n in per_user}
+        # rows hold 4 decimals: a recorded mean further off than that belongs to another fit of the row
+        stale = [n for n, x in per_user.items() if row_values[n] is None or abs(float(x.mean()) - row_values[n]) > 1e-4]
+        if missing or stale:
+            log.warning("%s %s: no seed-mean bootstrap (per-user ranks missing for %s, not matching their rows for "
+                        "%s; evaluate those runs again)", r["dataset"], r["variant"], missing or "-", stale or "-")
+            continue
+        mean = torch.stack([per_user[n] for n in names]).mean(0)
+        out.append({"dataset": r["dataset"], "a": f"generator, {source} SIDs, mean over seeds "
+                    + ", ".join(map(str, r["seeds"])), "b": FLOOR, "metric": "test ndcg@10 per user, seed mean",
+                    "seeds": r["seeds"], **paired_bootstrap(mean, per_user[FLOOR])})
+    return out
 
 
 def source_label(sids: str, seed: int) -> str:
@@ -324,7 +398,7 @@ def beauty_rows(path: Path) -> tuple[list[dict], dict]:
     if not path.exists():
         return [], {}
     beauty_result = json.loads(path.read_text())
-    keep = ("most-popular", "cooccurrence", "sasrec", "generator, mean over seeds")
+    keep = ("most-popular", FLOOR, "sasrec", SEED_MEAN)
     rows = [{**r, "dataset": "Beauty"} for r in beauty_result["rows"] if r["method"] in keep]
     return rows, {"Beauty": {k: v for k, v in beauty_result["published_test"].items() if k.startswith("TIGER")}}
 
@@ -412,21 +486,26 @@ def main(argv: list[str] | None = None) -> None:
     if "evaluate" not in args.phases:
         return
     old = json.loads(args.results.read_text()) if args.results.exists() else {}
+    ranks = load_ranks(ranks_file(args.results))
     rows, sweeps, bootstraps = [], {}, []
     for dataset in args.datasets:
-        new_rows, new_sweeps, new_boot = dataset_rows(args, dataset)
+        new_rows, new_sweeps, new_boot, new_ranks = dataset_rows(args, dataset)
         rows += new_rows
         bootstraps += new_boot
         sweeps |= {f"{DATASETS[dataset]['name']}/{s}": v for s, v in new_sweeps.items()}
+        ranks.setdefault(DATASETS[dataset]["name"], {}).update({n: top10(r) for n, r in new_ranks.items()})
     rows, sweeps, bootstraps = carry_over(old, rows, sweeps, bootstraps)
-    rows = [r for r in rows if r["method"] != "generator, mean over seeds"]  # recomputed from every seed's rows
+    # the seed means and their bootstraps are recomputed from every seed's rows and ranks
+    rows = [r for r in rows if r["method"] != SEED_MEAN]
     rows = table_order(rows + seed_mean_rows(rows, sweeps))
+    bootstraps = [b for b in bootstraps if "seeds" not in b] + seed_mean_bootstraps(rows, ranks)
     result = {"protocol": beauty.PROTOCOL, "rows": rows,
               "published_test": {DATASETS[d]["name"]: DATASETS[d]["published"] for d in DATASETS},
               "bootstrap": bootstraps, "generator_sweeps": sweeps, "threads": args.threads,
               "command": "python benchmarks/bench_paper_datasets.py " + " ".join(sys.argv[1:])}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(result, indent=2) + "\n")
+    save_ranks(ranks_file(args.results), ranks)
     print(f"wrote {args.results}\n")
     print(markdown_table(result, beauty=beauty.RESULTS / "beauty_quality.json"))
 

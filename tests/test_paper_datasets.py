@@ -344,3 +344,45 @@ def test_an_unfinished_generator_fit_resumes_from_its_last_checkpoint_and_counts
                        "earlier_s": 1421}
     with pytest.raises(SystemExit, match="under seed 2333, not 6666"):
         bench.resume_point(run, 6666)
+
+
+def test_per_user_ranks_outlive_the_runs_and_give_the_seed_mean_its_bootstrap(tmp_path):
+    """The ranks file keeps what a bootstrap needs once run directories are gone; a seed-mean row gets its paired
+    bootstrap against co-occurrence only from ranks that agree with every seed's row."""
+    from deepinterestgr.generate.evaluation import ndcg_per_user
+
+    bench = _bench()
+    g = torch.Generator().manual_seed(0)
+    users = 400
+    ranks = {name: torch.randint(-1, 14, (users,), generator=g) for name in
+             ["generator, collab SIDs", "generator, collab SIDs, seed 2333", bench.FLOOR]}
+    path = bench.ranks_file(tmp_path / "paper_datasets.json")
+    assert path.name == "paper_datasets_test_ranks.jsonl"
+    bench.save_ranks(path, {"Instruments": {n: bench.top10(r) for n, r in ranks.items()}})
+    loaded = bench.load_ranks(path)
+    assert len(path.read_text().splitlines()) == 3, "one line per generator or floor"
+    assert all(min(r) >= -1 and max(r) <= 9 for r in loaded["Instruments"].values()), "only the top 10 is kept"
+    ndcg = {n: float(ndcg_per_user(r).mean()) for n, r in ranks.items()}
+    assert float(ndcg_per_user(torch.tensor(loaded["Instruments"][bench.FLOOR])).mean()) == pytest.approx(
+        ndcg[bench.FLOOR]), "dropping ranks past 10 leaves N@10 as it was"
+
+    def test_row(method, variant, value, seeds):
+        return bench.row("instruments", method, variant, "test", {"recall@5": 0, "ndcg@5": 0, "recall@10": 0,
+                                                                   "ndcg@10": value}, seeds=seeds, fit_s=1)
+
+    rows = [test_row(bench.FLOOR, "weights selected on valid", ndcg[bench.FLOOR], []),
+            test_row("generator", "t5-items, collab SIDs (beam 50, rerank w=1)", ndcg["generator, collab SIDs"], [42]),
+            test_row("generator", "t5-items, collab SIDs, seed 2333 (beam 50, rerank w=1)",
+                     ndcg["generator, collab SIDs, seed 2333"], [2333]),
+            test_row(bench.SEED_MEAN, "t5-items, collab SIDs (selected on valid per seed)", 0.0, [42, 2333])]
+    (boot,) = bench.seed_mean_bootstraps(rows, loaded)
+    expected = (ndcg["generator, collab SIDs"] + ndcg["generator, collab SIDs, seed 2333"]) / 2 - ndcg[bench.FLOOR]
+    assert boot["a"] == "generator, collab SIDs, mean over seeds 42, 2333" and boot["b"] == bench.FLOOR
+    assert boot["seeds"] == [42, 2333] and boot["users"] == users
+    assert boot["mean_diff"] == pytest.approx(expected, abs=1e-6)
+    assert boot["ci95"][0] <= boot["mean_diff"] <= boot["ci95"][1]
+
+    refitted = [*rows[:2], {**rows[2], "ndcg@10": rows[2]["ndcg@10"] + 0.01}, rows[3]]
+    assert bench.seed_mean_bootstraps(refitted, loaded) == [], "ranks of another fit than the row's are not used"
+    del loaded["Instruments"]["generator, collab SIDs"]
+    assert bench.seed_mean_bootstraps(rows, loaded) == [], "a seed without recorded ranks means no bootstrap"

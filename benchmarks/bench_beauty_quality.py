@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -153,8 +154,31 @@ log = logging.getLogger("bench_beauty_quality")
 def sh(*args: str, threads: int = 1) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "deepinterestgr.cli.main", *args], cwd=REPO, env=env, check=True)
+    run_passing_sigterm([sys.executable, "-m", "deepinterestgr.cli.main", *args], env=env)
     return time.perf_counter() - t0
+
+
+def run_passing_sigterm(cmd: list[str], env: dict) -> None:
+    """subprocess.run(check=True), except that a SIGTERM to this benchmark (`kill <pid>`) reaches the child too and
+    is waited for: a killed benchmark must not leave its fit training on the cores as an orphan. (Ctrl-C already
+    reaches the whole process group.) Lightning ends a fit on SIGTERM after its current step; its last.ckpt stays
+    the one of the last finished epoch, so the fit can resume."""
+    received: list[int] = []
+    with subprocess.Popen(cmd, cwd=REPO, env=env) as proc:
+        def forward(signum, frame):
+            # no wait here: the handler runs inside proc.wait(), which holds the Popen's waitpid lock
+            received.append(signum)
+            proc.send_signal(signum)
+
+        previous = signal.signal(signal.SIGTERM, forward)
+        try:
+            rc = proc.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    if received:
+        raise SystemExit(128 + received[0])
+    if rc:
+        raise subprocess.CalledProcessError(rc, cmd)
 
 
 # ------------------------------------------------------------------------------------------------ phases

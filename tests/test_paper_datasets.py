@@ -386,3 +386,34 @@ def test_per_user_ranks_outlive_the_runs_and_give_the_seed_mean_its_bootstrap(tm
     assert bench.seed_mean_bootstraps(refitted, loaded) == [], "ranks of another fit than the row's are not used"
     del loaded["Instruments"]["generator, collab SIDs"]
     assert bench.seed_mean_bootstraps(rows, loaded) == [], "a seed without recorded ranks means no bootstrap"
+
+
+def test_a_killed_benchmark_takes_its_fit_with_it(tmp_path):
+    """`kill <benchmark pid>` must not leave the fit the benchmark started training on the cores as an orphan; a
+    failing fit still fails the benchmark."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    beauty = _bench().beauty
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        beauty.run_passing_sigterm([sys.executable, "-c", "raise SystemExit(3)"], env=dict(os.environ))
+    assert failed.value.returncode == 3
+
+    pidfile = tmp_path / "child.pid"
+    child = (f"import os, pathlib, time; pathlib.Path({str(pidfile)!r}).write_text(str(os.getpid()) + '\\n'); "
+             "time.sleep(300)")
+    wrapper = (f"import os, sys; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); import bench_beauty_quality as b; "
+               f"b.run_passing_sigterm([sys.executable, '-c', {child!r}], env=dict(os.environ))")
+    proc = subprocess.Popen([sys.executable, "-c", wrapper], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (pidfile.exists() and pidfile.read_text().endswith("\n")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the benchmark did not start its child"
+        time.sleep(0.1)
+    child_pid = int(pidfile.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):
+        os.kill(child_pid, 0)  # terminated and reaped by the benchmark before it exited

@@ -19,6 +19,7 @@ Generator seeds (--seeds 42 2333 6666): one run per seed (generators/t5-items-<s
 (each selected on its own valid), and a "generator, mean over seeds" row (mean ± std) per source whose seeds were
 fitted on one SID table (the checkpoints' sid_table_sha256). A fit without its fit_done.json marker resumes from
 its last epoch's checkpoint (a killed fit, or one whose --max-time was raised); its record says from which step.
+Killing the benchmark (SIGTERM) stops the fit it runs too, at the end of its current step.
 The SIDs are reproducible only under the thread count they were built with (BLAS reductions change the low bits of
 the collaborative SVD, and the RQ-VAE's codes with them): the evidence and quantize manifests record
 torch_num_threads. The Instruments table of the results was built with --threads 1 (a rebuild reproduced its

@@ -281,7 +281,7 @@ def top10(rank: torch.Tensor) -> list[int]:
     return torch.where((rank >= 0) & (rank < 10), rank, -1).tolist()
 
 
-def test_row_value(rows: list[dict], dataset: str, name: str) -> float | None:
+def row_test_ndcg(rows: list[dict], dataset: str, name: str) -> float | None:
     """The test N@10 of the table row a ranks entry belongs to (None: no such row)."""
     for r in rows:
         if r["dataset"] != dataset or r["split"] != "test":
@@ -309,7 +309,7 @@ def seed_mean_bootstraps(rows: list[dict], ranks: dict[str, dict[str, list[int]]
         have = ranks.get(r["dataset"], {})
         missing = [n for n in [*names, FLOOR] if n not in have]
         per_user = {n: ndcg_per_user(torch.tensor(have[n])) for n in [*names, FLOOR] if n in have}
-        row_values = {n: test_row_value(rows, r["dataset"], n) for n in per_user}
+        row_values = {n: row_test_ndcg(rows, r["dataset"], n) for n in per_user}
         # rows hold 4 decimals: a recorded mean further off than that belongs to another fit of the row
         stale = [n for n, x in per_user.items() if row_values[n] is None or abs(float(x.mean()) - row_values[n]) > 1e-4]
         if missing or stale:

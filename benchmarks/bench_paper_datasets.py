@@ -296,8 +296,9 @@ def row_test_ndcg(rows: list[dict], dataset: str, name: str) -> float | None:
 
 def seed_mean_bootstraps(rows: list[dict], ranks: dict[str, dict[str, list[int]]]) -> list[dict]:
     """For each test "mean over seeds" row, the paired bootstrap of its claim against co-occurrence: per user, test
-    N@10 averaged over the row's seeds, minus the floor's. Needs every seed's per-user ranks, each agreeing with its
-    row (a refitted generator or floor whose ranks were not recorded would not); otherwise none, and it says why."""
+    N@10 averaged over the row's seeds, minus the floor's. Only ranks that agree with their rows count (a refitted
+    generator or floor whose ranks were not recorded would not). When some seeds' ranks are missing but two or more
+    agree, the bootstrap is over those seeds and its name and `of_seeds` say so; with fewer, none, and it says why."""
     from deepinterestgr.generate.evaluation import ndcg_per_user, paired_bootstrap
 
     out = []
@@ -305,21 +306,26 @@ def seed_mean_bootstraps(rows: list[dict], ranks: dict[str, dict[str, list[int]]
         if r["method"] != SEED_MEAN or r["split"] != "test":
             continue
         source = r["variant"].removeprefix("t5-items, ").split(" SIDs")[0]
-        names = [f"generator, {source_label(source, seed)}" for seed in r["seeds"]]
+        names = {seed: f"generator, {source_label(source, seed)}" for seed in r["seeds"]}
         have = ranks.get(r["dataset"], {})
-        missing = [n for n in [*names, FLOOR] if n not in have]
-        per_user = {n: ndcg_per_user(torch.tensor(have[n])) for n in [*names, FLOOR] if n in have}
+        per_user = {n: ndcg_per_user(torch.tensor(have[n])) for n in [*names.values(), FLOOR] if n in have}
         row_values = {n: row_test_ndcg(rows, r["dataset"], n) for n in per_user}
         # rows hold 4 decimals: a recorded mean further off than that belongs to another fit of the row
-        stale = [n for n, x in per_user.items() if row_values[n] is None or abs(float(x.mean()) - row_values[n]) > 1e-4]
-        if missing or stale:
-            log.warning("%s %s: no seed-mean bootstrap (per-user ranks missing for %s, not matching their rows for "
-                        "%s; evaluate those runs again)", r["dataset"], r["variant"], missing or "-", stale or "-")
+        agree = {n for n, x in per_user.items()
+                 if row_values[n] is not None and abs(float(x.mean()) - row_values[n]) <= 1e-4}
+        seeds = [seed for seed, n in names.items() if n in agree]
+        unusable = [n for n in [*names.values(), FLOOR] if n not in agree]
+        if unusable:
+            log.warning("%s %s: per-user ranks missing or not matching their rows for %s (evaluate those runs "
+                        "again)%s", r["dataset"], r["variant"], unusable,
+                        "" if FLOOR in agree and len(seeds) >= 2 else "; no seed-mean bootstrap")
+        if FLOOR not in agree or len(seeds) < 2:
             continue
-        mean = torch.stack([per_user[n] for n in names]).mean(0)
+        mean = torch.stack([per_user[names[seed]] for seed in seeds]).mean(0)
+        partial = "" if seeds == r["seeds"] else f" (of {', '.join(map(str, r['seeds']))}: the others' ranks lost)"
         out.append({"dataset": r["dataset"], "a": f"generator, {source} SIDs, mean over seeds "
-                    + ", ".join(map(str, r["seeds"])), "b": FLOOR, "metric": "test ndcg@10 per user, seed mean",
-                    "seeds": r["seeds"], **paired_bootstrap(mean, per_user[FLOOR])})
+                    + ", ".join(map(str, seeds)) + partial, "b": FLOOR, "metric": "test ndcg@10 per user, seed mean",
+                    "seeds": seeds, "of_seeds": r["seeds"], **paired_bootstrap(mean, per_user[FLOOR])})
     return out
 
 

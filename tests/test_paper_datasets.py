@@ -382,10 +382,26 @@ def test_per_user_ranks_outlive_the_runs_and_give_the_seed_mean_its_bootstrap(tm
     assert boot["mean_diff"] == pytest.approx(expected, abs=1e-6)
     assert boot["ci95"][0] <= boot["mean_diff"] <= boot["ci95"][1]
 
+    assert boot["of_seeds"] == [42, 2333]
+
     refitted = [*rows[:2], {**rows[2], "ndcg@10": rows[2]["ndcg@10"] + 0.01}, rows[3]]
     assert bench.seed_mean_bootstraps(refitted, loaded) == [], "ranks of another fit than the row's are not used"
+
+    # a third seed; the first seed's ranks lost: the two that remain still give a bootstrap, and it says whose
+    third = torch.randint(-1, 14, (users,), generator=g)
+    loaded["Instruments"]["generator, collab SIDs, seed 6666"] = bench.top10(third)
+    rows = [*rows[:3], test_row("generator", "t5-items, collab SIDs, seed 6666 (beam 50, rerank w=1)",
+                                float(ndcg_per_user(third).mean()), [6666]),
+            test_row(bench.SEED_MEAN, "t5-items, collab SIDs (selected on valid per seed)", 0.0, [42, 2333, 6666])]
     del loaded["Instruments"]["generator, collab SIDs"]
-    assert bench.seed_mean_bootstraps(rows, loaded) == [], "a seed without recorded ranks means no bootstrap"
+    (boot,) = bench.seed_mean_bootstraps(rows, loaded)
+    assert boot["seeds"] == [2333, 6666] and boot["of_seeds"] == [42, 2333, 6666]
+    assert boot["a"] == "generator, collab SIDs, mean over seeds 2333, 6666 (of 42, 2333, 6666: the others' ranks lost)"
+    assert boot["mean_diff"] == pytest.approx(
+        (ndcg["generator, collab SIDs, seed 2333"] + float(ndcg_per_user(third).mean())) / 2 - ndcg[bench.FLOOR],
+        abs=1e-6)
+    del loaded["Instruments"]["generator, collab SIDs, seed 6666"]
+    assert bench.seed_mean_bootstraps(rows, loaded) == [], "one seed with ranks is no seed mean"
 
 
 def test_a_killed_benchmark_takes_its_fit_with_it(tmp_path):

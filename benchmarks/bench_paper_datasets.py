@@ -103,9 +103,18 @@ def seed_suffix(seed: int, form: str = "-seed{}") -> str:
     return "" if seed == FIRST_SEED else form.format(seed)
 
 
+def generator_dir(args, dataset: str, sids: str, seed: int = FIRST_SEED) -> Path:
+    """Where a generator (SID source x seed) trains; looking does not create it."""
+    return args.work / dataset / "generators" / f"t5-items-{sids}{seed_suffix(seed)}"
+
+
+def selected_sources(args, dataset: str) -> list[str]:
+    return [s for s in DATASETS[dataset]["sids"] if args.sids is None or s in args.sids]
+
+
 def generator_run(args, dataset: str, sids: str, seed: int = FIRST_SEED) -> Path:
-    """Each generator (SID source x seed) trains in its own run whose data/ and quantize/ link to its SID run."""
-    run = args.work / dataset / "generators" / f"t5-items-{sids}{seed_suffix(seed)}"
+    """Each generator trains in its own run whose data/ and quantize/ link to its SID run."""
+    run = generator_dir(args, dataset, sids, seed)
     run.mkdir(parents=True, exist_ok=True)
     for part in ("data", "quantize"):
         link = run / part
@@ -221,9 +230,9 @@ def dataset_rows(args, dataset: str) -> tuple[list[dict], dict, list[dict], dict
                         seeds=[r["seed"] for r in sas], std=std,
                         fit_s=round(sum(r["wall_time_s"] for r in sas) / len(sas))))
     sweeps, ranks = {}, {}
-    for sids in DATASETS[dataset]["sids"]:
+    for sids in selected_sources(args, dataset):
         for seed in args.seeds:
-            run = generator_run(args, dataset, sids, seed)
+            run = generator_dir(args, dataset, sids, seed)
             marker = run / "generate" / "fit_done.json"
             if not marker.exists():
                 log.warning("%s: generator on %s SIDs, seed %d has no finished fit; left out (run --phases fit)",
@@ -322,7 +331,9 @@ def seed_mean_bootstraps(rows: list[dict], ranks: dict[str, dict[str, list[int]]
         if FLOOR not in agree or len(seeds) < 2:
             continue
         mean = torch.stack([per_user[names[seed]] for seed in seeds]).mean(0)
-        partial = "" if seeds == r["seeds"] else f" (of {', '.join(map(str, r['seeds']))}: the others' ranks lost)"
+        lost = [seed for seed in r["seeds"] if seed not in seeds]
+        partial = "" if not lost else (f" (of {', '.join(map(str, r['seeds']))}: per-user ranks of seed "
+                                       f"{', '.join(map(str, lost))} lost)")
         out.append({"dataset": r["dataset"], "a": f"generator, {source} SIDs, mean over seeds "
                     + ", ".join(map(str, seeds)) + partial, "b": FLOOR, "metric": "test ndcg@10 per user, seed mean",
                     "seeds": seeds, "of_seeds": r["seeds"], **paired_bootstrap(mean, per_user[FLOOR])})
@@ -446,7 +457,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "paper_datasets", help="run directories and fits")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    p.add_argument("--sids", nargs="+", default=None, help="SID sources to run (default: every source of a dataset)")
+    p.add_argument("--sids", nargs="+", default=None,
+                   help="SID sources to fit and evaluate (default: every source of a dataset); the other sources' "
+                        "rows stay as --results has them")
     p.add_argument("--phases", nargs="+", default=["sids", "floors", "sasrec", "fit", "evaluate"])
     p.add_argument("--sasrec-seeds", type=int, nargs="+", default=[42])
     p.add_argument("--sasrec-max-minutes", type=float, default=35.0)
@@ -469,25 +482,22 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
 
-    def sources(dataset: str) -> list[str]:
-        return [s for s in DATASETS[dataset]["sids"] if args.sids is None or s in args.sids]
-
     for dataset in args.datasets:
         if "sids" in args.phases:
-            for s in sources(dataset):
+            for s in selected_sources(args, dataset):
                 make_sids(args, dataset, s)
         if "floors" in args.phases:
             floors(args, dataset)
         if "fit" in args.phases:
-            for s in sources(dataset):
+            for s in selected_sources(args, dataset):
                 for seed in args.seeds:
                     fit(args, dataset, s, seed)
         if "sasrec" in args.phases:
             sasrec(args, dataset)
         if "candidates" in args.phases:
-            for s in sources(dataset):
+            for s in selected_sources(args, dataset):
                 for seed in args.seeds:
-                    run = generator_run(args, dataset, s, seed)
+                    run = generator_dir(args, dataset, s, seed)
                     if (run / "generate" / "fit_done.json").exists():
                         beauty.evaluate_run(run, run.name, beams=args.beams, weights=args.weights)
     if "evaluate" not in args.phases:

@@ -306,6 +306,11 @@ def test_generator_seeds_get_their_own_runs_rows_and_a_mean_only_on_one_sid_tabl
     args = argparse.Namespace(work=tmp_path)
     assert bench.generator_run(args, "sports", "collab", 42).name == "t5-items-collab", "seed 42 keeps its old run"
     assert bench.generator_run(args, "sports", "collab", 2333).name == "t5-items-collab-seed2333"
+    assert not bench.generator_dir(args, "sports", "attr-collab", 6666).exists(), "looking for a fit makes no run"
+    args.sids = None
+    assert bench.selected_sources(args, "sports") == list(bench.DATASETS["sports"]["sids"])
+    args.sids = ["collab"]
+    assert bench.selected_sources(args, "sports") == ["collab"]
     assert bench.seed_of("generator, " + bench.source_label("collab", 2333)) == 2333
     assert bench.seed_of("generator, " + bench.source_label("collab", 42)) == 42
 
@@ -396,7 +401,8 @@ def test_per_user_ranks_outlive_the_runs_and_give_the_seed_mean_its_bootstrap(tm
     del loaded["Instruments"]["generator, collab SIDs"]
     (boot,) = bench.seed_mean_bootstraps(rows, loaded)
     assert boot["seeds"] == [2333, 6666] and boot["of_seeds"] == [42, 2333, 6666]
-    assert boot["a"] == "generator, collab SIDs, mean over seeds 2333, 6666 (of 42, 2333, 6666: the others' ranks lost)"
+    assert boot["a"] == ("generator, collab SIDs, mean over seeds 2333, 6666 "
+                         "(of 42, 2333, 6666: per-user ranks of seed 42 lost)")
     assert boot["mean_diff"] == pytest.approx(
         (ndcg["generator, collab SIDs, seed 2333"] + float(ndcg_per_user(third).mean())) / 2 - ndcg[bench.FLOOR],
         abs=1e-6)

@@ -104,6 +104,12 @@ VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
     # the recipe with FastDropout masks (1.16x cheaper steps, bench_train_step_parts.py): more steps in the cap
     "t5-items-collab-2threads-fastdrop": ("configs/model/generator_t5_items.yaml", "collab",
                                           ("--model.generator.init_args.fast_dropout", "true")),
+    # the recipe with the item-level softmax weighted 2x / 4x against the SID loss: the re-ranked list is dominated
+    # by the item-level scores (selected rerank weights 2-4) and those alone rank the catalog at .040 against
+    # SASRec's .047, so the shared encoder is pushed towards the item task
+    **{f"t5-items-collab-2threads-itemw{w}": ("configs/model/generator_t5_items.yaml", "collab",
+                                             ("--model.item_loss_weight", str(float(w))))
+       for w in (2, 4)},
     # the DCIM ablation on the recipe (seed 42): the item text joined with zero-shot DCIM descriptors, and with
     # descriptors mined by the packaged SmolLM2 (int8, schema-constrained), each fused with the collaborative source
     "t5-items-collab-dcim-2threads": ("configs/model/generator_t5_items.yaml", "collab_dcim", ()),
@@ -127,7 +133,8 @@ FIT_THREADS = {name: 2 for name in ("t5-items-collab-2threads", "t5-items-collab
                                     "t5-items-collab-2threads-ema-seed2333", "t5-items-collab-2threads-ema-seed6666",
                                     "t5-items-collab-dcim-2threads", "t5-items-collab-llm-dcim-2threads",
                                     "t5-items-collab-2threads-fastdrop", "t5-items-collab-llm-dcim-2threads-seed2333",
-                                    "t5-items-collab-llm-dcim-2threads-seed6666", "t5-items-collab-qseed2-2threads")}
+                                    "t5-items-collab-llm-dcim-2threads-seed6666", "t5-items-collab-qseed2-2threads",
+                                    "t5-items-collab-2threads-itemw2", "t5-items-collab-2threads-itemw4")}
 # rows reported as mean ± std over seeds: name -> the variants that are its seeds (t5-items-collab is seed 42)
 SEED_GROUPS = {"t5-items-collab": ["t5-items-collab", "t5-items-collab-seed2333", "t5-items-collab-seed6666"],
                "t5-items-collab-cosine-full": ["t5-items-collab-cosine-full", "t5-items-collab-cosine-full-seed2333",
@@ -143,6 +150,8 @@ SEED_GROUPS = {"t5-items-collab": ["t5-items-collab", "t5-items-collab-seed2333"
 ABLATION_PAIRS = {**{f"t5-items-collab-2threads-ema{suffix}": f"t5-items-collab-2threads{suffix}"
                      for suffix in ("", "-seed2333", "-seed6666")},
                   "t5-items-collab-2threads-fastdrop": "t5-items-collab-2threads",
+                  "t5-items-collab-2threads-itemw2": "t5-items-collab-2threads",
+                  "t5-items-collab-2threads-itemw4": "t5-items-collab-2threads",
                   "t5-items-collab-dcim-2threads": "t5-items-collab-2threads",
                   "t5-items-collab-llm-dcim-2threads": "t5-items-collab-2threads",
                   **{f"t5-items-collab-llm-dcim-2threads-seed{seed}": f"t5-items-collab-2threads-seed{seed}"
@@ -426,13 +435,6 @@ def mean_std(records: list[dict], split: str) -> tuple[dict, dict]:
     return dict(zip(COLUMNS, t.mean(0).tolist())), {c: round(float(s), 4) for c, s in zip(COLUMNS, std)}
 
 
-def per_user_floor_ndcg(run: Path, method_record: dict) -> torch.Tensor:
-    """Per-user test NDCG@10 of the co-occurrence floor with its valid-selected weights (for the bootstrap)."""
-    from deepinterestgr.generate.evaluation import ndcg_per_user
-
-    return ndcg_per_user(per_user_floor_ranks(run, method_record))
-
-
 def per_user_floor_ranks(run: Path, method_record: dict) -> torch.Tensor:
     """Per-user 0-based test rank of the target in the co-occurrence floor's top 10 (-1: not in it), users in the
     sequences' order."""
@@ -455,6 +457,75 @@ def per_user_floor_ranks(run: Path, method_record: dict) -> torch.Tensor:
 def row_owner(r: dict) -> str:
     """What produced a row: a floor or SASRec (its method) or a generator variant (its name)."""
     return r["variant"].split(" (")[0] if r["method"].startswith(("generator", "hybrid")) else r["method"]
+
+
+def user_order_ranks(ev: dict, users: int, key: str = "test_ranks") -> torch.Tensor:
+    """A generator serves users in length order: its per-user ranks back in the sequences' user order."""
+    out = torch.full((users,), -1, dtype=torch.long)
+    out[torch.as_tensor(ev["test_users"]).long()] = torch.as_tensor(ev[key]).long()
+    return out
+
+
+def ranks_file(results: Path) -> Path:
+    return results.with_name(results.stem + "_test_ranks.jsonl")
+
+
+def load_ranks(path: Path) -> dict[str, list[int]]:
+    """variant -> per-user test rank (users in the sequences' order; -1: not in the top 10)."""
+    if not path.exists():
+        return {}
+    return {e["name"]: e["test_rank"] for e in map(json.loads, path.read_text().splitlines())}
+
+
+def save_ranks(path: Path, ranks: dict[str, list[int]]) -> None:
+    path.write_text("\n".join(json.dumps({"name": n, "test_rank": r}, separators=(",", ":"))
+                              for n, r in sorted(ranks.items())) + "\n")
+
+
+def top10(rank: torch.Tensor) -> list[int]:
+    """N@10 and R@10 need a rank only inside the top 10: -1 past it keeps the file to a few bytes a user."""
+    return torch.where((rank >= 0) & (rank < 10), rank, -1).tolist()
+
+
+def selected_test_ndcg(rows: list[dict], name: str) -> float | None:
+    """The test N@10 of a variant's selected row (the one its recorded ranks belong to)."""
+    for r in rows:
+        if (r["method"] == "generator" and r["split"] == "test" and r["variant"].startswith(f"{name} (")
+                and "no rerank" not in r["variant"] and "no dense" not in r["variant"]):
+            return r["ndcg@10"]
+    return None
+
+
+def ablation_bootstraps(evaluations: dict, recorded: dict[str, list[int]], old_rows: list[dict]) -> dict:
+    """ABLATION_PAIRS with at least one side evaluated now, paired per test user; a side not evaluated now pairs
+    through its recorded ranks when they agree with its row of the earlier results (4 decimals), else it is left out
+    with a warning."""
+    from deepinterestgr.generate.evaluation import ndcg_per_user, paired_bootstrap
+
+    def per_user(name: str) -> torch.Tensor | None:
+        if name in evaluations:
+            return ndcg_per_user(torch.tensor(recorded[name]))
+        if name not in recorded:
+            return None
+        x, row_value = ndcg_per_user(torch.tensor(recorded[name])), selected_test_ndcg(old_rows, name)
+        if row_value is None or abs(float(x.mean()) - row_value) > 1e-4:
+            log.warning("recorded ranks of %s do not match its row (%s vs %.4f); evaluate it again to pair it",
+                        name, row_value, float(x.mean()))
+            return None
+        return x
+
+    out = {}
+    for name, base in ABLATION_PAIRS.items():
+        if name not in evaluations and base not in evaluations:
+            continue
+        a, b = per_user(name), per_user(base)
+        if a is None or b is None:
+            log.warning("ablation %s - %s: no per-user ranks for %s; left out", name, base,
+                        name if a is None else base)
+            continue
+        out[name] = {"a": f"generator {name}", "b": f"generator {base}", "metric": "test ndcg@10 per user",
+                     **paired_bootstrap(a, b)}
+    return out
 
 
 def carry_over(results: Path, rows: list[dict], sweeps: dict, bootstrap: dict | None):
@@ -672,13 +743,11 @@ def main(argv: list[str] | None = None) -> None:
     if evaluations:
         from deepinterestgr.generate.evaluation import ndcg_per_user, paired_bootstrap
 
-        floor = per_user_floor_ndcg(sequences_run(args), floor_records["cooccurrence"])
+        floor_ranks = per_user_floor_ranks(sequences_run(args), floor_records["cooccurrence"])
+        floor = ndcg_per_user(floor_ranks)
 
         def by_user(name: str, key: str = "test_ranks") -> torch.Tensor:
-            # a generator serves users in length order: its per-user N@10 back in the floor's user order
-            out = torch.zeros_like(floor)
-            out[evaluations[name]["test_users"]] = ndcg_per_user(evaluations[name][key])
-            return out
+            return ndcg_per_user(user_order_ranks(evaluations[name], len(floor), key))
 
         best = max(evaluations, key=lambda n: evaluations[n]["valid"]["ndcg@10"])  # chosen on valid
         bootstrap = {"a": f"generator {best}", "b": "cooccurrence", "metric": "test ndcg@10 per user",
@@ -688,16 +757,23 @@ def main(argv: list[str] | None = None) -> None:
             best_h = max(hybrids, key=lambda n: evaluations[n]["hybrid"]["valid"]["ndcg@10"])
             bootstrap["hybrid"] = {"a": f"hybrid {best_h}", "b": "cooccurrence", "metric": "test ndcg@10 per user",
                                    **paired_bootstrap(by_user(best_h, "hybrid_test_ranks"), floor)}
-        ablations = {}
-        for name, base in ABLATION_PAIRS.items():
-            if name in evaluations and base in evaluations:
-                ablations[name] = {"a": f"generator {name}", "b": f"generator {base}",
-                                   "metric": "test ndcg@10 per user", **paired_bootstrap(by_user(name), by_user(base))}
-        if ablations:
-            bootstrap["ablations"] = ablations
     per_user = ("test_ranks", "test_users", "hybrid_test_ranks")
     sweeps = {n: {k: v for k, v in e.items() if k not in per_user} for n, e in evaluations.items()}
+    old_rows = json.loads(args.results.read_text()).get("rows", []) if args.results.exists() else []
     rows, sweeps, bootstrap = carry_over(args.results, rows, sweeps, bootstrap)
+    if evaluations:
+        # every evaluated variant's per-user test ranks beside the results, so a later invocation can pair a new
+        # variant with one whose run directory is gone
+        recorded = load_ranks(ranks_file(args.results))
+        recorded.update({name: top10(user_order_ranks(ev, len(floor))) for name, ev in evaluations.items()})
+        recorded["cooccurrence"] = top10(floor_ranks)
+        save_ranks(ranks_file(args.results), recorded)
+        ablations = ablation_bootstraps(evaluations, recorded, old_rows)
+        for name, b in (bootstrap.get("ablations") or {}).items():
+            if name not in ablations and (name in evaluations or ABLATION_PAIRS.get(name) in evaluations):
+                # kept from an earlier invocation, but one side was refitted since: it pairs the earlier fit
+                b["note"] = "measured against an earlier fit of one side (its per-user ranks were not recorded)"
+        bootstrap["ablations"] = {**(bootstrap.get("ablations") or {}), **ablations}
     rows = [r for r in rows if not r["method"].endswith("mean over seeds")] + seed_group_rows(rows)
     print_table(rows)
     for name, (r5, n5, r10, n10) in PUBLISHED.items():

@@ -308,6 +308,39 @@ def test_quality_benchmark_keeps_earlier_ablation_bootstraps_beside_new_ones(tmp
     assert set(boot["ablations"]) == {"x-ema", "y-ema"} and set(sweeps) == {"best", "y"}
 
 
+def test_quality_benchmark_pairs_a_new_variant_with_recorded_ranks_of_an_earlier_one(tmp_path, monkeypatch):
+    """Per-user test ranks are kept beside the results (top 10 only), and an ablation whose base was evaluated by an
+    earlier invocation pairs through them, but only while they agree with the base's row."""
+    import torch
+
+    from deepinterestgr.generate.evaluation import ndcg_per_user
+
+    bench = _quality_bench()
+    monkeypatch.setattr(bench, "ABLATION_PAIRS", {"new": "base", "other": "gone"})
+    users = 400
+    gen = torch.Generator().manual_seed(0)
+    base_ranks = torch.randint(-1, 30, (users,), generator=gen)
+    order = torch.randperm(users, generator=gen)  # generators serve users in length order
+    evaluations = {"new": {"test_users": order, "test_ranks": torch.zeros(users, dtype=torch.long)},
+                   "other": {"test_users": order, "test_ranks": torch.zeros(users, dtype=torch.long)}}
+    path = bench.ranks_file(tmp_path / "beauty_quality.json")
+    assert path.name == "beauty_quality_test_ranks.jsonl"
+    bench.save_ranks(path, {"base": bench.top10(base_ranks)})
+    recorded = bench.load_ranks(path)
+    assert max(recorded["base"]) < 10 and recorded["base"].count(-1) == int(((base_ranks < 0) | (base_ranks >= 10))
+                                                                               .sum())
+    recorded.update({n: bench.top10(bench.user_order_ranks(ev, users)) for n, ev in evaluations.items()})
+    assert recorded["new"] == [0] * users, "ranks go back to the sequences' user order"
+    ndcg = float(ndcg_per_user(torch.tensor(recorded["base"])).mean())
+    base_row = bench.row("generator", "base (beam 50, rerank w=2, no repeats)", "test",
+                         {c: ndcg for c in bench.COLUMNS}, seeds=[42], fit_s=1)
+    out = bench.ablation_bootstraps(evaluations, recorded, [base_row])
+    assert set(out) == {"new"}, "a base with no recorded ranks is left out"
+    assert out["new"]["mean_diff"] == pytest.approx(1.0 - ndcg, abs=1e-6) and out["new"]["users"] == users
+    stale = {**base_row, "ndcg@10": round(ndcg + 0.01, 4)}
+    assert bench.ablation_bootstraps(evaluations, recorded, [stale]) == {}, "ranks of another fit of the base"
+
+
 def test_quality_benchmark_keeps_the_hybrid_bootstrap_of_the_best_hybrid_on_valid(tmp_path):
     """A later invocation whose hybrids are all worse on valid must not replace the best hybrid's bootstrap."""
     bench = _quality_bench()

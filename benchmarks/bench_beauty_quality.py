@@ -28,7 +28,9 @@ Phases (each reuses what an earlier invocation left, so the command resumes):
              "hybrid: generator + co-occurrence prior", never counted as the generator's own
 
 Writes benchmarks/results/beauty_quality.json: {"rows": [{"method", "variant", "protocol", "split", "seeds",
-"recall@5", "ndcg@5", "recall@10", "ndcg@10", "std": {...}, "fit_s"}, ...], "bootstrap": {...}, ...}.
+"recall@5", "ndcg@5", "recall@10", "ndcg@10", "std": {...}, "fit_s"}, ...], "bootstrap": {...}, ...}, and beside it
+beauty_quality_test_ranks.jsonl: each evaluated variant's (and co-occurrence's) per-user test rank inside the top 10,
+so that a later invocation pairs a new variant with an earlier one whose run directory is gone (ABLATION_PAIRS).
 """
 
 from __future__ import annotations

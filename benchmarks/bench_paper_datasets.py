@@ -265,8 +265,7 @@ def dataset_rows(args, dataset: str) -> tuple[list[dict], dict, list[dict], dict
     return rows, sweeps, bootstraps, ranks
 
 
-def ranks_file(results: Path) -> Path:
-    return results.with_name(results.stem + "_test_ranks.jsonl")
+ranks_file = beauty.ranks_file  # <results stem>_test_ranks.jsonl beside the results
 
 
 def load_ranks(path: Path) -> dict[str, dict[str, list[int]]]:
@@ -285,9 +284,7 @@ def save_ranks(path: Path, ranks: dict[str, dict[str, list[int]]]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def top10(rank: torch.Tensor) -> list[int]:
-    """N@10 and R@10 need a rank only inside the top 10: -1 past it keeps the file to a few bytes a user."""
-    return torch.where((rank >= 0) & (rank < 10), rank, -1).tolist()
+top10 = beauty.top10
 
 
 def row_test_ndcg(rows: list[dict], dataset: str, name: str) -> float | None:

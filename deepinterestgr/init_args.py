@@ -4,13 +4,15 @@ configs rather than pickled objects.
 LightningCLI writes a plugin argument into a checkpoint's hyper-parameters as `{"class_path", "init_args"}`; a module
 built in plain Python would pickle the plugin object instead, and such a checkpoint only loads with
 `weights_only=False` (arbitrary code on unpickling). Plugin base classes inherit `RecordsInitArgs`; modules call
-`plugin_hparams_as_configs` after `save_hyperparameters`, and every checkpoint loads with `weights_only=True`.
+`save_plugin_hparams` (Lightning's `save_hyperparameters`, then `plugin_hparams_as_configs`), and every checkpoint
+loads with `weights_only=True`.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from typing import Any
 
 
@@ -75,3 +77,21 @@ def plugin_hparams_as_configs(module, *names: str) -> None:
     if changed:
         module.hparams["_class_path"] = f"{type(module).__module__}.{type(module).__qualname__}"
         module.hparams["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
+
+
+def save_plugin_hparams(module, *names: str, ignore: tuple[str, ...] = ()) -> None:
+    """`module.save_hyperparameters(ignore=...)` for the caller's `__init__`, with the plugins named in `names` kept as
+    configs (`plugin_hparams_as_configs`).
+
+    Lightning warns that an `nn.Module` argument "is already saved during checkpointing" and advises ignoring it; here
+    it is stored as its `class_path` config, which `load_from_checkpoint` needs to rebuild the module, so the advice
+    does not apply and the warning (printed on every fit, test and load) is silenced for these names only."""
+    frame = inspect.currentframe().f_back  # save_hyperparameters reads the arguments of the caller's __init__
+    try:
+        with warnings.catch_warnings():
+            for name in names:
+                warnings.filterwarnings("ignore", message=rf"Attribute '{name}' is an instance of `nn.Module`")
+            module.save_hyperparameters(ignore=list(ignore), frame=frame)
+    finally:
+        del frame
+    plugin_hparams_as_configs(module, *names)

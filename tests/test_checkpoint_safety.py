@@ -4,6 +4,8 @@ a generator checkpoint that would need `weights_only=False`."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from lightning.pytorch import Trainer
@@ -39,6 +41,20 @@ def test_plugin_objects_are_stored_as_configs():
     assert policy.hparams["reward"]["init_args"]["weights"] == {"exact": 1.0, "prefix": 0.2}
     quantizer = QuantizerModule(quantizer=RQVAE(hidden_dims=[8], latent_dim=4, num_levels=2, codebook_size=4))
     assert quantizer.hparams["quantizer"]["init_args"]["codebook_size"] == 4
+
+
+def test_modules_keep_plugins_as_configs_without_lightnings_ignore_advice():
+    """Lightning's "is an instance of `nn.Module` and is already saved" warning would advise dropping the plugin from
+    hparams, which load_from_checkpoint needs: it is silenced for the plugin names only, and the hparams keep them."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        generator = GeneratorModule(generator=T5SIDGenerator(**TINY_T5, max_positions=12), beam_size=17)
+        quantizer = QuantizerModule(quantizer=RQVAE(hidden_dims=[8], latent_dim=4, num_levels=2, codebook_size=4))
+    assert not [w for w in caught if "already saved during checkpointing" in str(w.message)]
+    assert generator.hparams["generator"]["class_path"] == "deepinterestgr.generate.t5.T5SIDGenerator"
+    assert "beam_size" not in generator.hparams  # evaluation knobs follow the command line, not the checkpoint
+    assert quantizer.hparams["quantizer"]["class_path"] == "deepinterestgr.quantize.rqvae.RQVAE"
+    assert quantizer.hparams["image_proj_dim"] == 128  # the caller's other arguments are still recorded
 
 
 def test_plain_python_generator_checkpoint_loads_weights_only_and_rebuilds(tmp_path):

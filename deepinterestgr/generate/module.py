@@ -29,7 +29,7 @@ from deepinterestgr.generate.ranker import (
 )
 from deepinterestgr.generate.tokenizer import PAD, SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
-from deepinterestgr.init_args import plugin_hparams_as_configs
+from deepinterestgr.init_args import save_plugin_hparams
 from deepinterestgr.training import Seeded, StepSeed
 
 log = logging.getLogger(__name__)
@@ -127,9 +127,9 @@ class GeneratorModule(Seeded, LightningModule):
         # load_from_checkpoint can rebuild it; its weights are in the state dict. Evaluation knobs are left out:
         # `test --ckpt_path` re-applies checkpoint hparams over the command line, and these must follow the command.
         # The prior is fitted data, not a setting: it travels as its own checkpoint entry (CHECKPOINT_PRIOR_KEY).
-        self.save_hyperparameters(ignore=["beam_size", "rerank_weight", "exclude_history", "dense_candidates",
-                                          "prior", "prior_weight", "prior_candidates", "dump_test_results"])
-        plugin_hparams_as_configs(self, "generator")  # checkpoints hold configs, never pickled objects
+        save_plugin_hparams(self, "generator",  # checkpoints hold configs, never pickled objects
+                            ignore=("beam_size", "rerank_weight", "exclude_history", "dense_candidates", "prior",
+                                    "prior_weight", "prior_candidates", "dump_test_results"))
         self.generator = generator
         self.dump_test_results = dump_test_results
         self.tokenizer: SIDTokenizer | None = None

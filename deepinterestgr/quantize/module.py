@@ -16,7 +16,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import OptimizerCallable
 
-from deepinterestgr.init_args import plugin_hparams_as_configs
+from deepinterestgr.init_args import save_plugin_hparams
 from deepinterestgr.quantize.artifacts import write_quantize_artifacts
 from deepinterestgr.quantize.base import Quantizer
 from deepinterestgr.quantize.datamodule import EmbeddingDataModule
@@ -63,8 +63,7 @@ class QuantizerModule(Seeded, LightningModule):
         image_dim: int | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        plugin_hparams_as_configs(self, "quantizer")  # checkpoints hold configs, never pickled objects
+        save_plugin_hparams(self, "quantizer")  # checkpoints hold configs, never pickled objects
         self.quantizer = quantizer
         self.optimizer_factory = optimizer
         self.fusion: CMSAFusion | None = None

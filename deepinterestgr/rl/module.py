@@ -43,7 +43,7 @@ from deepinterestgr.generate.ranker import (
 from deepinterestgr.generate.search import SearchResult, constrained_beam_search, constrained_sample, sid_log_probs
 from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
-from deepinterestgr.init_args import plugin_hparams_as_configs
+from deepinterestgr.init_args import save_plugin_hparams
 from deepinterestgr.rl.grpo import group_advantages, grpo_loss
 from deepinterestgr.rl.rewards.base import Reward, RewardBatch
 from deepinterestgr.rl.rewards.composite import CompositeReward
@@ -119,8 +119,7 @@ class PolicyModule(Seeded, LightningModule):
             raise ValueError(f"ppo_epochs must be >= 1, got {ppo_epochs}")
         check_ranking_options(beam_size or max(ks), tuple(ks), rerank_weight)
         # the reward keeps its class_path config in hparams so load_from_checkpoint rebuilds it (weights_only)
-        self.save_hyperparameters()
-        plugin_hparams_as_configs(self, "reward")
+        save_plugin_hparams(self, "reward")
         self.reward = reward
         self.optimizer_factory = optimizer
         self.policy: Generator | None = None

@@ -156,7 +156,7 @@ SEED_GROUPS = {"t5-items-collab": ["t5-items-collab", "t5-items-collab-seed2333"
 # one-option ablations measured per user: variant -> the variant it changes one thing of (same seed, same cap)
 ABLATION_PAIRS = {**{f"t5-items-collab-2threads-ema{suffix}": f"t5-items-collab-2threads{suffix}"
                      for suffix in ("", "-seed2333", "-seed6666")},
-                  "t5-items-collab-2threads-fastdrop": "t5-items-collab-2threads",
+                  "t5-items-collab-2threads-fastdrop": "t5-items-collab-2threads-refit",
                   "t5-items-collab-2threads-itemw2": "t5-items-collab-2threads-refit",
                   "t5-items-collab-2threads-itemw4": "t5-items-collab-2threads-refit",
                   "t5-items-collab-dcim-2threads": "t5-items-collab-2threads",

@@ -89,6 +89,8 @@ def test_quality_results_text_puts_each_sweep_point_on_one_line_and_loads_back()
     assert json.loads(text) == result
     lines = [line.strip().rstrip(",") for line in text.splitlines()]
     assert json.dumps(point) in lines and json.dumps({**point, "beam": 20}) in lines  # one line per point
+    long = {**point, "valid": {"ndcg@10": 0.0612345678901234}}
+    assert '"ndcg@10": 0.06123}' in bench.results_text({"generator_sweeps": {"a": {"sweep": [long]}}})
 
 
 def _quality_benchmark_experiments() -> list[tuple[str, dict]]:

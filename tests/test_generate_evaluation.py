@@ -12,7 +12,7 @@ from deepinterestgr.generate.evaluation import (
     ranks,
     reranked_items,
 )
-from deepinterestgr.generate.metrics import retrieval_metrics
+from deepinterestgr.generate.metrics import hit_ranks, retrieval_metrics
 
 
 def _candidates() -> Candidates:
@@ -29,6 +29,39 @@ def test_ranks_follow_the_weight_and_padding_never_ranks():
     assert ranks(c, 1.0).tolist() == [2, 0]
     assert ranks(c, 10.0).tolist() == [0, 0]
     assert reranked_items(c, 10.0)[1].tolist() == [4, 5, -1]
+
+
+def _random_candidates(users: int = 400, width: int = 12, seed: int = 0) -> tuple[Candidates, torch.Tensor]:
+    """Search-like candidates (each item once per row, padding -1 with score -inf) with many exact score ties,
+    targets sometimes absent and sometimes in the history, and a prior log-prob per candidate."""
+    g = torch.Generator().manual_seed(seed)
+    items = torch.stack([torch.randperm(40, generator=g)[:width] for _ in range(users)])
+    items = items.masked_fill(torch.rand(users, width, generator=g) < 0.15, -1)
+    beam = torch.randint(-6, 0, (users, width), generator=g).float()  # integers: ties everywhere
+    beam = beam.masked_fill(items < 0, float("-inf"))
+    item_logp = torch.randint(-4, 0, (users, width), generator=g).float() / 2
+    targets = torch.randint(0, 40, (users,), generator=g)
+    history = torch.randint(-1, 40, (users, 5), generator=g)
+    prior = torch.randint(-3, 0, (users, width), generator=g).float().masked_fill(items < 0, float("-inf"))
+    return Candidates(items, beam, item_logp, None, targets=targets, users=torch.arange(users),
+                      history_items=history), prior
+
+
+def test_counted_ranks_equal_the_ranks_of_the_sorted_reranked_list():
+    c, prior = _random_candidates()
+    assert (ranks(c) >= 0).any() and (ranks(c) < 0).any()
+    for weight in (0.0, 0.5, 1.0, 4.0):
+        for exclude in (False, True):
+            for prior_weight in (0.0, 1.0):
+                sorted_list = reranked_items(c, weight, exclude_history=exclude, prior_logp=prior,
+                                             prior_weight=prior_weight)
+                assert torch.equal(ranks(c, weight, exclude_history=exclude, prior_logp=prior,
+                                         prior_weight=prior_weight), hit_ranks(sorted_list, c.targets)), \
+                    (weight, exclude, prior_weight)
+    # a list that names an item twice (never a search's) is ranked by de-duplicating it, as hit_ranks does
+    twice = c._replace(items=c.items.clone())
+    twice.items[:, 1] = twice.items[:, 0]
+    assert torch.equal(ranks(twice, 1.0), hit_ranks(reranked_items(twice, 1.0), c.targets))
 
 
 def test_metrics_from_ranks_match_the_torchmetrics_implementation():

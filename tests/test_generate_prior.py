@@ -238,3 +238,41 @@ def test_without_items_masks_each_row_s_items_and_padding_never_unmasks_item_0()
     items = torch.tensor([[0, -1, -1, 3], [-1, -1, -1, -1]])
     out = without_items(scores, items)
     assert torch.equal(torch.isinf(out), torch.tensor([[True, False, False, True, False], [False] * 5]))
+
+
+def test_one_search_collects_every_candidate_setting_as_each_alone(tmp_path):
+    from deepinterestgr.generate.evaluation import collect_candidate_sets, collect_candidates
+
+    torch.manual_seed(0)
+    run, sequences = _run(tmp_path)
+    dm = SequenceDataModule(str(run), max_history=8, batch_size=8, eval_batch_size=16)
+    dm.setup("test")
+    module = _module(prior=CooccurrencePrior().fit([s[:-2] for s in sequences], num_items=30))
+    module.set_tokenizer(dm.tokenizer)
+    joins = [(0, 0), (5, 0), (0, 4), (5, 4)]
+    calls = []
+    search = module.ranker.candidate_sets
+    module.ranker.candidate_sets = lambda *a, **kw: calls.append(kw["joins"]) or search(*a, **kw)
+    sets = collect_candidate_sets(module, dm, "test", beam_size=6, joins=joins, progress=False)
+    assert len(calls) == len(list(dm.test_dataloader())), "one search per batch serves the four settings"
+    assert [sets[j].items.shape[1] for j in joins] == [6, 11, 10, 15]
+    for m, p in joins:
+        alone = collect_candidates(module, dm, "test", beam_size=6, dense_candidates=m, prior_candidates=p,
+                                   progress=False)
+        for field in alone._fields:
+            want, got = getattr(alone, field), getattr(sets[m, p], field)
+            assert (want is None and got is None) or torch.equal(want, got), (m, p, field)
+    # what each setting adds, as sets: the beam, its item-level top-5 and the prior's top-4 non-history items
+    plain, both = sets[0, 0], sets[5, 4]
+    history = plain.history_items
+    logp = module.ranker.prior.log_probs(history, num_items=30)
+    for row in range(len(plain.items)):
+        seen = set(history[row][history[row] >= 0].tolist())
+        fourth = sorted((float(logp[row, i]) for i in range(30) if i not in seen), reverse=True)[3]
+        above = {i for i in range(30) if i not in seen and float(logp[row, i]) > fourth}  # ties at the 4th: any
+        dense = set(sets[5, 0].items[row][sets[5, 0].items[row] >= 0].tolist())
+        got = set(both.items[row][both.items[row] >= 0].tolist())
+        added = got - dense
+        assert above - dense <= added and not added & seen
+        assert len(added) <= 4 and all(float(logp[row, i]) >= fourth for i in added)
+        assert set(plain.items[row][plain.items[row] >= 0].tolist()) <= dense

@@ -29,7 +29,6 @@ class Candidates(NamedTuple):
     cold_top: torch.Tensor | None = None  # [U, M] item-level top-M among `cold_items` (items added after training)
 
 
-@torch.no_grad()
 def collect_candidates(module, datamodule, split: str, *, beam_size: int, top_k: int = 10,
                        progress: bool = True, cold_items: torch.Tensor | None = None,
                        dense_candidates: int = 0, prior_candidates: int = 0) -> Candidates:
@@ -39,32 +38,48 @@ def collect_candidates(module, datamodule, split: str, *, beam_size: int, top_k:
     it missed (the module's ranker needs a fitted prior), [U, beam_size + M + P].
     With `cold_items` (ids of items added after training) and item-level scores, also the top-`top_k` of those items
     by item-level score (`cold_top`, for `with_cold_slots`)."""
+    joins = [(dense_candidates, prior_candidates)]
+    return collect_candidate_sets(module, datamodule, split, beam_size=beam_size, joins=joins, top_k=top_k,
+                                  progress=progress, cold_items=cold_items)[dense_candidates, prior_candidates]
+
+
+@torch.no_grad()
+def collect_candidate_sets(module, datamodule, split: str, *, beam_size: int, joins=((0, 0),), top_k: int = 10,
+                           progress: bool = True,
+                           cold_items: torch.Tensor | None = None) -> dict[tuple[int, int], Candidates]:
+    """`collect_candidates` for several (dense M, prior P) settings from one beam search per batch: each setting's
+    candidates are the ones `collect_candidates` gives for it, and the search (the costly part) runs once."""
     module.eval()
     has_items = bool(getattr(module.generator, "has_item_scores", False))
     loader = datamodule.val_dataloader() if split == "valid" else datamodule.test_dataloader()
     max_rows = datamodule.tokenizer.history_rows(datamodule.max_history)  # batches are trimmed: pad to one width
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in Candidates._fields}
-    desc = (f"beam search ({split}, beam {beam_size}" + (f" + {dense_candidates} dense" if dense_candidates else "")
-            + (f" + {prior_candidates} prior" if prior_candidates else "") + ")")
+    joins = list(dict.fromkeys((int(m), int(p)) for m, p in joins))
+    parts = {key: {k: [] for k in ("items", "beam_scores", "item_logp")} for key in joins}
+    shared: dict[str, list[torch.Tensor]] = {k: [] for k in ("item_top", "targets", "users", "history_items",
+                                                             "cold_top")}
+    settings = " | ".join("".join((f" + {m} dense" if m else "", f" + {p} prior" if p else "")) or " only"
+                          for m, p in joins)
+    desc = f"beam search ({split}, beam {beam_size}{settings})"
     for batch in tqdm(loader, desc=desc, disable=not progress):
-        result = module.generate(batch["history"], batch["history_mask"], beam_size=beam_size, rerank_weight=0.0,
-                                 exclude_history=False, dense_candidates=dense_candidates, prior_weight=0.0,
-                                 prior_candidates=prior_candidates)
-        parts["items"].append(result.items)
-        parts["beam_scores"].append(result.scores)
+        sets = module.ranker.candidate_sets(module.generator, batch["history"], batch["history_mask"],
+                                            beam_size=beam_size, joins=joins, item_scores=has_items)
+        for key, result in sets.results.items():
+            parts[key]["items"].append(result.items)
+            parts[key]["beam_scores"].append(result.scores)
+            if has_items:
+                parts[key]["item_logp"].append(sets.item_logp.gather(1, result.items.clamp(min=0)))
         if has_items:
-            logp = module.item_log_probs(batch["history"], batch["history_mask"])
-            parts["item_logp"].append(logp.gather(1, result.items.clamp(min=0)))
-            parts["item_top"].append(logp.topk(top_k, dim=-1).indices)
+            shared["item_top"].append(sets.item_logp.topk(top_k, dim=-1).indices)
             if cold_items is not None:
-                cold = cold_items.to(logp.device)
-                parts["cold_top"].append(cold[logp[:, cold].topk(min(top_k, len(cold)), dim=-1).indices])
-        parts["targets"].append(batch["target_item"])
-        parts["users"].append(batch["user_index"])
+                cold = cold_items.to(sets.item_logp.device)
+                shared["cold_top"].append(cold[sets.item_logp[:, cold].topk(min(top_k, len(cold)), dim=-1).indices])
+        shared["targets"].append(batch["target_item"])
+        shared["users"].append(batch["user_index"])
         hist = module.history_items(batch["history"], batch["history_mask"])
-        parts["history_items"].append(torch.nn.functional.pad(hist, (max_rows - hist.shape[1], 0), value=-1))
-    cat = {k: torch.cat(v) if v else None for k, v in parts.items()}
-    return Candidates(**cat)
+        shared["history_items"].append(torch.nn.functional.pad(hist, (max_rows - hist.shape[1], 0), value=-1))
+    common = {k: torch.cat(v) if v else None for k, v in shared.items()}
+    return {key: Candidates(**{k: torch.cat(v) if v else None for k, v in part.items()}, **common)
+            for key, part in parts.items()}
 
 
 def reranked_items(c: Candidates, weight: float, *, exclude_history: bool = False,
@@ -107,9 +122,35 @@ def with_cold_slots(items: torch.Tensor, cold_top: torch.Tensor, slots: int, *, 
 def ranks(c: Candidates, weight: float = 0.0, *, exclude_history: bool = False,
           prior_logp: torch.Tensor | None = None, prior_weight: float = 0.0) -> torch.Tensor:
     """0-based rank [U] of each user's target after re-ranking with `weight` (the prior's `prior_weight`, and the
-    no-repeat rule); -1 when not among the candidates."""
-    return hit_ranks(reranked_items(c, weight, exclude_history=exclude_history, prior_logp=prior_logp,
-                                    prior_weight=prior_weight), c.targets)
+    no-repeat rule); -1 when not among the candidates. Equal to `hit_ranks(reranked_items(...), c.targets)`, counted
+    without sorting: a selection sweep calls this hundreds of times on [22k, 120] candidates."""
+    if not _unique_candidates(c.items):  # the count below assumes each item once per row: hit_ranks de-duplicates
+        return hit_ranks(reranked_items(c, weight, exclude_history=exclude_history, prior_logp=prior_logp,
+                                        prior_weight=prior_weight), c.targets)
+    if prior_weight and prior_logp is None:
+        raise ValueError("prior_weight > 0 needs the candidates' prior log-probs (prior_logp)")
+    if exclude_history and c.history_items is None:
+        raise ValueError("these candidates were collected without history items; collect them again")
+    listed = c.items >= 0
+    if exclude_history:  # history items leave the list (hit_ranks skips them): those behind move up
+        listed &= ~in_history(c.items, c.history_items)
+    is_target = (c.items == c.targets.unsqueeze(1)) & listed
+    position = torch.arange(c.items.shape[1], device=c.items.device)
+    target_pos = is_target.long().argmax(1, keepdim=True)  # [U, 1]; any column when the target is not listed
+    before = position < target_pos
+    weight = weight if c.item_logp is not None else 0.0
+    if weight or prior_weight:  # the stable descending sort of reranked_items: higher scores, then earlier ties
+        score = combined_scores(c.items, c.beam_scores, c.item_logp, weight, prior_logp, prior_weight)
+        target_score = score.gather(1, target_pos)
+        before = (score > target_score) | ((score == target_score) & before)
+    rank = (before & listed).sum(1)
+    return torch.where(is_target.any(1), rank, torch.full_like(rank, -1))
+
+
+def _unique_candidates(items: torch.Tensor) -> bool:
+    """True when no row of `items` [U, K] lists an item (>= 0) twice (a search's candidates never do)."""
+    ordered = items.sort(dim=1).values
+    return not bool(((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any())
 
 
 def metrics_from_ranks(rank: torch.Tensor, ks: Sequence[int] = (5, 10)) -> dict[str, float]:

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -34,6 +35,12 @@ from deepinterestgr.generate.tokenizer import SIDTokenizer
 from deepinterestgr.generate.trie import SIDTrie
 
 log = logging.getLogger(__name__)
+
+class CandidateSets(NamedTuple):
+    results: dict[tuple[int, int], SearchResult]  # (dense M, prior P) -> the joined candidates, beam-score order
+    item_logp: torch.Tensor | None  # [B, N] item-level log-probs of the whole catalog (None when not asked)
+    prior_logp: torch.Tensor | None  # [B, N] the item prior's log-probs (None when not asked)
+
 
 #: what a checkpoint records of the ranking it was evaluated with (a policy started from it ranks the same way)
 RANKING_KEY = "ranking"
@@ -154,43 +161,63 @@ class Ranker(nn.Module):
         """
         weight = self.rerank_weight if rerank_weight is None else rerank_weight
         dense = self.dense_candidates if dense_candidates is None else dense_candidates
-        if dense < 0:
-            raise ValueError(f"dense_candidates must be >= 0, got {dense}")
         if weight:
             require_item_scores(generator, weight)
-        if dense:
-            require_item_scores(generator, dense, "dense_candidates")
         prior = self.prior_weight if prior_weight is None else prior_weight
         joined = self.prior_candidates if prior_candidates is None else prior_candidates
-        if (prior or joined) and (self.prior is None or not self.prior.fitted):
-            raise ValueError(f"prior_weight {prior} / prior_candidates {joined} need a fitted item prior: configure "
+        sets = self.candidate_sets(generator, history, history_mask, beam_size=beam_size, joins=[(dense, joined)],
+                                   item_vectors=item_vectors, item_scores=bool(weight), prior_scores=bool(prior))
+        result = rerank(sets.results[dense, joined], sets.item_logp, weight, sets.prior_logp, prior)
+        if self.exclude_history if exclude_history is None else exclude_history:
+            result = exclude_items(result, self.history_items(history, history_mask))
+        return result
+
+    def candidate_sets(self, generator: Generator, history: torch.Tensor, history_mask: torch.Tensor, *,
+                       beam_size: int | None = None, joins=((0, 0),), item_vectors: torch.Tensor | None = None,
+                       item_scores: bool = False, prior_scores: bool = False) -> CandidateSets:
+        """One encoder pass and one constrained beam search, joined for each (M, P) of `joins` by the item-level
+        top-M the beam missed and then by the item prior's top-P non-history items still missing: the candidates
+        `rank` re-ranks, in beam-score order, for several candidate settings at the price of one search (an offline
+        sweep over them). With `item_scores` / `prior_scores` (or joins that need them), also the catalog's
+        item-level / prior log-probs [B, N]."""
+        joins = [(int(m), int(p)) for m, p in joins]
+        for m, p in joins:
+            if m < 0 or p < 0:
+                raise ValueError(f"dense_candidates and prior_candidates must be >= 0, got {m}, {p}")
+            if m:
+                require_item_scores(generator, m, "dense_candidates")
+        if (prior_scores or any(p for _, p in joins)) and (self.prior is None or not self.prior.fitted):
+            asked = ", ".join(str(p) for _, p in joins)
+            raise ValueError(f"a prior_weight > 0 or prior_candidates ({asked}) need a fitted item prior: configure "
                              "the generate stage's `model.init_args.prior` (configs/model/cooccurrence_prior.yaml) "
                              "or set both to 0")
         state = generator.encode(history, history_mask)
         trie = self.trie(history.device)
-        result = constrained_beam_search(generator, trie, history, history_mask,
-                                         beam_size=beam_size or self.beam_size, renormalize=self.renormalize,
-                                         state=state)
-        item_logp = prior_logp = None
-        if weight or dense:
+        searched = constrained_beam_search(generator, trie, history, history_mask,
+                                           beam_size=beam_size or self.beam_size, renormalize=self.renormalize,
+                                           state=state)
+        item_logp = prior_logp = history_items = None
+        if item_scores or any(m for m, _ in joins):
             if item_vectors is None:
                 item_vectors = self.item_vectors(generator, history.device)
             users = generator.user_vectors_from_state(state, history, history_mask)
             item_logp = catalog_log_probs(users, item_vectors)
-            if dense:
-                result = with_dense_candidates(result, generator, trie, state, item_logp,
-                                               self.item_tokens(history.device), dense, renormalize=self.renormalize)
-        if prior or joined:
+        if prior_scores or any(p for _, p in joins):
             history_items = self.history_items(history, history_mask)
             prior_logp = self.prior.log_probs(history_items, num_items=self._require_tokenizer().num_items)
-        if joined:  # the prior's top non-history items the beam missed: a symmetric count model's top is mostly the
+        item_tokens = self.item_tokens(history.device)
+        dense_joined: dict[int, SearchResult] = {}
+        results: dict[tuple[int, int], SearchResult] = {}
+        for m, p in joins:
+            if m not in dense_joined:
+                dense_joined[m] = (with_dense_candidates(searched, generator, trie, state, item_logp, item_tokens, m,
+                                                         renormalize=self.renormalize) if m else searched)
+            # the prior's top non-history items the beam missed: a symmetric count model's top is mostly the
             # history itself, which the no-repeat rule would drop
-            result = with_dense_candidates(result, generator, trie, state, without_items(prior_logp, history_items),
-                                           self.item_tokens(history.device), joined, renormalize=self.renormalize)
-        result = rerank(result, item_logp, weight, prior_logp, prior)
-        if self.exclude_history if exclude_history is None else exclude_history:
-            result = exclude_items(result, self.history_items(history, history_mask))
-        return result
+            results[m, p] = (with_dense_candidates(dense_joined[m], generator, trie, state,
+                                                   without_items(prior_logp, history_items), item_tokens, p,
+                                                   renormalize=self.renormalize) if p else dense_joined[m])
+        return CandidateSets(results, item_logp, prior_logp)
 
     # ------------------------------------------------------------------------------------------------ metrics
     def update(self, split: str, result: SearchResult, targets: torch.Tensor) -> None:

@@ -29,8 +29,8 @@ Phases (each reuses what an earlier invocation left, so the command resumes):
              "hybrid: generator + co-occurrence prior", never counted as the generator's own
 
 Writes benchmarks/results/beauty_quality.json: {"rows": [{"method", "variant", "protocol", "split", "seeds",
-"recall@5", "ndcg@5", "recall@10", "ndcg@10", "std": {...}, "fit_s"}, ...], "bootstrap": {...}, ...}, and beside it
-beauty_quality_test_ranks.jsonl: each evaluated variant's (and co-occurrence's) per-user test rank inside the top 10,
+"recall@5", "ndcg@5", "recall@10", "ndcg@10", "std": {...}, "fit_s"}, ...], "bootstrap": {...}, ...}, each generator's
+selection sweep in beauty_quality_sweeps/<variant>.json, and beside them beauty_quality_test_ranks.jsonl: each evaluated variant's (and co-occurrence's) per-user test rank inside the top 10,
 so that a later invocation pairs a new variant with an earlier one whose run directory is gone (ABLATION_PAIRS).
 """
 
@@ -40,7 +40,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -610,29 +609,46 @@ def mean_row(variant: str, split: str, chosen: list[dict], method: str = "genera
                fit_s=round(sum(r["fit_s"] for r in chosen) / len(chosen)))
 
 
+def rounded(value, digits: int = 5):
+    """`value` with every float (inside dicts and lists too) rounded to `digits` decimals."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    return [rounded(v, digits) for v in value] if isinstance(value, list) else value
+
+
+def sweeps_dir(results: Path) -> Path:
+    """Where each generator's selection sweep lives: `<results stem>_sweeps/<variant>.json` beside the results."""
+    return results.parent / f"{results.stem}_sweeps"
+
+
+def sweep_text(variant: str, points: list[dict]) -> str:
+    """A sweep file's text: one line per point, metrics to 5 decimals (~470 points per generator; selection has read
+    the unrounded values before this is written)."""
+    lines = ",\n".join(f"    {json.dumps(rounded(point))}" for point in points)
+    return f'{{\n  "variant": {json.dumps(variant)},\n  "sweep": [\n{lines}\n  ]\n}}\n'
+
+
+def write_sweeps(results: Path, sweeps: dict) -> dict:
+    """Each generator's selection sweep (a "sweep" list) written to a file of its own under `sweeps_dir(results)`,
+    replaced in the returned entries by that file's path relative to the results' folder: in one file the sweeps grew
+    ~90 KB per generator and had passed 2 MiB. Entries already pointing at their file are kept as they are."""
+    out = {}
+    for name, ev in sweeps.items():
+        if isinstance(ev.get("sweep"), list):
+            path = sweeps_dir(results) / f"{name}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(sweep_text(name, ev["sweep"]))
+            ev = {**{k: v for k, v in ev.items() if k != "sweep"},
+                  "sweep_file": path.relative_to(results.parent).as_posix()}
+        out[name] = ev
+    return out
+
+
 def results_text(result: dict) -> str:
-    """The results file's text: indented, except that each point of a generator's selection sweep stands on one line
-    with its metrics to 5 decimals (~470 points per generator: indented one key per line, or at float32's 17 digits,
-    the file passed 2 MiB). Selection reads the unrounded metrics before this is written."""
-    points: list[str] = []
-
-    def rounded(value):
-        if isinstance(value, float):
-            return round(value, 5)
-        if isinstance(value, dict):
-            return {k: rounded(v) for k, v in value.items()}
-        return [rounded(v) for v in value] if isinstance(value, list) else value
-
-    def placeholders(ev: dict) -> dict:
-        if not isinstance(ev.get("sweep"), list):
-            return ev
-        start = len(points)
-        points.extend(json.dumps(rounded(point)) for point in ev["sweep"])
-        return {**ev, "sweep": [f"@@sweep-point-{i}@@" for i in range(start, len(points))]}
-
-    sweeps = {name: placeholders(ev) for name, ev in (result.get("generator_sweeps") or {}).items()}
-    text = json.dumps({**result, "generator_sweeps": sweeps}, indent=2)
-    return re.sub(r'"@@sweep-point-(\d+)@@"', lambda m: points[int(m.group(1))], text) + "\n"
+    """The results file's text (indented JSON; the sweeps are in their own files, `write_sweeps`)."""
+    return json.dumps(result, indent=2) + "\n"
 
 
 def print_table(rows: list[dict]) -> None:
@@ -820,7 +836,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"(95% CI {b['ci95'][0]:+.4f} .. {b['ci95'][1]:+.4f}, {b['users']} users)")
     result = {"dataset": "Beauty", "protocol": PROTOCOL, "rows": rows, "published_test": PUBLISHED,
               "bootstrap": bootstrap, "sasrec_settings": SASREC_SETTINGS,
-              "generator_sweeps": sweeps,
+              "generator_sweeps": write_sweeps(args.results, sweeps),
               "threads": torch.get_num_threads(), "command": "python benchmarks/bench_beauty_quality.py "
               + " ".join(sys.argv[1:])}
     args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -78,19 +78,25 @@ def _quality_bench():
     return _bench("bench_beauty_quality")
 
 
-def test_quality_results_text_puts_each_sweep_point_on_one_line_and_loads_back():
-    """bench_beauty_quality's results file: the same JSON, each selection-sweep point on its own line."""
+def test_quality_sweeps_go_to_one_file_per_generator_one_line_per_point(tmp_path):
+    """bench_beauty_quality's results: each generator's selection sweep in a file of its own (one line per point,
+    metrics to 5 decimals), the results entry naming that file; entries already moved are kept."""
     bench = _quality_bench()
-    point = {"beam": 50, "weight": 0.5, "valid": {"ndcg@10": 0.06}, "test": {"ndcg@10": 0.05}}
-    result = {"rows": [{"method": "m", "ndcg@10": 0.05}],
-              "generator_sweeps": {"a": {"sweep": [point, {**point, "beam": 20}], "valid": {"ndcg@10": 0.06}},
-                                   "b": {"valid": {"ndcg@10": 0.05}}}}
-    text = bench.results_text(result)
-    assert json.loads(text) == result
+    results = tmp_path / "beauty_quality.json"
+    point = {"beam": 50, "weight": 0.5, "valid": {"ndcg@10": 0.0612345678901234}, "test": {"ndcg@10": 0.05}}
+    sweeps = {"a": {"sweep": [point, {**point, "beam": 20}], "valid": {"ndcg@10": 0.06}},
+              "b": {"sweep_file": "beauty_quality_sweeps/b.json", "valid": {"ndcg@10": 0.05}}}
+    entries = bench.write_sweeps(results, sweeps)
+    assert entries == {"a": {"valid": {"ndcg@10": 0.06}, "sweep_file": "beauty_quality_sweeps/a.json"},
+                       "b": sweeps["b"]}
+    text = (tmp_path / entries["a"]["sweep_file"]).read_text()
+    loaded = json.loads(text)
+    assert loaded["variant"] == "a" and [p["beam"] for p in loaded["sweep"]] == [50, 20]
+    assert loaded["sweep"][0]["valid"]["ndcg@10"] == 0.06123 and loaded["sweep"][0]["test"] == point["test"]
     lines = [line.strip().rstrip(",") for line in text.splitlines()]
-    assert json.dumps(point) in lines and json.dumps({**point, "beam": 20}) in lines  # one line per point
-    long = {**point, "valid": {"ndcg@10": 0.0612345678901234}}
-    assert '"ndcg@10": 0.06123}' in bench.results_text({"generator_sweeps": {"a": {"sweep": [long]}}})
+    assert json.dumps(bench.rounded(point)) in lines  # one line per point
+    result = {"rows": [{"method": "m", "ndcg@10": 0.05}], "generator_sweeps": entries}
+    assert json.loads(bench.results_text(result)) == result
 
 
 def _quality_benchmark_experiments() -> list[tuple[str, dict]]:

@@ -30,8 +30,9 @@ Phases (each reuses what an earlier invocation left, so the command resumes):
 
 Writes benchmarks/results/beauty_quality.json: {"rows": [{"method", "variant", "protocol", "split", "seeds",
 "recall@5", "ndcg@5", "recall@10", "ndcg@10", "std": {...}, "fit_s"}, ...], "bootstrap": {...}, ...}, each generator's
-selection sweep in beauty_quality_sweeps/<variant>.json, and beside them beauty_quality_test_ranks.jsonl: each evaluated variant's (and co-occurrence's) per-user test rank inside the top 10,
-so that a later invocation pairs a new variant with an earlier one whose run directory is gone (ABLATION_PAIRS).
+selection sweep in beauty_quality_sweeps/<variant>.json, and beside them beauty_quality_test_ranks.jsonl: each
+evaluated variant's (and co-occurrence's) per-user test rank inside the top 10, so that a later invocation pairs a new
+variant with an earlier one whose run directory is gone (ABLATION_PAIRS).
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from deepinterestgr.generate.trie import SIDTrie
 
 log = logging.getLogger(__name__)
 
+
 class CandidateSets(NamedTuple):
     results: dict[tuple[int, int], SearchResult]  # (dense M, prior P) -> the joined candidates, beam-score order
     item_logp: torch.Tensor | None  # [B, N] item-level log-probs of the whole catalog (None when not asked)
@@ -205,6 +206,9 @@ class Ranker(nn.Module):
         if prior_scores or any(p for _, p in joins):
             history_items = self.history_items(history, history_mask)
             prior_logp = self.prior.log_probs(history_items, num_items=self._require_tokenizer().num_items)
+        # the prior's top non-history items the beam missed: a symmetric count model's top is mostly the history
+        # itself, which the no-repeat rule would drop
+        prior_outside = without_items(prior_logp, history_items) if any(p for _, p in joins) else None
         item_tokens = self.item_tokens(history.device)
         dense_joined: dict[int, SearchResult] = {}
         results: dict[tuple[int, int], SearchResult] = {}
@@ -212,11 +216,9 @@ class Ranker(nn.Module):
             if m not in dense_joined:
                 dense_joined[m] = (with_dense_candidates(searched, generator, trie, state, item_logp, item_tokens, m,
                                                          renormalize=self.renormalize) if m else searched)
-            # the prior's top non-history items the beam missed: a symmetric count model's top is mostly the
-            # history itself, which the no-repeat rule would drop
-            results[m, p] = (with_dense_candidates(dense_joined[m], generator, trie, state,
-                                                   without_items(prior_logp, history_items), item_tokens, p,
-                                                   renormalize=self.renormalize) if p else dense_joined[m])
+            results[m, p] = (with_dense_candidates(dense_joined[m], generator, trie, state, prior_outside,
+                                                   item_tokens, p, renormalize=self.renormalize)
+                             if p else dense_joined[m])
         return CandidateSets(results, item_logp, prior_logp)
 
     # ------------------------------------------------------------------------------------------------ metrics

@@ -276,3 +276,10 @@ def test_one_search_collects_every_candidate_setting_as_each_alone(tmp_path):
         assert above - dense <= added and not added & seen
         assert len(added) <= 4 and all(float(logp[row, i]) >= fourth for i in added)
         assert set(plain.items[row][plain.items[row] >= 0].tolist()) <= dense
+    # items added after training: the item-level best of them per user, for with_cold_slots
+    cold = torch.tensor([3, 7, 9, 12])
+    with_cold = collect_candidates(module, dm, "test", beam_size=6, cold_items=cold, top_k=2, progress=False)
+    batch = next(iter(dm.test_dataloader()))
+    logp = module.item_log_probs(batch["history"], batch["history_mask"])
+    want = cold[logp[:, cold].topk(2, dim=-1).indices]
+    assert torch.equal(with_cold.cold_top[: len(want)], want)

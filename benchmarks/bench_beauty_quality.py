@@ -161,6 +161,9 @@ SEED_GROUPS = {"t5-items-collab": ["t5-items-collab", "t5-items-collab-seed2333"
                                             "t5-items-collab-2threads-seed6666"],
                "t5-items-collab-2threads-ema": ["t5-items-collab-2threads-ema", "t5-items-collab-2threads-ema-seed2333",
                                                 "t5-items-collab-2threads-ema-seed6666"],
+               **{f"t5-items-collab-2threads-{v}": [f"t5-items-collab-2threads-{v}{suffix}"
+                                                    for suffix in ("", "-seed2333", "-seed6666")]
+                  for v in ("fastdrop", "refit")},
                "t5-items-collab-llm-dcim-2threads": ["t5-items-collab-llm-dcim-2threads",
                                                      "t5-items-collab-llm-dcim-2threads-seed2333",
                                                      "t5-items-collab-llm-dcim-2threads-seed6666"]}

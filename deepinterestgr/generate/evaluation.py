@@ -57,9 +57,9 @@ def collect_candidate_sets(module, datamodule, split: str, *, beam_size: int, jo
     parts = {key: {k: [] for k in ("items", "beam_scores", "item_logp")} for key in joins}
     shared: dict[str, list[torch.Tensor]] = {k: [] for k in ("item_top", "targets", "users", "history_items",
                                                              "cold_top")}
-    settings = " | ".join("".join((f" + {m} dense" if m else "", f" + {p} prior" if p else "")) or " only"
+    settings = " | ".join(" + ".join([f"{m} dense"] * bool(m) + [f"{p} prior"] * bool(p)) or "beam only"
                           for m, p in joins)
-    desc = f"beam search ({split}, beam {beam_size}{settings})"
+    desc = f"beam search ({split}, beam {beam_size}: {settings})"
     for batch in tqdm(loader, desc=desc, disable=not progress):
         sets = module.ranker.candidate_sets(module.generator, batch["history"], batch["history_mask"],
                                             beam_size=beam_size, joins=joins, item_scores=has_items)

@@ -125,6 +125,13 @@ VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
     **{f"t5-items-collab-2threads-itemw{w}": ("configs/model/generator_t5_items.yaml", "collab",
                                              ("--model.item_loss_weight", str(float(w))))
        for w in (2, 4)},
+    # the recipe on the faster training path (glibc keeps freed memory, embedding_bag item vectors: both exact; and
+    # FastDropout, the same dropout in distribution), with the weights of every validation kept (snapshots.yaml) so
+    # that the same run is also evaluated at the step the old path reaches in the cap (the "-equal-steps" row)
+    "t5-items-collab-2threads-fastpath-seed2333": ("configs/model/generator_t5_items.yaml", "collab",
+                                                   ("-c", "configs/trainer/snapshots.yaml",
+                                                    "--model.generator.init_args.fast_dropout", "true",
+                                                    "--seed_everything", "2333")),
     # the DCIM ablation on the recipe (seed 42): the item text joined with zero-shot DCIM descriptors, and with
     # descriptors mined by the packaged SmolLM2 (int8, schema-constrained), each fused with the collaborative source
     "t5-items-collab-dcim-2threads": ("configs/model/generator_t5_items.yaml", "collab_dcim", ()),
@@ -150,7 +157,7 @@ FIT_THREADS = {name: 2 for name in ("t5-items-collab-2threads", "t5-items-collab
                                     "t5-items-collab-2threads-fastdrop", "t5-items-collab-llm-dcim-2threads-seed2333",
                                     "t5-items-collab-llm-dcim-2threads-seed6666", "t5-items-collab-qseed2-2threads",
                                     "t5-items-collab-2threads-itemw2", "t5-items-collab-2threads-itemw4",
-                                    "t5-items-collab-2threads-refit",
+                                    "t5-items-collab-2threads-refit", "t5-items-collab-2threads-fastpath-seed2333",
                                     *(f"t5-items-collab-2threads-{v}-seed{seed}" for v in ("fastdrop", "refit")
                                       for seed in (2333, 6666)))}
 # rows reported as mean ± std over seeds: name -> the variants that are its seeds (t5-items-collab is seed 42)

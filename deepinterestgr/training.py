@@ -211,6 +211,36 @@ class EMA(EMAWeightAveraging):
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
+class ValidationSnapshots(Callback):
+    """The weights at every validation, as `<dirpath>/step<global step>.ckpt` (weights-only checkpoints that
+    `GeneratorModule.load_from_checkpoint` reads), beside the stages' own best/last checkpoints.
+
+    For equal-step comparisons: a fit that trains faster under a time cap can be evaluated at the step a slower
+    fit would have stopped at, from the same run. Not a `ModelCheckpoint` on purpose: a module's own checkpoint
+    callbacks (`configure_callbacks`) replace every trainer `ModelCheckpoint`. `configs/trainer/snapshots.yaml` adds
+    it to a fit; each snapshot costs the size of the weights (~38 MB for the Beauty generator).
+    """
+
+    def __init__(self, dirpath: str | None = None) -> None:
+        """
+        Args:
+            dirpath: where the snapshots go (None: `<trainer.default_root_dir>/snapshots`).
+        """
+        self.dirpath = dirpath
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        out = Path(self.dirpath or Path(trainer.default_root_dir) / "snapshots")
+        trainer.save_checkpoint(out / f"step{trainer.global_step}.ckpt", weights_only=True)
+
+
+def snapshot_steps(dirpath: str | os.PathLike) -> dict[int, Path]:
+    """{global step: path} of the `ValidationSnapshots` in a folder."""
+    return {int(p.stem.removeprefix("step")): p for p in Path(dirpath).glob("step*.ckpt")
+            if p.stem.removeprefix("step").isdigit()}
+
+
 def resumable_checkpoint(stage_dir: str | os.PathLike, config, inputs: dict[str, str | None], *,
                          fresh: bool = False) -> Path | None:
     """`<stage_dir>/checkpoints/last.ckpt` when a fit of this very stage record wrote it, else None.

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from deepinterestgr.cpu_allocator import keep_freed_memory
+
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 #: command words -> "module:function" (imported only when that command runs, so `dig --help` stays fast)
@@ -100,6 +102,8 @@ def _configure_runtime() -> None:
     # Offline by design: plugin models load from local paths or packaged weights, never from a hub at run time.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # CPU training re-allocates the same large tensors every step: keep freed memory in the process (glibc)
+    keep_freed_memory()
 
 
 #: errors a user can fix from the message alone (a missing file or artifact, a bad option value, an unknown plugin):

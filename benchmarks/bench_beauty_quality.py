@@ -132,6 +132,11 @@ VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
                                                    ("-c", "configs/trainer/snapshots.yaml",
                                                     "--model.generator.init_args.fast_dropout", "true",
                                                     "--seed_everything", "2333")),
+    # the same run at the step the old path reaches in the cap (not a fit: EQUAL_STEPS)
+    "t5-items-collab-2threads-fastpath-seed2333-equal-steps": (
+        "configs/model/generator_t5_items.yaml", "collab",
+        ("-c", "configs/trainer/snapshots.yaml", "--model.generator.init_args.fast_dropout", "true",
+         "--seed_everything", "2333")),
     # the DCIM ablation on the recipe (seed 42): the item text joined with zero-shot DCIM descriptors, and with
     # descriptors mined by the packaged SmolLM2 (int8, schema-constrained), each fused with the collaborative source
     "t5-items-collab-dcim-2threads": ("configs/model/generator_t5_items.yaml", "collab_dcim", ()),
@@ -148,6 +153,10 @@ VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
                                                  ("-c", "configs/trainer/ema.yaml", "--seed_everything", str(seed)))
        for suffix, seed in (("", 42), ("-seed2333", 2333), ("-seed6666", 6666))},
 }
+#: rows that are not fits: variant -> the fit whose validation snapshot it evaluates, the best one on the sampled
+#: valid users among those at or before the step the old training path reaches in the same cap (the fit's last step
+#: / `fastpath_speedup` of benchmarks/results/train_path_beauty.json, measured on the same machine)
+EQUAL_STEPS = {"t5-items-collab-2threads-fastpath-seed2333-equal-steps": "t5-items-collab-2threads-fastpath-seed2333"}
 # torch threads of a variant's fit; every other variant trains on 1
 FIT_THREADS = {name: 2 for name in ("t5-items-collab-2threads", "t5-items-collab-2threads-seed2333",
                                     "t5-items-collab-2threads-seed6666", "t5-items-collab-causal-2threads",
@@ -180,6 +189,8 @@ ABLATION_PAIRS = {**{f"t5-items-collab-2threads-ema{suffix}": f"t5-items-collab-
                   "t5-items-collab-2threads-fastdrop": "t5-items-collab-2threads-refit",
                   **{f"t5-items-collab-2threads-fastdrop-seed{seed}": f"t5-items-collab-2threads-refit-seed{seed}"
                      for seed in (2333, 6666)},
+                  "t5-items-collab-2threads-fastpath-seed2333":
+                      "t5-items-collab-2threads-fastpath-seed2333-equal-steps",
                   "t5-items-collab-2threads-itemw2": "t5-items-collab-2threads-refit",
                   "t5-items-collab-2threads-itemw4": "t5-items-collab-2threads-refit",
                   "t5-items-collab-dcim-2threads": "t5-items-collab-2threads",
@@ -306,6 +317,8 @@ def fit(args, name: str) -> dict:
     marker = run / "generate" / "fit_done.json"
     if marker.exists():
         return json.loads(marker.read_text())
+    if name in EQUAL_STEPS:
+        return equal_steps(args, name)
     fragments = [a for c in generate_configs(name) for a in ("-c", c)]
     threads = FIT_THREADS.get(name, 1)
     fit_s = sh("fit", *fragments, "--data.run_dir", str(run), "--trainer.default_root_dir", str(run / "generate"),
@@ -316,6 +329,40 @@ def fit(args, name: str) -> dict:
               "threads": threads,
               "max_time": args.max_time, "seed": variant_seed(args, overrides), "val_max_users": args.val_max_users}
     marker.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def equal_steps(args, name: str) -> dict:
+    """The `EQUAL_STEPS` row of `name`: its source fit's validation snapshot that the old training path would have
+    selected in the same cap, linked as the best checkpoint of a run directory of its own."""
+    from deepinterestgr.generate.evaluation import valid_curve
+    from deepinterestgr.training import snapshot_steps
+
+    source = variant_run(args, EQUAL_STEPS[name])
+    source_record = json.loads((source / "generate" / "fit_done.json").read_text())  # the source is fitted first
+    speedup = json.loads(args.train_path_results.read_text())["fastpath_speedup"]
+    snapshots = snapshot_steps(source / "generate" / "snapshots")
+    logged = {p["step"]: p["val_ndcg@10"] for p in valid_curve(source / "generate")}
+    # Lightning logs a validation under the index of the last training batch (the global step - 1)
+    curve = {step: logged[step - 1] if step - 1 in logged else logged.get(step) for step in snapshots}
+    curve = {step: v for step, v in curve.items() if v is not None}
+    old_path_steps = int(max(snapshots) / speedup)
+    eligible = [step for step in snapshots if step <= old_path_steps and step in curve]
+    if not eligible:
+        raise SystemExit(f"{name}: no snapshot of {source} at or before step {old_path_steps}")
+    chosen = max(eligible, key=lambda step: (curve[step], step))
+    run = variant_run(args, name)
+    best = run / "generate" / "checkpoints" / "best.ckpt"
+    best.parent.mkdir(parents=True, exist_ok=True)
+    best.unlink(missing_ok=True)
+    best.symlink_to(snapshots[chosen].resolve())
+    logs = run / "generate" / "lightning_logs"  # the source's curve (valid_curve of the row)
+    if not logs.is_symlink():
+        logs.symlink_to((source / "generate" / "lightning_logs").resolve(), target_is_directory=True)
+    record = {**source_record, "variant": name, "equal_steps_of": EQUAL_STEPS[name],
+              "fastpath_speedup": speedup, "source_last_step": max(snapshots), "old_path_steps": old_path_steps,
+              "selected_step": chosen, "selected_sampled_valid_ndcg@10": curve[chosen]}
+    (run / "generate" / "fit_done.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
@@ -718,6 +765,8 @@ def main(argv: list[str] | None = None) -> None:
                         "0 alone: no hybrid rows)")
     p.add_argument("--prior-candidates", type=int, nargs="+", default=[0, 20],
                    help="the prior's top-P non-history items joined to a hybrid's candidates (selected on valid)")
+    p.add_argument("--train-path-results", type=Path, default=RESULTS / "train_path_beauty.json",
+                   help="bench_train_path.py's output: its fastpath_speedup places the -equal-steps rows")
     p.add_argument("--results", type=Path, default=RESULTS / "beauty_quality.json")
     p.add_argument("--markdown", action="store_true", help="print the README table of --results and exit")
     args = p.parse_args(argv)

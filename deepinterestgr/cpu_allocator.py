@@ -5,7 +5,7 @@ kernel on `free`; a CPU training step allocates and frees the same large tensors
 dense gradient is 32 MiB on Beauty, the catalog's item vectors and item logits several MiB each), so each step pays
 the kernel to zero and map those pages again. With mmap off and the heap never trimmed, freed blocks are reused as
 PyTorch's own caching allocator reuses GPU memory: measured 1.23x per generator training step on Beauty, 2 threads
-(`benchmarks/bench_cpu_allocator.py`). The price is that the process keeps its peak heap until it exits.
+(`benchmarks/bench_train_path.py`). The price is that the process keeps its peak heap until it exits.
 
 `DIG_KEEP_FREED_MEMORY=0` leaves glibc's defaults alone. jemalloc/tcmalloc (`LD_PRELOAD`) do the same job where
 installed; they are not on the package index, so this is the dependency-free route.

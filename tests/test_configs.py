@@ -99,6 +99,39 @@ def test_quality_sweeps_go_to_one_file_per_generator_one_line_per_point(tmp_path
     assert json.loads(bench.results_text(result)) == result
 
 
+def test_equal_steps_row_takes_the_best_snapshot_the_old_path_reaches(tmp_path):
+    """bench_beauty_quality's "-equal-steps" row: of its source fit's validation snapshots, the best on the sampled
+    valid users among those at or before (last step / fastpath_speedup), linked as the row's best checkpoint."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    bench = _quality_bench()
+    name = next(iter(bench.EQUAL_STEPS))
+    source = tmp_path / "generators" / bench.EQUAL_STEPS[name] / "generate"
+    (source / "snapshots").mkdir(parents=True)
+    valid = {500: 0.030, 1000: 0.041, 1500: 0.040, 2000: 0.052, 2400: 0.055}
+    writer = SummaryWriter(str(source / "lightning_logs" / "version_0"))
+    writer.add_scalar("train/loss", 9.0, 50)
+    for step, ndcg in valid.items():
+        writer.add_scalar("val/ndcg@10", ndcg, step - 1)  # as Lightning logs it: the last batch's index
+        (source / "snapshots" / f"step{step}.ckpt").write_text(str(step))
+    writer.close()
+    (source / "fit_done.json").write_text(json.dumps({"variant": bench.EQUAL_STEPS[name], "fit_s": 3300,
+                                                      "seed": 2333}))
+    speed = tmp_path / "train_path.json"
+    speed.write_text(json.dumps({"fastpath_speedup": 1.6}))  # 2400 / 1.6 = 1500: steps 500, 1000, 1500 eligible
+    args = SimpleNamespace(work=tmp_path, train_path_results=speed, collab_run=tmp_path / "sids_collab")
+    (tmp_path / "sids_collab" / "data").mkdir(parents=True)
+    (tmp_path / "sids_collab" / "quantize").mkdir()
+
+    record = bench.fit(args, name)
+
+    assert (record["old_path_steps"], record["selected_step"]) == (1500, 1000)  # .041 beats .040 and .030
+    best = tmp_path / "generators" / name / "generate" / "checkpoints" / "best.ckpt"
+    assert best.read_text() == "1000" and record["seed"] == 2333 and record["equal_steps_of"] == bench.EQUAL_STEPS[name]
+    assert json.loads((best.parents[1] / "fit_done.json").read_text()) == record
+    assert bench.fit(args, name) == record  # a second invocation reuses the record
+
+
 def _quality_benchmark_experiments() -> list[tuple[str, dict]]:
     """The SID experiments and generator variants of benchmarks/bench_beauty_quality.py."""
     bench = _quality_bench()

@@ -240,3 +240,33 @@ def test_validation_ranks_the_beam_alone_and_test_joins_the_dense_candidates():
         module.validation_step(batch, 0)
         module.test_step(batch, 0)
     assert widths == [10, 16]
+
+
+def test_item_vectors_equal_the_masked_sum_of_their_rows_values_and_gradients():
+    """`embedding_bag` item vectors (one kernel, no [..., S, d] intermediate) equal the gathered, PAD-masked sum of
+    code rows plus two identity rows, in value and in the gradients they send to both tables."""
+    from deepinterestgr.generate.t5 import HistoryItemEmbedding
+    from deepinterestgr.generate.tokenizer import PAD
+
+    torch.manual_seed(0)
+    codes = torch.nn.Embedding(50, 16)
+    embedding = HistoryItemEmbedding(codes, max_positions=8, item_buckets=97)
+    tokens = torch.randint(1, 50, (3, 5, 4))
+    tokens[0, :2] = PAD  # padded history rows
+    tokens[1, 3, 3] = PAD  # a SID without a suffix
+    got = embedding.item_vectors(tokens)
+    present = (tokens != PAD).unsqueeze(-1)
+    want = ((codes(tokens) * present).sum(-2)
+            + embedding.item_hash(embedding.hash_rows(tokens)).sum(-2) * present.any(-2))
+    torch.testing.assert_close(got, want)
+    assert torch.equal(got[0, :2], torch.zeros(2, 16))
+
+    upstream = torch.randn_like(got)
+    grads = []
+    for out in (got, want):
+        codes.zero_grad()
+        embedding.item_hash.zero_grad()
+        (out * upstream).sum().backward()
+        grads.append((codes.weight.grad.clone(), embedding.item_hash.weight.grad.clone()))
+    torch.testing.assert_close(grads[0], grads[1])
+    assert torch.equal(grads[0][0][PAD], torch.zeros(16))  # PAD tokens add nothing, so learn nothing

@@ -4,7 +4,7 @@ glibc serves an allocation above its mmap threshold (at most 32 MiB) with a fres
 kernel on `free`; a CPU training step allocates and frees the same large tensors every step (the identity table's
 dense gradient is 32 MiB on Beauty, the catalog's item vectors and item logits several MiB each), so each step pays
 the kernel to zero and map those pages again. With mmap off and the heap never trimmed, freed blocks are reused as
-PyTorch's own caching allocator reuses GPU memory: measured 1.23x per generator training step on Beauty, 2 threads
+PyTorch's own caching allocator reuses GPU memory: measured 1.19x per generator training step on Beauty, 2 threads
 (`benchmarks/bench_train_path.py`). The price is that the process keeps its peak heap until it exits.
 
 `DIG_KEEP_FREED_MEMORY=0` leaves glibc's defaults alone. jemalloc/tcmalloc (`LD_PRELOAD`) do the same job where

@@ -362,7 +362,8 @@ def _bag_sum(indices: torch.Tensor, weight: torch.Tensor, padding_idx: int | Non
 
     `embedding_bag` gathers and sums in one kernel and its backward adds each bag's gradient to its rows directly;
     the gather-then-sum it replaces materialised [..., n, d] (the whole catalog's [items, S, d] at every training
-    step of the item-level loss) and multiplied it by a PAD mask: measured ~1.1x per Beauty training step."""
+    step of the item-level loss) and multiplied it by a PAD mask: measured 1.04x more per Beauty training step on top
+    of the kept-memory allocator (`benchmarks/bench_train_path.py`)."""
     flat = indices.reshape(-1, indices.shape[-1])
     summed = nn.functional.embedding_bag(flat, weight, mode="sum", padding_idx=padding_idx)
     return summed.view(*indices.shape[:-1], weight.shape[1])

@@ -3,27 +3,14 @@ are kept beside the stages' best/last checkpoints, and each one reloads as the m
 
 from __future__ import annotations
 
-import random
-from pathlib import Path
-
 import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 
-from deepinterestgr.artifacts import atomic_write_jsonl
 from deepinterestgr.generate.data import SequenceDataModule
 from deepinterestgr.generate.module import GeneratorModule
 from deepinterestgr.generate.t5 import T5SIDGenerator
-from deepinterestgr.generate.testing import random_sid_table
+from deepinterestgr.generate.testing import write_tiny_run
 from deepinterestgr.training import ValidationSnapshots, snapshot_steps
-
-
-def _run(tmp_path: Path, n_users: int = 40, num_items: int = 30) -> Path:
-    rng = random.Random(0)
-    sequences = [[rng.randrange(num_items) for _ in range(rng.randint(4, 12))] for _ in range(n_users)]
-    atomic_write_jsonl(tmp_path / "data" / "sequences.jsonl",
-                       ({"user": f"u{i}", "items": s, "timestamps": []} for i, s in enumerate(sequences)))
-    random_sid_table(num_items=num_items, num_levels=3, codebook_size=4, seed=1).save(tmp_path / "quantize")
-    return tmp_path
 
 
 class _WeightsAtValidation(Callback):
@@ -36,7 +23,8 @@ class _WeightsAtValidation(Callback):
 
 
 def test_every_validation_leaves_a_snapshot_that_reloads_its_weights(tmp_path):
-    dm = SequenceDataModule(str(_run(tmp_path)), max_history=8, batch_size=8, eval_batch_size=16)
+    run = write_tiny_run(tmp_path, num_items=30, num_users=40, codebook_size=4)
+    dm = SequenceDataModule(str(run), max_history=8, batch_size=8, eval_batch_size=16)
     seen = _WeightsAtValidation()
     trainer = Trainer(accelerator="cpu", devices=1, max_steps=6, val_check_interval=2, logger=False,
                       enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=1,

@@ -137,6 +137,19 @@ VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
         "configs/model/generator_t5_items.yaml", "collab",
         ("-c", "configs/trainer/snapshots.yaml", "--model.generator.init_args.fast_dropout", "true",
          "--seed_everything", "2333")),
+    # t5-items-collab-2threads-fastpath-seed2333 run again (same seed, options, cap and SID table: the table rebuilt
+    # from scratch on another machine came out identical, sid_table_sha256 6af261c4...) on a machine whose fit steps
+    # ~1.4x faster: how far more steps in the cap carry the recipe
+    "t5-items-collab-2threads-fastpath-seed2333-rerun": ("configs/model/generator_t5_items.yaml", "collab",
+                                                         ("-c", "configs/trainer/snapshots.yaml",
+                                                          "--model.generator.init_args.fast_dropout", "true",
+                                                          "--seed_everything", "2333")),
+    # the rerun at the step count the first fit reached in its cap (not a fit: EQUAL_STEPS): the same fit replayed on
+    # another CPU, so its difference from the first is what float rounding across machines leaves
+    "t5-items-collab-2threads-fastpath-seed2333-rerun-at-9800": (
+        "configs/model/generator_t5_items.yaml", "collab",
+        ("-c", "configs/trainer/snapshots.yaml", "--model.generator.init_args.fast_dropout", "true",
+         "--seed_everything", "2333")),
     # the DCIM ablation on the recipe (seed 42): the item text joined with zero-shot DCIM descriptors, and with
     # descriptors mined by the packaged SmolLM2 (int8, schema-constrained), each fused with the collaborative source
     "t5-items-collab-dcim-2threads": ("configs/model/generator_t5_items.yaml", "collab_dcim", ()),
@@ -153,10 +166,15 @@ VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
                                                  ("-c", "configs/trainer/ema.yaml", "--seed_everything", str(seed)))
        for suffix, seed in (("", 42), ("-seed2333", 2333), ("-seed6666", 6666))},
 }
-#: rows that are not fits: variant -> the fit whose validation snapshot it evaluates, the best one on the sampled
-#: valid users among those at or before the step the old training path reaches in the same cap (the fit's last step
-#: / `fastpath_speedup` of benchmarks/results/train_path_beauty.json, measured on the same machine)
-EQUAL_STEPS = {"t5-items-collab-2threads-fastpath-seed2333-equal-steps": "t5-items-collab-2threads-fastpath-seed2333"}
+#: rows that are not fits: variant -> (the fit whose validation snapshot it evaluates, a step budget); the snapshot
+#: is the best one on the sampled valid users among those at or before the budget: a fixed step count, or (None) the
+#: step the old training path reaches in the same cap (the fit's last step / `fastpath_speedup` of
+#: benchmarks/results/train_path_beauty.json, measured on the same machine)
+EQUAL_STEPS = {"t5-items-collab-2threads-fastpath-seed2333-equal-steps":
+               ("t5-items-collab-2threads-fastpath-seed2333", None),
+               # the last step t5-items-collab-2threads-fastpath-seed2333 reached in its cap on its machine
+               "t5-items-collab-2threads-fastpath-seed2333-rerun-at-9800":
+               ("t5-items-collab-2threads-fastpath-seed2333-rerun", 9800)}
 # torch threads of a variant's fit; every other variant trains on 1
 FIT_THREADS = {name: 2 for name in ("t5-items-collab-2threads", "t5-items-collab-2threads-seed2333",
                                     "t5-items-collab-2threads-seed6666", "t5-items-collab-causal-2threads",
@@ -167,6 +185,7 @@ FIT_THREADS = {name: 2 for name in ("t5-items-collab-2threads", "t5-items-collab
                                     "t5-items-collab-llm-dcim-2threads-seed6666", "t5-items-collab-qseed2-2threads",
                                     "t5-items-collab-2threads-itemw2", "t5-items-collab-2threads-itemw4",
                                     "t5-items-collab-2threads-refit", "t5-items-collab-2threads-fastpath-seed2333",
+                                    "t5-items-collab-2threads-fastpath-seed2333-rerun",
                                     *(f"t5-items-collab-2threads-{v}-seed{seed}" for v in ("fastdrop", "refit")
                                       for seed in (2333, 6666)))}
 # rows reported as mean ± std over seeds: name -> the variants that are its seeds (t5-items-collab is seed 42)
@@ -191,6 +210,11 @@ ABLATION_PAIRS = {**{f"t5-items-collab-2threads-ema{suffix}": f"t5-items-collab-
                      for seed in (2333, 6666)},
                   "t5-items-collab-2threads-fastpath-seed2333":
                       "t5-items-collab-2threads-fastpath-seed2333-equal-steps",
+                  # more steps in the cap; then the replay on another machine at the first fit's step count
+                  "t5-items-collab-2threads-fastpath-seed2333-rerun":
+                      "t5-items-collab-2threads-fastpath-seed2333-rerun-at-9800",
+                  "t5-items-collab-2threads-fastpath-seed2333-rerun-at-9800":
+                      "t5-items-collab-2threads-fastpath-seed2333",
                   "t5-items-collab-2threads-itemw2": "t5-items-collab-2threads-refit",
                   "t5-items-collab-2threads-itemw4": "t5-items-collab-2threads-refit",
                   "t5-items-collab-dcim-2threads": "t5-items-collab-2threads",
@@ -333,23 +357,28 @@ def fit(args, name: str) -> dict:
 
 
 def equal_steps(args, name: str) -> dict:
-    """The `EQUAL_STEPS` row of `name`: its source fit's validation snapshot that the old training path would have
-    selected in the same cap, linked as the best checkpoint of a run directory of its own."""
+    """The `EQUAL_STEPS` row of `name`: its source fit's validation snapshot that a fit stopped at the row's step
+    budget would have selected, linked as the best checkpoint of a run directory of its own."""
     from deepinterestgr.generate.evaluation import valid_curve
     from deepinterestgr.training import snapshot_steps
 
-    source = variant_run(args, EQUAL_STEPS[name])
+    source_name, budget = EQUAL_STEPS[name]
+    source = variant_run(args, source_name)
     source_record = json.loads((source / "generate" / "fit_done.json").read_text())  # the source is fitted first
-    speedup = json.loads(args.train_path_results.read_text())["fastpath_speedup"]
     snapshots = snapshot_steps(source / "generate" / "snapshots")
+    if budget is None:
+        speedup = json.loads(args.train_path_results.read_text())["fastpath_speedup"]
+        budget_record = {"fastpath_speedup": speedup, "old_path_steps": int(max(snapshots) / speedup)}
+    else:
+        budget_record = {"step_budget": budget}
     logged = {p["step"]: p["val_ndcg@10"] for p in valid_curve(source / "generate")}
     # Lightning logs a validation under the index of the last training batch (the global step - 1)
     curve = {step: logged[step - 1] if step - 1 in logged else logged.get(step) for step in snapshots}
     curve = {step: v for step, v in curve.items() if v is not None}
-    old_path_steps = int(max(snapshots) / speedup)
-    eligible = [step for step in snapshots if step <= old_path_steps and step in curve]
+    last_allowed = budget_record.get("old_path_steps", budget)
+    eligible = [step for step in snapshots if step <= last_allowed and step in curve]
     if not eligible:
-        raise SystemExit(f"{name}: no snapshot of {source} at or before step {old_path_steps}")
+        raise SystemExit(f"{name}: no snapshot of {source} at or before step {last_allowed}")
     chosen = max(eligible, key=lambda step: (curve[step], step))
     run = variant_run(args, name)
     best = run / "generate" / "checkpoints" / "best.ckpt"
@@ -359,9 +388,9 @@ def equal_steps(args, name: str) -> dict:
     logs = run / "generate" / "lightning_logs"  # the source's curve (valid_curve of the row)
     if not logs.is_symlink():
         logs.symlink_to((source / "generate" / "lightning_logs").resolve(), target_is_directory=True)
-    record = {**source_record, "variant": name, "equal_steps_of": EQUAL_STEPS[name],
-              "fastpath_speedup": speedup, "source_last_step": max(snapshots), "old_path_steps": old_path_steps,
-              "selected_step": chosen, "selected_sampled_valid_ndcg@10": curve[chosen]}
+    record = {**source_record, "variant": name, "equal_steps_of": source_name, **budget_record,
+              "source_last_step": max(snapshots), "selected_step": chosen,
+              "selected_sampled_valid_ndcg@10": curve[chosen]}
     (run / "generate" / "fit_done.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 

@@ -99,14 +99,12 @@ def test_quality_sweeps_go_to_one_file_per_generator_one_line_per_point(tmp_path
     assert json.loads(bench.results_text(result)) == result
 
 
-def test_equal_steps_row_takes_the_best_snapshot_the_old_path_reaches(tmp_path):
-    """bench_beauty_quality's "-equal-steps" row: of its source fit's validation snapshots, the best on the sampled
-    valid users among those at or before (last step / fastpath_speedup), linked as the row's best checkpoint."""
+def _snapshot_fit(tmp_path, source_name: str) -> SimpleNamespace:
+    """A finished fit of `source_name` with one snapshot per validation (a checkpoint naming its own step) and the
+    sampled-valid N@10 of each logged as Lightning logs it; returns the benchmark's args for it."""
     from torch.utils.tensorboard import SummaryWriter
 
-    bench = _quality_bench()
-    name = next(iter(bench.EQUAL_STEPS))
-    source = tmp_path / "generators" / bench.EQUAL_STEPS[name] / "generate"
+    source = tmp_path / "generators" / source_name / "generate"
     (source / "snapshots").mkdir(parents=True)
     valid = {500: 0.030, 1000: 0.041, 1500: 0.040, 2000: 0.052, 2400: 0.055}
     writer = SummaryWriter(str(source / "lightning_logs" / "version_0"))
@@ -115,21 +113,46 @@ def test_equal_steps_row_takes_the_best_snapshot_the_old_path_reaches(tmp_path):
         writer.add_scalar("val/ndcg@10", ndcg, step - 1)  # as Lightning logs it: the last batch's index
         (source / "snapshots" / f"step{step}.ckpt").write_text(str(step))
     writer.close()
-    (source / "fit_done.json").write_text(json.dumps({"variant": bench.EQUAL_STEPS[name], "fit_s": 3300,
-                                                      "seed": 2333}))
+    (source / "fit_done.json").write_text(json.dumps({"variant": source_name, "fit_s": 3300, "seed": 2333}))
     speed = tmp_path / "train_path.json"
     speed.write_text(json.dumps({"fastpath_speedup": 1.6}))  # 2400 / 1.6 = 1500: steps 500, 1000, 1500 eligible
-    args = SimpleNamespace(work=tmp_path, train_path_results=speed, collab_run=tmp_path / "sids_collab")
     (tmp_path / "sids_collab" / "data").mkdir(parents=True)
     (tmp_path / "sids_collab" / "quantize").mkdir()
+    return SimpleNamespace(work=tmp_path, train_path_results=speed, collab_run=tmp_path / "sids_collab")
+
+
+def test_equal_steps_row_takes_the_best_snapshot_the_old_path_reaches(tmp_path):
+    """bench_beauty_quality's "-equal-steps" row: of its source fit's validation snapshots, the best on the sampled
+    valid users among those at or before (last step / fastpath_speedup), linked as the row's best checkpoint."""
+    bench = _quality_bench()
+    name = next(n for n, (_, budget) in bench.EQUAL_STEPS.items() if budget is None)
+    source_name = bench.EQUAL_STEPS[name][0]
+    args = _snapshot_fit(tmp_path, source_name)
 
     record = bench.fit(args, name)
 
     assert (record["old_path_steps"], record["selected_step"]) == (1500, 1000)  # .041 beats .040 and .030
     best = tmp_path / "generators" / name / "generate" / "checkpoints" / "best.ckpt"
-    assert best.read_text() == "1000" and record["seed"] == 2333 and record["equal_steps_of"] == bench.EQUAL_STEPS[name]
+    assert best.read_text() == "1000" and record["seed"] == 2333 and record["equal_steps_of"] == source_name
     assert json.loads((best.parents[1] / "fit_done.json").read_text()) == record
     assert bench.fit(args, name) == record  # a second invocation reuses the record
+
+
+def test_step_budget_row_takes_the_best_snapshot_at_or_before_its_budget(tmp_path, monkeypatch):
+    """An EQUAL_STEPS row with a fixed step budget ignores the speed ratio: the best snapshot at or before it."""
+    bench = _quality_bench()
+    name, source_name = "fit-at-2000", "fit"
+    monkeypatch.setitem(bench.EQUAL_STEPS, name, (source_name, 2000))
+    monkeypatch.setitem(bench.VARIANTS, name, bench.VARIANTS["t5-items-collab"])
+    monkeypatch.setitem(bench.VARIANTS, source_name, bench.VARIANTS["t5-items-collab"])
+    args = _snapshot_fit(tmp_path, source_name)
+
+    record = bench.fit(args, name)
+
+    assert (record["step_budget"], record["selected_step"], record["source_last_step"]) == (2000, 2000, 2400)
+    assert "fastpath_speedup" not in record and record["selected_sampled_valid_ndcg@10"] == 0.052
+    best = tmp_path / "generators" / name / "generate" / "checkpoints" / "best.ckpt"
+    assert best.read_text() == "2000"
 
 
 def _quality_benchmark_experiments() -> list[tuple[str, dict]]:

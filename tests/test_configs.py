@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 import yaml
 
 from deepinterestgr.cli.main import STAGE_COMMANDS, build_function_parser
@@ -433,3 +434,32 @@ def test_other_catalogs_run_the_beauty_experiment_unchanged(name):
     assert other["data"] == f"configs/data/prepare_{name}.yaml" and other["run_dir"] == f"runs/{name}"
     assert {k: v for k, v in other.items() if k not in ("data", "run_dir")} == \
         {k: v for k, v in beauty.items() if k not in ("data", "run_dir")}
+
+
+@pytest.mark.parametrize("path", [p for p in ALL_YAML if _kind(p) == "experiment"
+                                  and any((yaml.safe_load(p.read_text()).get(s) or {}).get("overrides")
+                                          for s in ("generate", "rl"))], ids=lambda p: p.name)
+def test_experiment_stage_overrides_parse_with_their_fragments(path, tmp_path, monkeypatch):
+    """A shipped experiment's generate / rl command line, as the pipeline builds it (fragments, run directory, then
+    the stage's own overrides), parses, and each override lands in the resolved config."""
+    from deepinterestgr.cli.lightning import run_lightning
+    from deepinterestgr.pipeline import TrainStage, _lightning_args
+
+    monkeypatch.chdir(REPO)
+    exp = yaml.safe_load(path.read_text())
+    for name in ("generate", "rl"):
+        if not (exp.get(name) or {}).get("overrides"):
+            continue
+        stage = TrainStage(**exp[name])
+        args = _lightning_args(stage, tmp_path, name)
+        if not torch.cuda.is_available():  # a GPU experiment's trainer is built on CPU here; its overrides still parse
+            args += ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
+                     "--trainer.precision", "32-true"]
+        cli = run_lightning(args, run=False)
+        for key, value in zip(stage.overrides[::2], stage.overrides[1::2]):
+            resolved = cli.config
+            for part in key.removeprefix("--").split("."):  # `--data.x` addresses data's init_args.x
+                if part not in resolved and "init_args" in resolved:
+                    resolved = resolved["init_args"]
+                resolved = resolved[part]
+            assert str(resolved).lower() == str(value).lower(), f"{path.name} {name}: {key} {value} -> {resolved}"

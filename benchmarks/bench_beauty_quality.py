@@ -139,13 +139,14 @@ VARIANTS = {  # name -> (model config, which SIDs, extra `dig fit` overrides)
          "--seed_everything", "2333")),
     # t5-items-collab-2threads-fastpath-seed2333 run again (same seed, options, cap and SID table: the table rebuilt
     # from scratch on another machine came out identical, sid_table_sha256 6af261c4...) on a machine whose fit steps
-    # ~1.4x faster: how far more steps in the cap carry the recipe
+    # ~1.5x faster: how far more steps in the cap carry the recipe
     "t5-items-collab-2threads-fastpath-seed2333-rerun": ("configs/model/generator_t5_items.yaml", "collab",
                                                          ("-c", "configs/trainer/snapshots.yaml",
                                                           "--model.generator.init_args.fast_dropout", "true",
                                                           "--seed_everything", "2333")),
     # the rerun at the step count the first fit reached in its cap (not a fit: EQUAL_STEPS): the same fit replayed on
-    # another CPU, so its difference from the first is what float rounding across machines leaves
+    # another CPU, so its difference from the first is what float rounding across machines leaves (measured: none,
+    # the per-user test ranks are identical)
     "t5-items-collab-2threads-fastpath-seed2333-rerun-at-9800": (
         "configs/model/generator_t5_items.yaml", "collab",
         ("-c", "configs/trainer/snapshots.yaml", "--model.generator.init_args.fast_dropout", "true",

@@ -8,6 +8,12 @@ one process with `torch.set_num_threads(OMP_NUM_THREADS)`. Batches: 256 prefixes
 
     OMP_NUM_THREADS=2 python benchmarks/bench_train_step_parts.py --run runs/beauty_quality/sids_collab
 
+`--identity-tables N ...` times only the recipe's step (bucketed batches, FastDropout) at each size of the hashed
+identity table (`item_buckets`; 0 = none), the rows' parameters, gradients and AdamW state that every step touches:
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_train_step_parts.py --identity-tables 65536 16384 0 \
+        --out benchmarks/results/train_step_identity_table_beauty.json
+
 Writes benchmarks/results/train_step_parts_beauty.json.
 """
 
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,6 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
+from deepinterestgr.cpu_allocator import keep_freed_memory  # noqa: E402
 from deepinterestgr.generate.data import SequenceDataModule  # noqa: E402
 from deepinterestgr.generate.module import GeneratorModule  # noqa: E402
 from deepinterestgr.generate.t5 import T5SIDGenerator  # noqa: E402
@@ -34,7 +42,7 @@ ARCH = dict(d_model=128, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=3
 
 
 def time_setting(run: Path, *, windows: bool, item_loss_weight: float, steps: int, fast_dropout: bool = False,
-                 bucketed: bool = False) -> dict:
+                 bucketed: bool = False, item_buckets: int = ARCH["item_buckets"]) -> dict:
     batch_size = 44 if windows else 256
     dm = SequenceDataModule(str(run), max_history=20, batch_size=batch_size, all_positions=windows)
     dm.setup()
@@ -46,7 +54,8 @@ def time_setting(run: Path, *, windows: bool, item_loss_weight: float, steps: in
     else:
         batches = [dm.make_batch("train", torch.randint(0, n, (batch_size,), generator=g)) for _ in range(steps + 2)]
     torch.manual_seed(0)
-    module = GeneratorModule(generator=T5SIDGenerator(**ARCH, causal=windows, fast_dropout=fast_dropout),
+    arch = {**ARCH, "item_buckets": item_buckets}
+    module = GeneratorModule(generator=T5SIDGenerator(**arch, causal=windows, fast_dropout=fast_dropout),
                              renormalize=True,
                              item_loss_weight=item_loss_weight)
     module.set_tokenizer(dm.tokenizer)
@@ -62,7 +71,7 @@ def time_setting(run: Path, *, windows: bool, item_loss_weight: float, steps: in
     targets = [int((b["position_target_items"] >= 0).sum()) if windows else len(b["target"]) for b in batches[2:]]
     s_per_step = sum(times[2:]) / steps
     return {"batch": f"{batch_size} {'windows' if windows else 'prefixes'}{', length-bucketed' if bucketed else ''}",
-            "item_loss_weight": item_loss_weight, "fast_dropout": fast_dropout,
+            "item_loss_weight": item_loss_weight, "fast_dropout": fast_dropout, "item_buckets": item_buckets,
             "s_per_step": round(s_per_step, 4), "targets_per_step": round(sum(targets) / steps, 1),
             "targets_per_s": round(sum(targets) / sum(times[2:]), 1)}
 
@@ -74,6 +83,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--bucketed-steps", type=int, default=40,
                    help="steps of the length-bucketed settings (their batches differ in length: more steps)")
+    p.add_argument("--identity-tables", type=int, nargs="+", default=None, metavar="N",
+                   help="time only the recipe's step (bucketed batches, FastDropout) at each identity-table size "
+                        "(item_buckets; 0 = no identity vectors), in --passes alternating passes, with the "
+                        "memory-keeping allocator of a `dig` process")
+    p.add_argument("--passes", type=int, default=3, help="with --identity-tables: passes over the sizes")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train_step_parts_beauty.json")
     args = p.parse_args(argv)
     if not (args.run / "data" / "sequences.jsonl").exists():
@@ -81,6 +95,23 @@ def main(argv: list[str] | None = None) -> None:
                  "(python benchmarks/bench_beauty_quality.py --phases sids --variants t5-items-collab)")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     rows = []
+    if args.identity_tables is not None:
+        keep_freed_memory()  # as every `dig` process does: the fit's step, not glibc's default allocator's
+        # passes in alternating order, so that drift of the machine's speed hits every size alike; medians per size
+        for i in range(args.passes):
+            for size in args.identity_tables[::-1] if i % 2 else args.identity_tables:
+                rows.append(time_setting(args.run, windows=False, item_loss_weight=1.0, steps=args.bucketed_steps,
+                                         fast_dropout=True, bucketed=True, item_buckets=size))
+                print(rows[-1], flush=True)
+        first = args.identity_tables[0]
+        median = {size: statistics.median(r["s_per_step"] for r in rows if r["item_buckets"] == size)
+                  for size in args.identity_tables}
+        summary = [{"item_buckets": size, "median_s_per_step": round(m, 4),
+                    f"speedup_vs_{first}": round(median[first] / m, 3)} for size, m in median.items()]
+        for line in summary:
+            print(line)
+        write(args, rows, summary=summary)
+        return
     for windows in (False, True):
         for weight in (1.0, 0.0):
             rows.append(time_setting(args.run, windows=windows, item_loss_weight=weight, steps=args.steps))
@@ -91,9 +122,13 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(time_setting(args.run, windows=False, item_loss_weight=1.0, steps=args.bucketed_steps,
                                  fast_dropout=fast, bucketed=True))
         print(rows[-1], flush=True)
+    write(args, rows)
+
+
+def write(args, rows: list[dict], **extra) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"run": str(args.run), "threads": torch.get_num_threads(), "steps": args.steps,
-                                    "rows": rows, "command": "python benchmarks/bench_train_step_parts.py "
+                                    "rows": rows, **extra, "command": "python benchmarks/bench_train_step_parts.py "
                                     + " ".join(sys.argv[1:])}, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -126,10 +126,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def write(args, rows: list[dict], **extra) -> None:
+    record = {"run": str(args.run), "threads": torch.get_num_threads(), "steps": args.steps,
+              "bucketed_steps": args.bucketed_steps, "rows": rows, **extra,
+              "command": "python benchmarks/bench_train_step_parts.py " + " ".join(sys.argv[1:])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"run": str(args.run), "threads": torch.get_num_threads(), "steps": args.steps,
-                                    "rows": rows, **extra, "command": "python benchmarks/bench_train_step_parts.py "
-                                    + " ".join(sys.argv[1:])}, indent=2) + "\n")
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

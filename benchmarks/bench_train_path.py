@@ -36,9 +36,8 @@ from deepinterestgr.generate.module import GeneratorModule  # noqa: E402
 from deepinterestgr.generate.t5 import HistoryItemEmbedding, T5SIDGenerator  # noqa: E402
 from deepinterestgr.generate.tokenizer import PAD  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-ARCH = dict(d_model=128, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=32, d_ff=512, dropout=0.1,
-            item_buckets=65536, item_scores=True)  # generator_t5_items.yaml
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train_step_parts import ARCH, REPO, add_run_argument, require_sequences  # noqa: E402
 
 
 def gathered_identity_vectors(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -74,15 +73,12 @@ SETTINGS = {  # name -> (keep freed memory, embedding_bag, FastDropout)
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", type=Path, default=REPO / "runs" / "beauty_quality" / "sids_collab",
-                   help="a run directory with data/sequences.jsonl and quantize/sid_table.* (Beauty's SID run)")
+    add_run_argument(p)
     p.add_argument("--block", type=int, default=10, help="steps per timed block")
     p.add_argument("--rounds", type=int, default=6, help="blocks per setting (interleaved)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train_path_beauty.json")
     args = p.parse_args(argv)
-    if not (args.run / "data" / "sequences.jsonl").exists():
-        sys.exit(f"{args.run}: no data/sequences.jsonl; build the SIDs first "
-                 "(python benchmarks/bench_beauty_quality.py --phases sids)")
+    require_sequences(args.run)
     threads = int(os.environ["OMP_NUM_THREADS"])
     torch.set_num_threads(threads)
     dm = SequenceDataModule(str(args.run), max_history=20, batch_size=256)

@@ -30,6 +30,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from deepinterestgr.cpu_allocator import keep_freed_memory  # noqa: E402
 from deepinterestgr.generate.data import SequenceDataModule  # noqa: E402
@@ -37,8 +38,20 @@ from deepinterestgr.generate.module import GeneratorModule  # noqa: E402
 from deepinterestgr.generate.t5 import T5SIDGenerator  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-ARCH = dict(d_model=128, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=32, d_ff=512, dropout=0.1,
-            item_buckets=65536, item_scores=True)  # generator_t5_items.yaml
+#: the generator of the Beauty recipe, read from its config so that the timed model is the fitted one
+ARCH = yaml.safe_load((REPO / "configs" / "model" / "generator_t5_items.yaml").read_text())[
+    "model"]["init_args"]["generator"]["init_args"]
+
+
+def add_run_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", type=Path, default=REPO / "runs" / "beauty_quality" / "sids_collab",
+                   help="a run directory with data/sequences.jsonl and quantize/sid_table.* (Beauty's SID run)")
+
+
+def require_sequences(run: Path) -> None:
+    if not (run / "data" / "sequences.jsonl").exists():
+        sys.exit(f"{run}: no data/sequences.jsonl; build the SIDs first "
+                 "(python benchmarks/bench_beauty_quality.py --phases sids --variants t5-items-collab)")
 
 
 def time_setting(run: Path, *, windows: bool, item_loss_weight: float, steps: int, fast_dropout: bool = False,
@@ -78,8 +91,7 @@ def time_setting(run: Path, *, windows: bool, item_loss_weight: float, steps: in
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", type=Path, default=REPO / "runs" / "beauty_quality" / "sids_collab",
-                   help="a run directory with data/sequences.jsonl and quantize/sid_table.* (Beauty's SID run)")
+    add_run_argument(p)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--bucketed-steps", type=int, default=40,
                    help="steps of the length-bucketed settings (their batches differ in length: more steps)")
@@ -90,9 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--passes", type=int, default=3, help="with --identity-tables: passes over the sizes")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train_step_parts_beauty.json")
     args = p.parse_args(argv)
-    if not (args.run / "data" / "sequences.jsonl").exists():
-        sys.exit(f"{args.run}: no data/sequences.jsonl; build the SIDs first "
-                 "(python benchmarks/bench_beauty_quality.py --phases sids --variants t5-items-collab)")
+    require_sequences(args.run)
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     rows = []
     if args.identity_tables is not None:
